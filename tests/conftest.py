@@ -1,0 +1,51 @@
+"""Offline test fixtures: tiny random models and a tokenizer trained on the task text.
+
+Everything here is built locally in a few seconds; no test touches the Hugging Face hub.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Isolate the hub before transformers/datasets are imported anywhere.
+_HF_HOME = tempfile.mkdtemp(prefix="tunecheck-hf-home-")
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_CACHE"] = str(Path(_HF_HOME) / "datasets")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys_path_added = False
+
+from tests.tiny_models import build_tiny_model, build_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    return build_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("llama"), "llama", tiny_tokenizer_dir, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("gemma"), "gemma3", tiny_tokenizer_dir, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("qwen"), "qwen2", tiny_tokenizer_dir, seed=2)

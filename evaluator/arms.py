@@ -1,0 +1,213 @@
+"""The three arms as units of work, and how one unit is evaluated on a model.
+
+A unit is one point of one arm on one task: (A, base, k), (B, base, n, eval k), (C, newer, k). Each unit writes
+per-item results as it goes and one record when it finishes (see store.py), so runs resume unit by unit and
+item by item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from evaluator.errors import UserError
+from evaluator.prompts import TokenizedPrompts
+from evaluator.stats import estimate
+from evaluator.store import RunStore
+from evaluator.tasks import Item, Task
+
+ARM_NAMES = {"A": "prompting (base)", "B": "LoRA (base)", "C": "prompting (newer base)"}
+CHUNK_ITEMS = 16  # items scored between two appends to the results file
+
+
+@dataclass(frozen=True)
+class Unit:
+    task: str
+    arm: str  # "A" | "B" | "C"
+    model: str  # the model spec as written in the job
+    model_slug: str
+    shots: int | str  # requested k (int or "max"); for B the eval shots
+    train_size: int | str | None = None  # B only: n or "all"
+
+    @property
+    def id(self) -> str:
+        n = f"__n{self.train_size}" if self.arm == "B" else ""
+        return f"{self.task}__{self.arm}__{self.model_slug}{n}__k{self.shots}"
+
+
+def accuracy_scores(rows: list[dict]) -> list[float]:
+    return [float(r["score"]) for r in rows]
+
+
+def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item]) -> list[dict]:
+    from evaluator.engine import ChoiceRequest
+
+    reqs, conts = [], []
+    for it in items:
+        cont = [tp.continuation_ids(c) for c in it.choices]
+        reqs.append(ChoiceRequest(item_ids=tp.item_ids(it), choice_ids=cont))
+        conts.append(cont)
+    scores = scorer.score(reqs)
+    rows = []
+    for it, req, sc in zip(items, reqs, scores):
+        best = max(range(len(sc.loglik)), key=lambda j: sc.loglik[j])
+        pred = it.choices[best]
+        rows.append(
+            {
+                "item_id": it.id,
+                "target": it.target,
+                "prediction": pred,
+                "score": float(pred == it.target),
+                "loglik": [round(x, 6) for x in sc.loglik],
+                "is_greedy": list(sc.is_greedy),
+                "item_tokens": len(req.item_ids),
+                "prompt_tokens": scorer.prefix_len + len(req.item_ids),
+                "output_tokens": 0,
+            }
+        )
+    return rows
+
+
+def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer) -> list[dict]:
+    rows = []
+    stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for it in items:
+        ids = tp.item_ids(it)
+        out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop)
+        text = tokenizer.decode(out, skip_special_tokens=True).split(task.spec.fewshot_delimiter)[0].strip()
+        rows.append(
+            {
+                "item_id": it.id,
+                "target": it.target,
+                "prediction": text,
+                "score": float(text == it.target.strip()),
+                "item_tokens": len(ids),
+                "prompt_tokens": scorer.prefix_len + len(ids),
+                "output_tokens": len(out),
+            }
+        )
+    return rows
+
+
+def resolve_shots(unit_shots: int | str, tp: TokenizedPrompts, items, context: int, cap: int) -> tuple[int, str]:
+    """The k to use and how it was chosen; an explicit k that does not fit is an error, never truncation."""
+    need_after_prefix = tp.longest_request(items)
+    if unit_shots == "max":
+        k = tp.max_shots_that_fit(context, items, cap)
+        if k < 0:
+            raise UserError(f"even the zero-shot prompt does not fit the {context}-token context window")
+        return k, f"max: largest k (cap {cap}) with prefix + longest item and answer ({need_after_prefix} tokens) <= {context} tokens"
+    k = int(unit_shots)
+    if k > len(tp.builder.task.train):
+        raise UserError(f"shots={k} but task {tp.builder.task.name} has only {len(tp.builder.task.train)} training items — lower it or use max")
+    total = len(tp.prefix_ids(k)) + need_after_prefix
+    if total > context:
+        raise UserError(
+            f"shots={k} does not fit: prompt needs {total} tokens > the model's {context}-token context window — use fewer shots or 'max'"
+        )
+    return k, "explicit"
+
+
+def evaluate_unit(
+    unit: Unit,
+    task: Task,
+    items: list[Item],
+    tp: TokenizedPrompts,
+    model,
+    tokenizer,
+    context: int,
+    store: RunStore,
+    *,
+    engine: str,
+    batch_tokens: int,
+    shots_cap: int,
+    extra: dict | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Score every item of `unit` not already on disk, then write the unit's record."""
+    from evaluator.engine import PrefixScorer
+
+    k, how = resolve_shots(unit.shots, tp, items, context, shots_cap)
+    prefix_text = tp.builder.prefix(k)
+    prefix_ids = tp.prefix_ids(k)
+    store.write_prefix(unit.id, prefix_text)
+    done = store.finished_items(unit.id)
+    todo = [it for it in items if it.id not in done]
+    if progress and done:
+        progress(len(items) - len(todo))
+    t0 = time.perf_counter()
+    scorer = PrefixScorer(model, prefix_ids, mode=engine, max_batch_tokens=batch_tokens)
+    prefix_seconds = time.perf_counter() - t0
+    for start in range(0, len(todo), CHUNK_ITEMS):
+        chunk = todo[start : start + CHUNK_ITEMS]
+        t1 = time.perf_counter()
+        if task.spec.kind == "choice":
+            rows = _choice_rows(task, tp, scorer, chunk)
+        else:
+            rows = _generate_rows(task, tp, scorer, chunk, tokenizer)
+        per_item = (time.perf_counter() - t1) / len(chunk)
+        for r in rows:
+            r["seconds"] = round(per_item, 6)
+        store.append_items(unit.id, rows)
+        if progress:
+            progress(len(chunk))
+    rows_by_id = store.finished_items(unit.id)
+    rows = [rows_by_id[it.id] for it in items]
+    est = estimate(accuracy_scores(rows))
+    n = len(rows)
+    record = {
+        "unit": unit.id,
+        "task": unit.task,
+        "arm": unit.arm,
+        "arm_name": ARM_NAMES[unit.arm],
+        "model": unit.model,
+        "model_slug": unit.model_slug,
+        "point": {"shots_requested": unit.shots, "shots": k, "shots_how": how, "train_size": unit.train_size},
+        "metric": task.spec.metric,
+        **est.as_dict(),
+        "n_items": n,
+        "item_ids_hash": hashlib.sha256(json.dumps([r["item_id"] for r in rows]).encode()).hexdigest()[:16],
+        "engine": scorer.mode,
+        "tokens": {
+            "shared_prefix_tokens": len(prefix_ids),
+            "prompt_tokens_per_request": sum(r["prompt_tokens"] for r in rows) / n,
+            "unique_tokens_per_request": sum(r["item_tokens"] for r in rows) / n,
+            "output_tokens_per_request": sum(r["output_tokens"] for r in rows) / n,
+            "context_window": context,
+        },
+        "timings": {
+            "eval_seconds": sum(r["seconds"] for r in rows) + prefix_seconds,
+            "prefix_encode_seconds": prefix_seconds,
+            "requests": n,
+        },
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if extra:
+        record.update(extra)
+    store.finish_unit(unit.id, record)
+    return record
+
+
+def adapter_key(base_fingerprint: dict, task: Task, train_items, hp: dict, seed: int, prompt_sig: str) -> str:
+    payload = json.dumps(
+        {
+            "base": {k: base_fingerprint.get(k) for k in ("source", "model_type", "num_parameters", "revision")},
+            "task": task.name,
+            "data": task.data_hash(train_items),
+            "hp": hp,
+            "seed": seed,
+            "prompt": prompt_sig,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def adapter_dir(root: Path, task: str, base_slug: str, n: int, r: int, key: str) -> Path:
+    from evaluator.store import safe_name
+
+    return root / safe_name(task) / safe_name(base_slug) / f"n{n}-r{r}-{key}"

@@ -1,0 +1,113 @@
+"""Prompts: the shared demonstration prefix and each item's query, as text and as token ids.
+
+Layout (the same as lm-eval's, so the two agree):
+    prefix  = instruction + fewshot_delimiter (if any) + k × (query(demo) + target_delimiter + target(demo) + fewshot_delimiter)
+    request = prefix + query(item)
+    choice  = target_delimiter + choice text
+Token ids are built piecewise — prefix ids (with the tokenizer's special tokens, e.g. BOS) + item ids + choice ids
+(no special tokens) — so that one prefix KV cache serves every item. Demonstrations are ONE fixed, seeded
+permutation of the train split; k shots take its first k (so k=5 ⊂ k=32).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from evaluator.errors import UserError
+from evaluator.tasks import Item, Task
+
+REPO_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+
+
+@lru_cache(maxsize=32)
+def _template(path: Path):
+    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+    try:
+        return env.from_string(path.read_text(encoding="utf-8"))
+    except TemplateError as exc:
+        raise UserError(f"prompt template {path}: {exc}") from None
+
+
+def find_prompt(task: Task) -> Path:
+    name = task.spec.prompt
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise UserError(f"task {task.name}: prompt {name!r} must be a file name in prompts/, not a path")
+    for d in (task.path.parent / "prompts", task.path.parent.parent / "prompts", Path.cwd() / "prompts", REPO_PROMPTS):
+        if (d / name).is_file():
+            return d / name
+    raise UserError(f"task {task.name}: prompt template {name!r} not found in prompts/ — add it or fix `prompt`")
+
+
+@dataclass(frozen=True)
+class PromptBuilder:
+    task: Task
+    seed: int
+
+    def query(self, item: Item) -> str:
+        try:
+            return _template(find_prompt(self.task)).render(input=item.input, id=item.id, choices=list(item.choices))
+        except TemplateError as exc:
+            raise UserError(f"task {self.task.name}: prompt template failed on item {item.id}: {exc}") from None
+
+    def demos(self, k: int) -> list[Item]:
+        order = list(self.task.train)
+        random.Random(self.seed).shuffle(order)
+        return order[:k]
+
+    def prefix(self, k: int) -> str:
+        s = self.task.spec
+        parts = [s.instruction + s.fewshot_delimiter] if s.instruction else []
+        for d in self.demos(k):
+            parts.append(self.query(d) + s.target_delimiter + d.target + s.fewshot_delimiter)
+        return "".join(parts)
+
+    def continuation(self, text: str) -> str:
+        return self.task.spec.target_delimiter + text
+
+
+@dataclass
+class TokenizedPrompts:
+    """Token ids for one (task, tokenizer): the prefix for any k, each item's query and choices."""
+
+    builder: PromptBuilder
+    tokenizer: object
+
+    def prefix_ids(self, k: int) -> list[int]:
+        return list(self.tokenizer(self.builder.prefix(k), add_special_tokens=True)["input_ids"])
+
+    def item_ids(self, item: Item) -> list[int]:
+        return list(self.tokenizer(self.builder.query(item), add_special_tokens=False)["input_ids"])
+
+    def continuation_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(self.builder.continuation(text), add_special_tokens=False)["input_ids"])
+
+    def longest_request(self, items: list[Item] | tuple[Item, ...]) -> int:
+        """Tokens of the longest item query + its longest answer: what must fit after the prefix."""
+        worst = 0
+        for it in items:
+            answers = list(it.choices) or [it.target]
+            extra = max(len(self.continuation_ids(a)) for a in answers)
+            if self.builder.task.spec.kind == "generate":
+                extra = max(extra, self.builder.task.spec.max_new_tokens)
+            worst = max(worst, len(self.item_ids(it)) + extra)
+        return worst
+
+    def max_shots_that_fit(self, context: int, items, cap: int) -> int:
+        """Largest k (≤ cap, ≤ train size) with len(prefix(k)) + longest request ≤ context, by token count."""
+        room = context - self.longest_request(items)
+        lo, hi = 0, min(cap, len(self.builder.task.train))
+        if len(self.prefix_ids(0)) > room:
+            return -1
+        while lo < hi:  # prefix length is monotonic in k
+            mid = (lo + hi + 1) // 2
+            if len(self.prefix_ids(mid)) <= room:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo

@@ -1,0 +1,231 @@
+"""Run a job: plan the units of the three arms, evaluate those not yet done, write the report.
+
+task → prompts → arms (units) → per-item results (store) → report. Models are loaded once and only if one of their
+units still has work; the base model serves arms A and B (LoRA is unloaded after each adapter), then the newer
+bases serve arm C.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from evaluator import __version__
+from evaluator.arms import Unit, adapter_dir, adapter_key, evaluate_unit
+from evaluator.config import Job
+from evaluator.errors import UserError
+from evaluator.faults import checkpoint
+from evaluator.models import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
+from evaluator.prompts import PromptBuilder, TokenizedPrompts
+from evaluator.store import RunStore, atomic_write_json, read_json, safe_name
+from evaluator.tasks import Item, Task, load_task, task_search_dirs
+from evaluator.training import Example, train_lora
+
+console = Console(stderr=True)
+ADAPTER_META = "tunecheck-adapter.json"
+
+
+@dataclass
+class RunPlan:
+    job: Job
+    job_dir: Path
+    tasks: dict[str, Task]
+    base: ModelSource
+    newer: list[ModelSource]
+    units: list[Unit] = field(default_factory=list)
+
+
+def plan(job: Job, job_dir: Path) -> RunPlan:
+    """Validate everything that can fail cheaply (tasks, data, models) before any model is loaded."""
+    dirs = task_search_dirs(job_dir)
+    tasks = {}
+    for ref in job.tasks:
+        t = load_task(ref, dirs)
+        tasks[t.name] = t
+    base = resolve_source(job.base, job_dir)
+    newer = [resolve_source(n, job_dir) for n in job.newer]
+    for src in [base, *newer]:
+        check_loadable(src, job.trust_remote_code)
+    p = RunPlan(job, job_dir, tasks, base, newer)
+    for name in tasks:
+        for k in job.arms.prompting.shots:
+            p.units.append(Unit(name, "A", base.spec, base.slug, k))
+        if job.arms.lora.enabled:
+            for n in job.arms.lora.train_sizes:
+                n_eff = len(tasks[name].train) if n == "all" else min(int(n), len(tasks[name].train))
+                for k in job.arms.lora.eval_shots:
+                    p.units.append(Unit(name, "B", base.spec, base.slug, k, n_eff))
+        for src in newer:
+            for k in job.newer_shots():
+                p.units.append(Unit(name, "C", src.spec, src.slug, k))
+    return p
+
+
+def test_items(task: Task, limit: int | None) -> list[Item]:
+    return list(task.test[:limit] if limit else task.test)
+
+
+def run_dir_for(job: Job, job_dir: Path, run_id: str | None) -> Path:
+    out = Path(job.output_dir)
+    if not out.is_absolute():
+        out = Path.cwd() / out
+    return out / safe_name(run_id or f"{job.name}-{job.fingerprint()}")
+
+
+class Runner:
+    def __init__(self, p: RunPlan, store: RunStore, model_cache: Path | None = None) -> None:
+        self.p = p
+        self.store = store
+        self.model_cache = model_cache
+        self.computed: list[str] = []
+        self.skipped: list[str] = []
+
+    def _load(self, src: ModelSource) -> LoadedModel:
+        job = self.p.job
+        with console.status(f"loading {src.spec}"):
+            lm = load_model(src, device=job.device, dtype=job.dtype, trust_remote_code=job.trust_remote_code, cache_dir=self.model_cache)
+        console.print(f"loaded {src.spec} on {lm.device} in {lm.load_seconds:.1f}s (context {lm.context_window} tokens)")
+        return lm
+
+    def _eval(self, unit: Unit, lm: LoadedModel, model, progress: Progress, extra: dict | None = None) -> None:
+        job = self.p.job
+        task = self.p.tasks[unit.task]
+        items = test_items(task, job.limit)
+        tp = TokenizedPrompts(PromptBuilder(task, job.seed), lm.tokenizer)
+        bar = progress.add_task(unit.id, total=len(items))
+        rec = evaluate_unit(
+            unit, task, items, tp, model, lm.tokenizer, lm.context_window, self.store,
+            engine=job.engine, batch_tokens=job.batch_tokens, shots_cap=job.arms.prompting.max_shots,
+            extra=extra, progress=lambda n: progress.advance(bar, n),
+        )
+        self.computed.append(unit.id)
+        progress.console.print(
+            f"[green]done[/] {unit.id}: {rec['metric']} {rec['value']:.3f} [{rec['ci_low']:.3f}, {rec['ci_high']:.3f}] "
+            f"k={rec['point']['shots']} prompt {rec['tokens']['prompt_tokens_per_request']:.0f} tok/req, "
+            f"eval {rec['timings']['eval_seconds']:.1f}s"
+        )
+
+    def _train_or_reuse(self, unit: Unit, lm: LoadedModel, progress: Progress):
+        """Train the adapter for unit.train_size (or reuse a finished one with the same key)."""
+        from peft import PeftModel
+
+        job, task = self.p.job, self.p.tasks[unit.task]
+        hp = job.arms.lora
+        n = int(unit.train_size)
+        train_items = list(task.train[:n])
+        tp = TokenizedPrompts(PromptBuilder(task, job.seed), lm.tokenizer)
+        hp_dict = hp.model_dump(exclude={"enabled", "train_sizes", "eval_shots"})
+        key = adapter_key(lm.fingerprint, task, train_items, hp_dict, job.seed, tp.builder.prefix(0) + tp.builder.query(Item("x", "{input}", "")))
+        root = Path(job.adapters_dir)
+        if not root.is_absolute():
+            root = Path.cwd() / root
+        out = adapter_dir(root, task.name, lm.source.slug, n, hp.r, key)
+        meta_path = out / ADAPTER_META
+        if meta_path.is_file():
+            meta = read_json(meta_path)
+            progress.console.print(f"reusing adapter {out} (trained {meta['training']['train_seconds']:.1f}s)")
+            return PeftModel.from_pretrained(lm.model, out), meta, out
+        prefix0 = tp.prefix_ids(0)
+        eos = [lm.tokenizer.eos_token_id] if task.spec.kind == "generate" and lm.tokenizer.eos_token_id is not None else []
+        examples = [Example(prefix0 + tp.item_ids(it), tp.continuation_ids(it.target) + eos) for it in train_items]
+        tmp = out.with_name(out.name + ".partial")
+        with progress.console.status(f"training LoRA n={n} on {lm.source.spec}"):
+            peft_model, res = train_lora(lm.model, examples, hp, tmp, seed=job.seed, pad_id=lm.tokenizer.pad_token_id, device=lm.device)
+        meta = {
+            "format": "tunecheck-adapter/1",
+            "tunecheck_version": __version__,
+            "base": lm.fingerprint,
+            "task": task.name,
+            "train_size": n,
+            "data_hash": task.data_hash(train_items),
+            "train_item_ids": [it.id for it in train_items],
+            "hyperparameters": hp_dict,
+            "seed": job.seed,
+            "prompt_format": {"instruction": task.spec.instruction, "template": task.spec.prompt},
+            "training": res.as_dict() | {"adapter_dir": str(out)},
+            "key": key,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic_write_json(tmp / ADAPTER_META, meta)
+        if out.exists():  # a stale incomplete folder (no metadata) from an interrupted run
+            import shutil
+
+            shutil.rmtree(out)
+        tmp.rename(out)
+        checkpoint("adapter_saved")
+        progress.console.print(f"trained adapter n={n} in {res.train_seconds:.1f}s ({res.steps} steps, loss {res.final_loss:.3f}) → {out}")
+        return peft_model, meta, out
+
+    def run(self) -> None:
+        p = self.p
+        pending = [u for u in p.units if not self.store.is_done(u.id)]
+        self.skipped = [u.id for u in p.units if self.store.is_done(u.id)]
+        for uid in self.skipped:
+            console.print(f"[dim]skip {uid} (finished earlier)[/]")
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False,
+        ) as progress:
+            base_units = [u for u in pending if u.model == p.base.spec and u.arm in "AB"]
+            if base_units:
+                lm = self._load(p.base)
+                for u in [u for u in base_units if u.arm == "A"]:
+                    self._eval(u, lm, lm.model, progress)
+                b_units = [u for u in base_units if u.arm == "B"]
+                for key in sorted({(u.task, u.train_size) for u in b_units}, key=lambda t: (t[0], int(t[1]))):
+                    group = [u for u in b_units if (u.task, u.train_size) == key]
+                    peft_model, meta, out = self._train_or_reuse(group[0], lm, progress)
+                    extra = {"adapter": {"dir": str(out), "key": meta["key"]}, "training": meta["training"]}
+                    for u in group:
+                        self._eval(u, lm, peft_model, progress, extra=extra)
+                    lm.model = peft_model.unload()  # remove LoRA layers: the base is clean for the next n
+                del lm
+            for src in p.newer:
+                units = [u for u in pending if u.arm == "C" and u.model == src.spec]
+                if not units:
+                    continue
+                lm = self._load(src)
+                for u in units:
+                    self._eval(u, lm, lm.model, progress)
+                del lm
+
+
+def resolved_config(p: RunPlan, run_dir: Path) -> dict:
+    job = p.job
+    return {
+        "fingerprint": job.fingerprint(),
+        "run_id": run_dir.name,
+        "job": job.model_dump(mode="json"),
+        "tasks": {
+            n: {"path": str(t.path), "spec": t.spec.model_dump(mode="json"), "n_train": len(t.train), "n_test": len(t.test)}
+            for n, t in p.tasks.items()
+        },
+        "models": {"base": p.base.__dict__, "newer": [s.__dict__ for s in p.newer]},
+        "units": [u.id for u in p.units],
+    }
+
+
+def run_job(job: Job, job_path: Path, run_id: str | None = None) -> Path:
+    from evaluator.report import write_reports
+
+    job_dir = job_path.resolve().parent
+    with console.status("checking tasks, data and models"):
+        p = plan(job, job_dir)
+    run_dir = run_dir_for(job, job_dir, run_id)
+    store = RunStore.create_or_resume(run_dir, job_path.read_text(encoding="utf-8"), resolved_config(p, run_dir))
+    console.print(f"run dir {run_dir}: {len(p.units)} units over {len(p.tasks)} task(s)")
+    cache = Path(job.model_cache).expanduser() if job.model_cache else None
+    runner = Runner(p, store, cache)
+    t0 = time.perf_counter()
+    runner.run()
+    write_reports(store)
+    atomic_write_json(
+        run_dir / "last_invocation.json",
+        {"computed": runner.computed, "skipped": runner.skipped, "seconds": time.perf_counter() - t0},
+    )
+    return run_dir

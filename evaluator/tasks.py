@@ -1,0 +1,201 @@
+"""A task is data + a prompt + a scorer: a YAML file in `tasks/` naming a `datasets` source and its fields."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evaluator.config import format_validation_error, load_yaml
+from evaluator.errors import UserError
+
+REPO_TASKS = Path(__file__).resolve().parents[1] / "tasks"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
+class DataSource(BaseModel):
+    """Arguments for `datasets.load_dataset`: a hub id, or a builder (`json`, `csv`, `parquet`) with data_files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str
+    name: str | None = None
+    data_files: dict[str, str | list[str]] | None = None  # relative to the task file
+    revision: str | None = None
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=SAFE_NAME.pattern)
+    description: str = ""
+    data: DataSource
+    train_split: str = "train"
+    test_split: str = "test"
+    id_field: str | None = None
+    input_field: str
+    target_field: str
+    kind: Literal["choice", "generate"] = "choice"
+    choices: list[str] | None = None  # fixed label set for `choice` tasks
+    choices_field: str | None = None  # or per-row choices
+    prompt: str  # file name in prompts/ (Jinja2, rendered in a sandbox)
+    instruction: str = ""
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+    metric: Literal["accuracy", "exact_match"] = "accuracy"
+    max_new_tokens: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _choices_for_choice_tasks(self) -> "TaskSpec":
+        if self.kind == "choice" and not (self.choices or self.choices_field):
+            raise ValueError("a choice task needs `choices` (a label list) or `choices_field`")
+        return self
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    input: str
+    target: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Task:
+    spec: TaskSpec
+    path: Path
+    train: tuple[Item, ...]
+    test: tuple[Item, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def data_hash(self, items: tuple[Item, ...] | list[Item]) -> str:
+        """Content hash of items, so adapters are keyed by exactly the data they saw."""
+        h = hashlib.sha256()
+        for it in items:
+            h.update(json.dumps([it.id, it.input, it.target], ensure_ascii=False).encode())
+        return h.hexdigest()[:16]
+
+
+def find_task_file(ref: str, search_dirs: list[Path]) -> Path:
+    """A task reference is a path to a YAML file or a name looked up in the tasks directories."""
+    p = Path(ref).expanduser()
+    if p.suffix in {".yaml", ".yml"}:
+        for cand in [p, *(d / p for d in search_dirs)]:
+            if cand.is_file():
+                return cand
+        raise UserError(f"task file {ref} does not exist — check the path")
+    if not SAFE_NAME.match(ref):
+        raise UserError(f"task name {ref!r} is not a plain name — use letters, digits, '_', '-' or a .yaml path")
+    for d in search_dirs:
+        for ext in (".yaml", ".yml"):
+            if (d / f"{ref}{ext}").is_file():
+                return d / f"{ref}{ext}"
+    raise UserError(f"unknown task {ref!r} — see `tunecheck tasks` for the available ones")
+
+
+def task_search_dirs(job_dir: Path | None = None) -> list[Path]:
+    dirs = [Path.cwd() / "tasks"]
+    if job_dir is not None:
+        dirs.insert(0, job_dir)
+        dirs.insert(1, job_dir / "tasks")
+    dirs.append(REPO_TASKS)
+    out: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def load_spec(path: Path) -> TaskSpec:
+    try:
+        return TaskSpec.model_validate(load_yaml(path, "task file"))
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, str(path))) from None
+
+
+def _resolve_data_files(spec: TaskSpec, task_dir: Path) -> dict[str, Any] | None:
+    if spec.data.data_files is None:
+        return None
+    out: dict[str, Any] = {}
+    for split, files in spec.data.data_files.items():
+        names = [files] if isinstance(files, str) else files
+        resolved = []
+        for f in names:
+            fp = (task_dir / f).resolve()
+            if not fp.is_file():
+                raise UserError(f"task {spec.name}: data file {fp} (split {split!r}) does not exist — fix data.data_files")
+            resolved.append(str(fp))
+        out[split] = resolved
+    return out
+
+
+def _load_split(spec: TaskSpec, task_dir: Path, split: str) -> list[dict[str, Any]]:
+    import datasets
+
+    data_files = _resolve_data_files(spec, task_dir)
+    if data_files is not None and split not in data_files:
+        raise UserError(f"task {spec.name}: split {split!r} is not in data.data_files ({', '.join(data_files)})")
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(
+            spec.data.path, name=spec.data.name, data_files=data_files, split=split, revision=spec.data.revision
+        )
+    except UserError:
+        raise
+    except UnicodeDecodeError:
+        raise UserError(f"task {spec.name}: data for split {split!r} is not UTF-8 — re-encode the file") from None
+    except Exception as exc:  # datasets raises many types; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"task {spec.name}: cannot load split {split!r} from {spec.data.path}: {first}") from None
+    return [dict(r) for r in ds]
+
+
+def _to_items(spec: TaskSpec, rows: list[dict[str, Any]], split: str) -> tuple[Item, ...]:
+    if not rows:
+        raise UserError(f"task {spec.name}: split {split!r} is empty — it needs at least one row")
+    items: list[Item] = []
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        rid = str(row[spec.id_field]) if spec.id_field and spec.id_field in row else f"{split}-{i}"
+        for field in (spec.input_field, spec.target_field, spec.choices_field):
+            if field and row.get(field) is None:
+                raise UserError(f"task {spec.name}: row {rid} of split {split!r} has no field {field!r} — fix the data or the task's field names")
+        if rid in seen:
+            raise UserError(f"task {spec.name}: duplicate id {rid!r} in split {split!r} — ids must be unique")
+        seen.add(rid)
+        choices = tuple(str(c) for c in (row[spec.choices_field] if spec.choices_field else spec.choices or ()))
+        target = str(row[spec.target_field])
+        if spec.kind == "choice" and target not in choices:
+            raise UserError(f"task {spec.name}: row {rid} target {target!r} is not among the choices — fix the data or `choices`")
+        items.append(Item(id=rid, input=str(row[spec.input_field]), target=target, choices=choices))
+    return tuple(items)
+
+
+def load_task(ref: str, search_dirs: list[Path] | None = None) -> Task:
+    path = find_task_file(ref, search_dirs or task_search_dirs())
+    spec = load_spec(path)
+    train = _to_items(spec, _load_split(spec, path.parent, spec.train_split), spec.train_split)
+    test = _to_items(spec, _load_split(spec, path.parent, spec.test_split), spec.test_split)
+    return Task(spec=spec, path=path, train=train, test=test)
+
+
+def list_tasks(search_dirs: list[Path] | None = None) -> list[tuple[Path, TaskSpec | None, str]]:
+    """Every task file found, with its spec (or the one-line problem if it does not load)."""
+    out = []
+    seen: set[str] = set()
+    for d in search_dirs or task_search_dirs():
+        for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
+            if p.stem in seen:
+                continue
+            seen.add(p.stem)
+            try:
+                out.append((p, load_spec(p), ""))
+            except UserError as err:
+                out.append((p, None, str(err)))
+    return out

@@ -1,0 +1,171 @@
+"""End to end on fixture models: three arms, per-item results, report, resume after SIGKILL, bad jobs exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from evaluator.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_job(tmp: Path, base_dir: Path, newer_dir: Path, **over) -> Path:
+    job = {
+        "name": "fixture",
+        "tasks": ["snips_intents"],
+        "base": str(base_dir),
+        "newer": [str(newer_dir)],
+        "seed": 7,
+        "limit": 12,
+        "arms": {
+            "prompting": {"shots": [0, 3, "max"], "max_shots": 6},
+            "lora": {"train_sizes": [16, 32], "epochs": 1, "batch_size": 8, "r": 4},
+        },
+        "output_dir": str(tmp / "runs"),
+        "adapters_dir": str(tmp / "adapters"),
+    }
+    job.update(over)
+    path = tmp / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "evaluator.cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def run_dir_of(tmp: Path) -> Path:
+    (d,) = list((tmp / "runs").iterdir())
+    return d
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny_llama_dir, tiny_gemma_dir):
+    tmp = tmp_path_factory.mktemp("full")
+    job = write_job(tmp, tiny_llama_dir, tiny_gemma_dir)
+    res = CliRunner().invoke(app, ["run", str(job)])
+    assert res.exit_code == 0, res.output
+    return tmp, run_dir_of(tmp)
+
+
+def test_three_arms_write_per_item_results_and_report(full_run):
+    tmp, rd = full_run
+    units = {json.loads(p.read_text())["unit"]: json.loads(p.read_text()) for p in (rd / "units").glob("*.json")}
+    arms = sorted({u["arm"] for u in units.values()})
+    assert arms == ["A", "B", "C"]
+    assert len(units) == 3 + 2 + 3  # A: k in 0,3,max; B: n in 16,32; C: k in 0,3,max
+    for uid, u in units.items():
+        rows = [json.loads(line) for line in (rd / "results" / f"{uid}.jsonl").read_text().splitlines()]
+        assert len(rows) == 12 and len({r["item_id"] for r in rows}) == 12
+        assert u["n_items"] == 12 and 0 <= u["ci_low"] <= u["value"] <= u["ci_high"] <= 1
+        assert all(len(r["loglik"]) == 7 for r in rows)
+    # same items in every arm (paired comparisons need it)
+    assert len({u["item_ids_hash"] for u in units.values()}) == 1
+    # max picks the cap (the tiny context fits it), recorded
+    maxed = [u for u in units.values() if u["point"]["shots_requested"] == "max"]
+    assert maxed and all(u["point"]["shots"] == 6 for u in maxed)
+    k3 = [u for u in units.values() if u["point"]["shots"] == 3 and u["arm"] == "A"][0]
+    k0 = [u for u in units.values() if u["point"]["shots"] == 0 and u["arm"] == "A"][0]
+    assert k3["tokens"]["shared_prefix_tokens"] > k0["tokens"]["shared_prefix_tokens"]
+    # adapters: standard peft format + metadata
+    b = [u for u in units.values() if u["arm"] == "B"]
+    for u in b:
+        ad = Path(u["adapter"]["dir"])
+        assert (ad / "adapter_config.json").is_file() and (ad / "adapter_model.safetensors").is_file()
+        meta = json.loads((ad / "tunecheck-adapter.json").read_text())
+        assert meta["train_size"] == u["point"]["train_size"] and meta["training"]["train_seconds"] > 0
+        assert ad.is_relative_to(tmp / "adapters" / "snips_intents")
+    rep = json.loads((rd / "report.json").read_text())
+    assert rep["schema_version"] == "1.0" and rep["complete"]
+    assert rep["tasks"]["snips_intents"]["verdict"]["outcome"] in {"not_needed", "not_needed_newer_base", "justified", "inconclusive"}
+    md = (rd / "report.md").read_text()
+    assert "Verdict:" in md and md.count("| B |") == 2
+
+
+def test_rerun_skips_everything_and_reuses_adapters(full_run):
+    tmp, rd = full_run
+    before = {p.name: p.stat().st_mtime_ns for p in (rd / "units").glob("*.json")}
+    res = CliRunner().invoke(app, ["run", str(tmp / "job.yaml")])
+    assert res.exit_code == 0, res.output
+    inv = json.loads((rd / "last_invocation.json").read_text())
+    assert inv["computed"] == [] and len(inv["skipped"]) == 8
+    assert before == {p.name: p.stat().st_mtime_ns for p in (rd / "units").glob("*.json")}
+
+
+def test_report_command_rebuilds_from_store(full_run):
+    _, rd = full_run
+    (rd / "report.md").unlink()
+    res = CliRunner().invoke(app, ["report", str(rd)])
+    assert res.exit_code == 0 and (rd / "report.md").is_file()
+    assert "snips_intents" in res.output
+
+
+def test_same_seed_same_numbers(full_run, tmp_path, tiny_llama_dir, tiny_gemma_dir):
+    _, rd = full_run
+    job = write_job(tmp_path, tiny_llama_dir, tiny_gemma_dir, arms={"prompting": {"shots": [3]}, "lora": {"enabled": False}}, newer=[])
+    assert CliRunner().invoke(app, ["run", str(job)]).exit_code == 0
+    (unit,) = list((run_dir_of(tmp_path) / "results").glob("*.jsonl"))
+    other = rd / "results" / unit.name
+    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in p.read_text().splitlines()]  # noqa: E731
+    assert strip(unit) == strip(other)
+
+
+@pytest.mark.parametrize("kill_at", ["finish_unit:2", "append_items:5", "train_step:2"])
+def test_sigkill_then_rerun_finishes_without_recomputing(tmp_path, tiny_llama_dir, tiny_gemma_dir, full_run, kill_at):
+    job = write_job(tmp_path, tiny_llama_dir, tiny_gemma_dir, limit=20 if kill_at.startswith("append") else 12)
+    env_kill = dict(os.environ, TUNECHECK_KILL_AT=kill_at)
+    first = subprocess.run([sys.executable, "-m", "evaluator.cli", "run", str(job)], env=env_kill, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert first.returncode == -9, first.stderr[-2000:]  # really SIGKILLed
+    rd = run_dir_of(tmp_path)
+    done_before = {p.name: p.read_text() for p in (rd / "units").glob("*.json")}
+    partial = {p.name: len(p.read_text().splitlines()) for p in (rd / "results").glob("*.jsonl")}
+    second = cli("run", str(job))
+    assert second.returncode == 0, second.stderr[-2000:]
+    inv = json.loads((rd / "last_invocation.json").read_text())
+    assert sorted(inv["skipped"]) == sorted(json.loads(v)["unit"] for v in done_before.values())
+    assert len(inv["computed"]) + len(inv["skipped"]) == 8
+    for name, text in done_before.items():  # finished units untouched
+        assert (rd / "units" / name).read_text() == text
+    for p in (rd / "results").glob("*.jsonl"):
+        ids = [json.loads(x)["item_id"] for x in p.read_text().splitlines()]
+        assert len(ids) == len(set(ids)) == (20 if kill_at.startswith("append") else 12)
+    if kill_at.startswith("append"):  # the interrupted unit resumed after its last finished item
+        assert any(0 < n < 20 for n in partial.values())
+    if kill_at == "finish_unit:2" and "fixture" in job.read_text():  # compare with the uninterrupted run
+        _, full = full_run
+        for p in (rd / "units").glob("*.json"):
+            a, b = json.loads(p.read_text()), json.loads((full / "units" / p.name).read_text())
+            assert a["value"] == b["value"], p.name
+
+
+def test_bad_jobs_exit_2_with_one_line(tmp_path, tiny_llama_dir, tiny_gemma_dir):
+    cases = {
+        "unknown field": ({"arms": {"lora": {"rank": 8}}}, "unknown field 'arms.lora.rank'"),
+        "missing data file": (None, "does not exist"),
+        "model path missing": ({"base": str(tmp_path / "no-such-model")}, "does not exist"),
+    }
+    for name, (over, needle) in cases.items():
+        d = tmp_path / name.replace(" ", "_")
+        d.mkdir()
+        if name == "missing data file":
+            (d / "tasks").mkdir()
+            spec = yaml.safe_load((REPO / "tasks" / "snips_intents.yaml").read_text())
+            spec["data"]["data_files"]["test"] = "data/gone.jsonl"
+            (d / "tasks" / "snips_intents.yaml").write_text(yaml.safe_dump(spec))
+            job = write_job(d, tiny_llama_dir, tiny_gemma_dir)
+        else:
+            job = write_job(d, tiny_llama_dir, tiny_gemma_dir, **over)
+        res = cli("run", str(job))
+        assert res.returncode == 2, (name, res.stderr)
+        lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
+        assert len(lines) == 1 and needle in lines[0], (name, res.stderr)
+        assert "Traceback" not in res.stderr

@@ -55,9 +55,48 @@ def run(
     job = load_job(job_file)
     if limit is not None:
         job = job.model_copy(update={"limit": limit})
-    run_dir = run_job(job, job_file, run_id)
+    run_dir = run_job(job, job_file.resolve().parent, job_file.read_text(encoding="utf-8"), run_id)
     out.print(f"report: {run_dir / 'report.md'}")
     out.print(f"run_dir={run_dir}")
+
+
+@app.command()
+@friendly
+def demo(
+    limit: Optional[int] = typer.Option(None, min=1, help="Test items per arm point (default 60)."),
+    base: Optional[str] = typer.Option(None, help="Base model: built-in name, hub id or folder (default smollm2-135m)."),
+    newer: Optional[list[str]] = typer.Option(None, help="Newer base model(s) (default gemma3-270m); repeat to add more."),
+    model_cache: Optional[Path] = typer.Option(None, help="Where built-in models are converted to (default ~/.cache/tunecheck/models, or $TUNECHECK_CACHE/models)."),
+    output_dir: Optional[Path] = typer.Option(None, help="Parent of the run folder (default ./runs)."),
+    run_id: Optional[str] = typer.Option(None, help="Run folder name (default: demo-snips-<config hash>; the same id resumes)."),
+) -> None:
+    """The offline demo: SNIPS intents with SmolLM2-135M (base, LoRA) vs Gemma 3 270M (newer base), on CPU.
+
+    Models come from PyPI (GGUF wheels) and are converted once; no hub access is needed.
+    """
+    import time as _time
+
+    from evaluator.demo import demo_job, prepare_models
+    from evaluator.runner import run_job
+
+    t0 = _time.perf_counter()
+    job, text = demo_job(
+        base=base, newer=newer, limit=limit, output_dir=str(output_dir) if output_dir else None,
+        model_cache=str(model_cache) if model_cache else None,
+    )
+    err.print("[bold]tunecheck demo[/]: is fine-tuning needed for SNIPS intents, or do many-shot prompting / a newer base do?")
+    fetch = prepare_models(job, lambda m: err.print(m, highlight=False, soft_wrap=True))
+    run_dir = run_job(job, Path.cwd(), text, run_id)
+    total = _time.perf_counter() - t0
+    md = (run_dir / "report.md").read_text(encoding="utf-8")
+    out.print(md, markup=False, highlight=False)
+    from evaluator.store import RunStore
+
+    units = RunStore.open(run_dir).units()
+    out.print(f"models ready in {sum(fetch.values()):.1f}s; total {total:.1f}s; report: {run_dir / 'report.md'}")
+    arms = len({u["arm"] for u in units})
+    items = max((u["n_items"] for u in units), default=0)
+    out.print(f"demo run_dir={run_dir} total_s={total:.1f} arms={arms} items={items}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -7,7 +7,6 @@ bases serve arm C.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,14 +209,14 @@ def resolved_config(p: RunPlan, run_dir: Path) -> dict:
     }
 
 
-def run_job(job: Job, job_path: Path, run_id: str | None = None) -> Path:
+def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None) -> Path:
+    """Plan, create or resume the run dir, evaluate what is not done, write the reports. Returns the run dir."""
     from evaluator.report import write_reports
 
-    job_dir = job_path.resolve().parent
     with console.status("checking tasks, data and models"):
         p = plan(job, job_dir)
     run_dir = run_dir_for(job, job_dir, run_id)
-    store = RunStore.create_or_resume(run_dir, job_path.read_text(encoding="utf-8"), resolved_config(p, run_dir))
+    store = RunStore.create_or_resume(run_dir, job_text, resolved_config(p, run_dir))
     console.print(f"run dir {run_dir}: {len(p.units)} units over {len(p.tasks)} task(s)")
     cache = Path(job.model_cache).expanduser() if job.model_cache else None
     runner = Runner(p, store, cache)

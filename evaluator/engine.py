@@ -1,0 +1,612 @@
+"""Shared-prefix log-likelihood engine: score many items behind ONE fixed few-shot prefix, fast and lm-eval-exact.
+
+Many-shot prompting puts thousands of demonstration tokens in front of every test item. Re-encoding them for every
+(item, choice) pair is what makes the naive evaluation slow, so this module encodes the prefix once, keeps its KV
+cache, and then scores only the item + choice tokens:
+
+* ``mode="packed"`` (the fast path): several requests are packed into ONE row after the cached prefix, as
+  ``[item, choice1, choice2, ..., item', choice1', ...]``. Position ids put every choice at the positions it would have
+  in its own full sequence, and a custom "tree" attention mask lets each token see the prefix, earlier tokens of its
+  own item and earlier tokens of its own choice only. Sliding-window layers get the same mask AND the window
+  condition on positions. The result equals a full forward of ``prefix + item + choice`` up to float rounding.
+* ``mode="plain"``: batched full re-encoding of ``prefix + item + choice`` rows (right padded); the fallback for
+  architectures / attention kernels that cannot take a custom mask, and the baseline for benchmarks.
+
+Everything works on token ids; tokenisation happens elsewhere.
+
+Mask format (checked in transformers 5.17 and 5.24, ``masking_utils.py`` ``_preprocess_mask_arguments``): a 4D
+attention mask is used as-is. ``sdpa`` takes a boolean ``[batch, 1, q, kv]`` mask (True = attend, as ``sdpa_mask``
+builds it); ``eager`` adds the mask to the scores, so it needs a float mask with 0 / ``finfo(dtype).min``
+(``eager_mask``). Models with several layer types (Gemma2/3, Qwen2/3, SmolLM3, ...) accept a precomputed dict
+``{"full_attention": m, "sliding_attention": m2}`` (``if not isinstance(causal_mask_mapping := attention_mask, dict)``
+in their ``forward``). Sliding windows follow ``sliding_window_overlay``: key visible iff ``kv_pos > q_pos - window``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "ChoiceRequest",
+    "ChoiceScore",
+    "PrefixScorer",
+    "PACKED_MODEL_TYPES",
+    "packed_support",
+    "score_reference",
+]
+
+
+@dataclass(frozen=True)
+class ChoiceRequest:
+    item_ids: list[int]  # tokens of the test item's query, placed right after the prefix (non-empty)
+    choice_ids: list[list[int]]  # tokens of each answer continuation (each non-empty)
+
+
+@dataclass(frozen=True)
+class ChoiceScore:
+    loglik: list[float]  # per choice: sum of log p(choice tokens | prefix + item + earlier choice tokens)
+    is_greedy: list[bool]  # per choice: every choice token is the argmax (lm-eval's is_greedy)
+    n_tokens: list[int]  # per choice: number of choice tokens
+
+
+# Architectures whose modelling code (transformers 5.17 and 5.24) builds its masks with masking_utils and passes a
+# precomputed 4D mask / dict through unchanged. Dict form: one mask per entry of ``config.layer_types``.
+_DICT_MASK_TYPES = frozenset({"qwen2", "qwen3", "gemma2", "gemma3_text", "smollm3", "ministral", "cohere2"})
+# Single mask for all layers; for these, a non-None ``config.sliding_window`` applies to every layer.
+_SINGLE_WINDOW_TYPES = frozenset({"mistral", "phi3", "starcoder2"})
+_SINGLE_FULL_TYPES = frozenset({"llama", "olmo", "olmo2", "granite"})
+PACKED_MODEL_TYPES = _DICT_MASK_TYPES | _SINGLE_WINDOW_TYPES | _SINGLE_FULL_TYPES
+_MASKABLE_ATTN = frozenset({"sdpa", "eager"})  # flash / flex kernels ignore a custom 4D mask
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model introspection
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a peft wrapper (for config / signature checks; forwards still go via the wrapper
+    so adapters are applied)."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is optional for base-model evaluation
+        return model
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def _forward_params(model: torch.nn.Module) -> set[str]:
+    return set(inspect.signature(_unwrap(model).forward).parameters)
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.2x, old name deprecated): use whichever it declares."""
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    return next(model.parameters()).device
+
+
+def _model_dtype(model: torch.nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+@dataclass(frozen=True)
+class _MaskPlan:
+    """How to hand a custom mask to this architecture."""
+
+    layers: tuple[tuple[str, int | None], ...]  # (mask key, sliding window or None) per distinct layer type
+    as_dict: bool  # pass {"full_attention": ..., "sliding_attention": ...} instead of one tensor
+    boolean: bool  # sdpa wants bool; eager wants an additive float mask
+
+
+def packed_support(model: torch.nn.Module) -> tuple[_MaskPlan | None, str]:
+    """Whether the packed tree-mask path is exact for this model; returns (plan, reason-if-not)."""
+    base = _unwrap(model)
+    peft_config = getattr(model, "active_peft_config", None)
+    if base is not model and getattr(peft_config, "is_prompt_learning", False):
+        return None, "peft prompt-learning adapters inject their own past key values"
+    config = base.config
+    model_type = getattr(config, "model_type", None)
+    if model_type not in PACKED_MODEL_TYPES:
+        return None, f"model_type {model_type!r} is not in the verified packed allow-list"
+    attn = getattr(config, "_attn_implementation", None)
+    if attn not in _MASKABLE_ATTN:
+        return None, f"attn_implementation {attn!r} ignores custom masks (need 'sdpa' or 'eager')"
+    if getattr(config, "use_bidirectional_attention", False):
+        return None, "bidirectional attention is not a causal LM"
+    if model_type in _DICT_MASK_TYPES:
+        layer_types = getattr(config, "layer_types", None)
+        if not layer_types:
+            return None, "config has no layer_types"
+        layers = []
+        for kind in sorted(set(layer_types)):
+            if kind == "full_attention":
+                layers.append((kind, None))
+            elif kind == "sliding_attention" and getattr(config, "sliding_window", None):
+                layers.append((kind, int(config.sliding_window)))
+            else:
+                return None, f"unsupported layer type {kind!r}"
+        plan_layers, as_dict = tuple(layers), True
+    else:
+        window = getattr(config, "sliding_window", None) if model_type in _SINGLE_WINDOW_TYPES else None
+        plan_layers, as_dict = (("all", int(window) if window else None),), False
+    return _MaskPlan(plan_layers, as_dict, boolean=(attn == "sdpa")), ""
+
+
+def _render_mask(
+    plan: _MaskPlan, allowed: torch.Tensor, q_pos: torch.Tensor, kv_pos: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Turn a [q, kv] visibility matrix into what the model's attention expects (4D; dict for hybrid models).
+
+    The sliding-window condition matches ``masking_utils.sliding_window_overlay``: ``kv_pos > q_pos - window``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, window in plan.layers:
+        m = allowed if window is None else allowed & (kv_pos[None, :] > q_pos[:, None] - window)
+        m = m[None, None]
+        if not plan.boolean:
+            zero = torch.zeros((), dtype=dtype, device=m.device)
+            m = torch.where(m, zero, torch.finfo(dtype).min)
+        out[key] = m
+    return out if plan.as_dict else out["all"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _validate(requests: Sequence[ChoiceRequest]) -> None:
+    """Items must be non-empty: the last item token is what predicts each choice's first token."""
+    for i, r in enumerate(requests):
+        if not r.item_ids:
+            raise ValueError(f"request {i}: item_ids must be non-empty")
+        if not r.choice_ids or any(len(c) == 0 for c in r.choice_ids):
+            raise ValueError(f"request {i}: needs at least one choice and every choice non-empty")
+
+
+def _choice_stats(
+    logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, owner: torch.Tensor, n_choices: int
+) -> tuple[list[float], list[bool]]:
+    """Sum float32 log-probs and all-argmax flags per choice.
+
+    ``logits[rows[t]]`` predicts ``targets[t]``, which belongs to choice ``owner[t]``. Works in chunks so a large
+    vocabulary never gets a full float32 copy of all kept logits at once.
+    """
+    step = max(1, 2**28 // (4 * logits.shape[-1]))  # ~256 MiB of float32 per chunk
+    lp_parts, miss_parts = [], []
+    for start in range(0, rows.numel(), step):
+        r = rows[start : start + step]
+        t = targets[start : start + step]
+        chunk = logits[r].float()
+        lp_parts.append(chunk.gather(-1, t[:, None]).squeeze(-1) - torch.logsumexp(chunk, dim=-1))
+        miss_parts.append((chunk.argmax(dim=-1) != t).float())
+    lp = torch.cat(lp_parts)
+    miss = torch.cat(miss_parts)
+    loglik = torch.zeros(n_choices, dtype=torch.float64, device=lp.device).index_add_(0, owner, lp.double())
+    misses = torch.zeros(n_choices, dtype=torch.float32, device=lp.device).index_add_(0, owner, miss)
+    return loglik.tolist(), (misses == 0).tolist()
+
+
+def _split_scores(
+    requests: Sequence[ChoiceRequest], loglik: list[float], greedy: list[bool]
+) -> list[ChoiceScore]:
+    out, k = [], 0
+    for r in requests:
+        n = len(r.choice_ids)
+        out.append(ChoiceScore(loglik[k : k + n], greedy[k : k + n], [len(c) for c in r.choice_ids]))
+        k += n
+    return out
+
+
+def _returned_cache(out):
+    """The cache a forward returned (named ``cache`` from transformers 5.2x, ``past_key_values`` before)."""
+    cache = out.get("cache")
+    return cache if cache is not None else out.get("past_key_values")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reference
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def score_reference(model: torch.nn.Module, prefix_ids: list[int], requests: Sequence[ChoiceRequest]) -> list[ChoiceScore]:
+    """One plain, unbatched full forward per (item, choice): slow, but obviously what lm-eval computes."""
+    _validate(requests)
+    model.eval()
+    device = _model_device(model)
+    results = []
+    with torch.inference_mode():
+        for r in requests:
+            ll, gr = [], []
+            ctx = list(prefix_ids) + list(r.item_ids)
+            for choice in r.choice_ids:
+                ids = torch.tensor([ctx + list(choice)], device=device)
+                logits = model(input_ids=ids, use_cache=False).logits[0]
+                n = len(choice)
+                pred = logits[len(ctx) - 1 : len(ctx) - 1 + n].float().log_softmax(-1)
+                tgt = torch.tensor(choice, device=device)
+                ll.append(float(pred.gather(-1, tgt[:, None]).sum()))
+                gr.append(bool((pred.argmax(-1) == tgt).all()))
+            results.append(ChoiceScore(ll, gr, [len(c) for c in r.choice_ids]))
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Engine
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class PrefixScorer:
+    """Scores answer choices (and greedy-generates) for many items sharing one fixed token prefix.
+
+    ``model`` may be a transformers causal LM or a peft ``PeftModel`` (forwards go through the wrapper so the adapter
+    is applied). The model is put in eval mode. ``mode="auto"`` picks "packed" when :func:`packed_support` says the
+    architecture and attention kernel take custom masks, else "plain"; an explicit "packed" on an unsupported model
+    raises. Not thread-safe: the prefix cache is temporarily extended during each call.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        prefix_ids: list[int],
+        *,
+        mode: str = "auto",
+        max_batch_tokens: int = 4096,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if mode not in ("auto", "packed", "plain"):
+            raise ValueError(f"mode must be 'auto', 'packed' or 'plain', not {mode!r}")
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be >= 1")
+        self.model = model.eval()
+        self.prefix_ids = [int(t) for t in prefix_ids]
+        self.prefix_len = len(self.prefix_ids)
+        self.max_batch_tokens = max_batch_tokens
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.dtype = _model_dtype(model)
+        self._cache_kw = _cache_kwarg(model)
+        self._has_logits_to_keep = "logits_to_keep" in _forward_params(model)
+
+        plan, reason = packed_support(model)
+        if mode == "packed" and plan is None:
+            raise ValueError(f"packed mode unsupported: {reason}")
+        self.mode = "packed" if (mode != "plain" and plan is not None) else "plain"
+        self.fallback_reason = reason if (mode == "auto" and plan is None) else ""
+        self._plan = plan
+
+        # Cost-model counters.
+        self.prefix_encode_seconds = 0.0
+        self.tokens_forwarded = 0  # query tokens run through the model, padding included
+        self.forward_calls = 0
+
+        self._cache = None  # prefix KV (packed: kept; plain: built lazily for generate and copied per call)
+        if self.mode == "packed" and self.prefix_len:
+            self._cache = self._encode_prefix()
+
+    # ----------------------------------------------------------------------------------------------- internals
+
+    def _forward(self, ids: torch.Tensor, **kwargs):
+        """One model call via the (possibly peft) wrapper, with the version-appropriate cache kwarg."""
+        if "cache" in kwargs:
+            kwargs[self._cache_kw] = kwargs.pop("cache")
+        keep = kwargs.pop("logits_to_keep", None)
+        if keep is not None and self._has_logits_to_keep:
+            kwargs["logits_to_keep"] = keep
+            keep = None
+        out = self.model(input_ids=ids, **kwargs)
+        self.tokens_forwarded += ids.numel()
+        self.forward_calls += 1
+        logits = out.logits
+        if keep is not None:  # model without logits_to_keep: slice afterwards
+            logits = logits[:, -keep:] if isinstance(keep, int) else logits[:, keep]
+        return out, logits
+
+    def _encode_prefix(self):
+        """Run the prefix once; the model builds its own (ordinary causal) masks here, so fast kernels apply."""
+        from transformers import DynamicCache
+
+        # No config: every layer keeps full keys, sliding windows are applied by our masks instead.
+        cache = DynamicCache()
+        ids = torch.tensor([self.prefix_ids], device=self.device)
+        pos = torch.arange(self.prefix_len, device=self.device)[None]
+        _sync(self.device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            self._forward(ids, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
+        _sync(self.device)
+        self.prefix_encode_seconds += time.perf_counter() - t0
+        return cache
+
+    def _fresh_cache(self):
+        """The cache a packed forward extends: the shared prefix one, or a throwaway when there is no prefix."""
+        if self._cache is not None:
+            return self._cache
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def _restore(self, cache, n_new: int) -> None:
+        """Drop the tokens a forward appended (negative crop = tokens to remove, valid in 4.56 .. 5.24)."""
+        if cache is self._cache and n_new:
+            cache.crop(-n_new)
+            if cache.get_seq_length() != self.prefix_len:
+                raise RuntimeError("prefix cache could not be restored")
+
+    def _batches(self, requests: Sequence[ChoiceRequest], cost: Callable[[ChoiceRequest], int]) -> list[list[int]]:
+        """Greedy in-order packing of request indices under max_batch_tokens (at least one request per batch)."""
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        used = 0
+        for i, r in enumerate(requests):
+            c = cost(r)
+            if cur and used + c > self.max_batch_tokens:
+                batches.append(cur)
+                cur, used = [], 0
+            cur.append(i)
+            used += c
+        if cur:
+            batches.append(cur)
+        return batches
+
+    # ----------------------------------------------------------------------------------------------- scoring
+
+    def score(
+        self, requests: Sequence[ChoiceRequest], progress: Callable[[int], None] | None = None
+    ) -> list[ChoiceScore]:
+        """Log-likelihood, is_greedy and length of every choice of every request, in request order."""
+        _validate(requests)
+        if not requests:
+            return []
+        with torch.inference_mode():
+            if self.mode == "packed":
+                return self._score_packed(requests, progress)
+            return self._score_plain(requests, progress)
+
+    def _score_packed(self, requests: Sequence[ChoiceRequest], progress) -> list[ChoiceScore]:
+        cost = lambda r: len(r.item_ids) + sum(len(c) for c in r.choice_ids)  # noqa: E731
+        results: list[ChoiceScore] = []
+        for batch in self._batches(requests, cost):
+            reqs = [requests[i] for i in batch]
+            results.extend(self._score_packed_batch(reqs))
+            if progress is not None:
+                progress(len(batch))
+        return results
+
+    def _score_packed_batch(self, reqs: list[ChoiceRequest]) -> list[ChoiceScore]:
+        P = self.prefix_len
+        tokens: list[int] = []
+        pos: list[int] = []
+        group: list[int] = []  # request index within the batch
+        seg: list[int] = []  # 0 = item, c + 1 = choice c
+        keep: list[int] = []  # packed indices whose logits we need
+        rows: list[int] = []  # per choice token: index into keep of its predicting position
+        targets: list[int] = []
+        owner: list[int] = []  # per choice token: flat choice index
+        n_choice = 0
+        for g, r in enumerate(reqs):
+            L = len(r.item_ids)
+            tokens += r.item_ids
+            pos += range(P, P + L)
+            group += [g] * L
+            seg += [0] * L
+            keep.append(len(tokens) - 1)  # last item token predicts every choice's first token
+            item_row = len(keep) - 1
+            for c, choice in enumerate(r.choice_ids):
+                start = len(tokens)
+                n = len(choice)
+                tokens += choice
+                pos += range(P + L, P + L + n)
+                group += [g] * n
+                seg += [c + 1] * n
+                for j in range(n):
+                    if j == 0:
+                        rows.append(item_row)
+                    else:
+                        keep.append(start + j - 1)
+                        rows.append(len(keep) - 1)
+                    targets.append(choice[j])
+                    owner.append(n_choice)
+                n_choice += 1
+
+        dev = self.device
+        N = len(tokens)
+        pos_t = torch.tensor(pos, device=dev)
+        grp_t = torch.tensor(group, device=dev)
+        seg_t = torch.tensor(seg, device=dev)
+        idx = torch.arange(N, device=dev)
+        # Tree attention among the new tokens: same request, causal, and (item token or same choice).
+        new_vis = (
+            (grp_t[:, None] == grp_t[None, :])
+            & (idx[None, :] <= idx[:, None])
+            & ((seg_t[None, :] == 0) | (seg_t[None, :] == seg_t[:, None]))
+        )
+        allowed = torch.cat([torch.ones(N, P, dtype=torch.bool, device=dev), new_vis], dim=1)
+        kv_pos = torch.cat([torch.arange(P, device=dev), pos_t])
+        mask = _render_mask(self._plan, allowed, pos_t, kv_pos, self.dtype)
+
+        cache = self._fresh_cache()
+        try:
+            _, logits = self._forward(
+                torch.tensor([tokens], device=dev),
+                position_ids=pos_t[None],
+                attention_mask=mask,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=torch.tensor(keep, device=dev),
+            )
+        finally:
+            self._restore(cache, N)
+        loglik, greedy = _choice_stats(
+            logits[0],
+            torch.tensor(rows, device=dev),
+            torch.tensor(targets, device=dev),
+            torch.tensor(owner, device=dev),
+            n_choice,
+        )
+        return _split_scores(reqs, loglik, greedy)
+
+    def _score_plain(self, requests: Sequence[ChoiceRequest], progress) -> list[ChoiceScore]:
+        """Batched full re-encoding: rows of prefix + item + choice, right padded, rows * max_len <= budget."""
+        P = self.prefix_len
+        flat = [(ri, c) for ri, r in enumerate(requests) for c in r.choice_ids]
+        lengths = [P + len(requests[ri].item_ids) + len(c) for ri, c in flat]
+        remaining = [len(r.choice_ids) for r in requests]
+        pad_id = 0
+        loglik: list[float] = []
+        greedy: list[bool] = []
+        start = 0
+        while start < len(flat):
+            end, width = start + 1, lengths[start]
+            while end < len(flat):
+                w = max(width, lengths[end])
+                if w * (end - start + 1) > self.max_batch_tokens:
+                    break
+                width, end = w, end + 1
+            rows_ids, attn = [], []
+            keep_lo = min(P + len(requests[flat[i][0]].item_ids) - 1 for i in range(start, end))
+            keep_hi = max(lengths[i] - 1 for i in range(start, end))
+            rows, targets, owner = [], [], []
+            for b, i in enumerate(range(start, end)):
+                ri, choice = flat[i]
+                ids = self.prefix_ids + list(requests[ri].item_ids) + list(choice)
+                rows_ids.append(ids + [pad_id] * (width - len(ids)))
+                attn.append([1] * len(ids) + [0] * (width - len(ids)))
+                ctx = len(ids) - len(choice)
+                for j, t in enumerate(choice):
+                    rows.append(b * (keep_hi - keep_lo) + (ctx - 1 + j - keep_lo))
+                    targets.append(t)
+                    owner.append(b)
+            dev = self.device
+            _, logits = self._forward(
+                torch.tensor(rows_ids, device=dev),
+                attention_mask=torch.tensor(attn, device=dev),
+                use_cache=False,
+                logits_to_keep=torch.arange(keep_lo, keep_hi, device=dev),
+            )
+            ll, gr = _choice_stats(
+                logits.reshape(-1, logits.shape[-1]),
+                torch.tensor(rows, device=dev),
+                torch.tensor(targets, device=dev),
+                torch.tensor(owner, device=dev),
+                end - start,
+            )
+            loglik += ll
+            greedy += gr
+            done = 0
+            for i in range(start, end):
+                remaining[flat[i][0]] -= 1
+                done += remaining[flat[i][0]] == 0
+            if progress is not None and done:
+                progress(done)
+            start = end
+        return _split_scores(requests, loglik, greedy)
+
+    # ----------------------------------------------------------------------------------------------- generation
+
+    def generate(self, item_ids: list[int], *, max_new_tokens: int, stop_ids: Sequence[int] = ()) -> list[int]:
+        """Greedy continuation of prefix + item; returns the new ids without the stop token.
+
+        Packed mode extends the shared prefix cache with custom masks and crops it back afterwards; plain mode
+        continues a private copy of a (lazily built) prefix cache with the model's own masks.
+        """
+        if not item_ids and not self.prefix_len:
+            raise ValueError("generate needs a non-empty prefix or item")
+        if max_new_tokens <= 0:
+            return []
+        stop = set(int(s) for s in stop_ids)
+        with torch.inference_mode():
+            if self.mode == "packed":
+                return self._generate_packed(list(item_ids), max_new_tokens, stop)
+            return self._generate_plain(list(item_ids), max_new_tokens, stop)
+
+    @staticmethod
+    def _greedy_loop(step: Callable[[list[int]], torch.Tensor], first: list[int], max_new: int, stop: set[int]):
+        out: list[int] = []
+        logits = step(first)
+        while True:
+            nxt = int(logits.argmax())
+            if nxt in stop:
+                break
+            out.append(nxt)
+            if len(out) >= max_new:
+                break
+            logits = step([nxt])
+        return out
+
+    def _generate_packed(self, item_ids: list[int], max_new: int, stop: set[int]) -> list[int]:
+        from transformers import DynamicCache
+
+        dev = self.device
+        P = self.prefix_len
+        cache = self._cache if self._cache is not None else DynamicCache()
+        fed = 0
+
+        def step(ids: list[int]) -> torch.Tensor:
+            nonlocal fed
+            n = len(ids)
+            q_pos = torch.arange(P + fed, P + fed + n, device=dev)
+            kv_pos = torch.arange(P + fed + n, device=dev)
+            allowed = kv_pos[None, :] <= q_pos[:, None]
+            mask = _render_mask(self._plan, allowed, q_pos, kv_pos, self.dtype)
+            _, logits = self._forward(
+                torch.tensor([ids], device=dev),
+                position_ids=q_pos[None],
+                attention_mask=mask,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            fed += n
+            return logits[0, -1]
+
+        try:
+            return self._greedy_loop(step, item_ids, max_new, stop)
+        finally:
+            self._restore(cache, fed)
+
+    def _generate_plain(self, item_ids: list[int], max_new: int, stop: set[int]) -> list[int]:
+        dev = self.device
+        if self.prefix_len and self._cache is None:
+            _sync(dev)
+            t0 = time.perf_counter()
+            ids = torch.tensor([self.prefix_ids], device=dev)
+            out, _ = self._forward(ids, use_cache=True, logits_to_keep=1)
+            self._cache = _returned_cache(out)
+            _sync(dev)
+            self.prefix_encode_seconds += time.perf_counter() - t0
+        cache = copy.deepcopy(self._cache) if self._cache is not None else None
+        fed = 0
+
+        def step(ids: list[int]) -> torch.Tensor:
+            nonlocal fed, cache
+            n = len(ids)
+            pos = torch.arange(self.prefix_len + fed, self.prefix_len + fed + n, device=dev)[None]
+            kwargs = {"cache": cache} if cache is not None else {}
+            out, logits = self._forward(
+                torch.tensor([ids], device=dev), position_ids=pos, use_cache=True, logits_to_keep=1, **kwargs
+            )
+            if cache is None:
+                cache = _returned_cache(out)
+            fed += n
+            return logits[0, -1]
+
+        return self._greedy_loop(step, item_ids, max_new, stop)

@@ -59,6 +59,7 @@ def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item]) ->
         rows.append(
             {
                 "item_id": it.id,
+                "query": tp.builder.query(it),
                 "target": it.target,
                 "prediction": pred,
                 "score": float(pred == it.target),
@@ -82,6 +83,7 @@ def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], 
         rows.append(
             {
                 "item_id": it.id,
+                "query": tp.builder.query(it),
                 "target": it.target,
                 "prediction": text,
                 "score": float(text == it.target.strip()),

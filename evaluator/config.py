@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from evaluator import costs
 from evaluator.errors import UserError
 
 Shots = int | Literal["max"]
@@ -52,10 +53,18 @@ class LoraArm(_Strict):
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
     epochs: Annotated[float, Field(gt=0)] = 2.0
     max_steps: Annotated[int, Field(ge=1)] | None = None
-    batch_size: Annotated[int, Field(ge=1)] = 8
+    batch_size: Annotated[int, Field(ge=1)] = 8  # global batch: split across processes under `accelerate launch`
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     eval_shots: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
+    # Validation and early stopping: hold out val_fraction of the n items (at least 8) when n >= 40 (none for small
+    # n); evaluate the answer-token loss every `eval_every` steps (None: once per epoch); stop after `patience`
+    # evaluations without improvement and keep the best adapter weights.
+    val_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+    eval_every: Annotated[int, Field(ge=1)] | None = None
+    patience: Annotated[int, Field(ge=1)] = 2
+    gradient_checkpointing: bool = False  # trade compute for activation memory (long prompts, big models)
+    group_by_length: bool = True  # length-grouped batches (False: plain shuffled batches, padded to the longest)
 
 
 class NewerArm(_Strict):
@@ -71,21 +80,33 @@ class Arms(_Strict):
 
 
 class CostConfig(_Strict):
-    """Cost assumptions, recorded with the run; every one is overridable later by `tunecheck cost`."""
+    """Cost assumptions, recorded with the run; every one is overridable later by `tunecheck cost`.
 
-    volume_tokens_per_day: Annotated[float, Field(gt=0)] = 50e6
-    gpu_hourly_usd: Annotated[float, Field(ge=0)] = 2.0
+    Defaults are the cost model's (evaluator/costs.py explains each)."""
+
+    volume_tokens_per_day: Annotated[float, Field(gt=0)] = costs.DEFAULT_VOLUME_TOKENS_PER_DAY
+    requests_per_day: Annotated[float, Field(gt=0)] | None = None
+    gpu_hourly_usd: Annotated[float, Field(ge=0)] = costs.DEFAULT_GPU_HOURLY_USD
     gpus: Annotated[int, Field(ge=1)] = 1
-    utilisation: Annotated[float, Field(gt=0, le=1)] = 0.5
+    utilisation: Annotated[float, Field(gt=0, le=1)] = costs.DEFAULT_UTILISATION
     api_model: str = "gpt-4o-mini"
     api_provider: str = "openai"
     api_input_usd_per_m: Annotated[float, Field(ge=0)] | None = None
     api_cached_input_usd_per_m: Annotated[float, Field(ge=0)] | None = None
     api_output_usd_per_m: Annotated[float, Field(ge=0)] | None = None
-    refresh_months: Annotated[float, Field(gt=0)] = 5.0
-    engineering_hours_per_training: Annotated[float, Field(ge=0)] = 8.0
-    engineering_usd_per_hour: Annotated[float, Field(ge=0)] = 100.0
-    self_host_threshold_usd_per_year: Annotated[float, Field(gt=0)] = 500_000.0
+    refresh_months: Annotated[float, Field(gt=0)] = costs.DEFAULT_REFRESH_MONTHS
+    engineering_hours_per_training: Annotated[float, Field(ge=0)] = costs.DEFAULT_ENGINEERING_HOURS_PER_TRAINING
+    engineering_usd_per_hour: Annotated[float, Field(ge=0)] = costs.DEFAULT_ENGINEERING_USD_PER_HOUR
+    selfhost_ops_hours_per_month: Annotated[float, Field(ge=0)] = costs.DEFAULT_SELFHOST_OPS_HOURS_PER_MONTH
+    self_host_threshold_usd_per_year: Annotated[float, Field(gt=0)] = costs.DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR
+    days_per_month: Annotated[float, Field(gt=0)] = 30.0
+
+
+class VerdictConfig(_Strict):
+    """How the verdict weighs quality: differences within `margin` (absolute) count as equal."""
+
+    margin: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
 
 
 class Job(_Strict):
@@ -102,6 +123,7 @@ class Job(_Strict):
     batch_tokens: Annotated[int, Field(ge=64)] = 4096
     arms: Arms = Field(default_factory=Arms)
     costs: CostConfig = Field(default_factory=CostConfig)
+    verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     output_dir: str = "runs"
     adapters_dir: str = "adapters"
     model_cache: str | None = None  # where built-in models are converted to (default ~/.cache/tunecheck/models)
@@ -119,7 +141,7 @@ class Job(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not output_dir): the same job resumes the same run."""
-        payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs"})
+        payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs", "verdict"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 

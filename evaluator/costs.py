@@ -937,12 +937,13 @@ def format_cost_report(report: CostReport) -> list[str]:
     lines.append("Assumptions:")
     lines.extend(f"  - {a}" for a in report.assumptions)
     lines.append("")
-    hdr = (f"{'arm':<22} {'req/s':>8} {'$/1k req cached':>16} {'$/1k uncached*':>15} {'train/month':>12} "
+    w = max([22, *(len(a.name) for a in report.arms)])
+    hdr = (f"{'arm':<{w}} {'req/s':>8} {'$/1k req cached':>16} {'$/1k uncached*':>15} {'train/month':>12} "
            f"{'self-host/month':>16} {'uncached/month*':>16} {'API $/1k':>10} {'API/month':>11}")
     lines.append(hdr)
     for a in report.arms:
         lines.append(
-            f"{a.name[:22]:<22} {a.throughput.cached_rps:>8.4g} {_usd(a.selfhost.usd_per_1k_requests_cached):>16} "
+            f"{a.name:<{w}} {a.throughput.cached_rps:>8.4g} {_usd(a.selfhost.usd_per_1k_requests_cached):>16} "
             f"{_usd(a.selfhost.usd_per_1k_requests_uncached):>15} {_usd(a.selfhost.training_usd_per_month):>12} "
             f"{_usd(a.monthly_selfhost_cached):>16} {_usd(a.monthly_selfhost_uncached):>16} "
             f"{_usd(a.api.usd_per_1k_requests if a.api else None):>10} {_usd(a.monthly_api):>11}"

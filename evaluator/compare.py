@@ -1,0 +1,354 @@
+"""`tunecheck compare RUN_A RUN_B`: paired comparison of two runs on the same test items.
+
+The use case: RUN_A is last quarter's run (the base, its LoRA adapter), RUN_B a run on a new base release (the new
+model prompted, maybe a new adapter). Differences are always **RUN_B minus RUN_A** ("after − before"), paired by
+item id, with the bootstrap 95% CI and McNemar's exact test of :mod:`evaluator.paired`.
+
+Per task present in both runs, the comparisons made:
+
+- ``adapter_vs_prompting``: every LoRA point (arm B) of RUN_A vs the best prompting point of each model in RUN_B
+  (its base, arm A, and each newer base, arm C) — "does the new base, prompted, make our adapter obsolete?";
+- ``best_vs_best``: RUN_B's best option vs RUN_A's best option, whatever the arms;
+- ``adapter_vs_adapter``: RUN_B's best LoRA point vs RUN_A's (when both runs trained adapters);
+- ``prompting_vs_prompting``: RUN_B's best prompting point vs RUN_A's;
+- ``same_point``: every unit present in both runs with the same arm, model and point (a regression check).
+
+The headline answers the use case: RUN_A's best adapter vs RUN_B's best prompting point, judged with the same
+margin as the verdict (RUN_B's ``verdict.margin``, default 0.02): *matches or beats* when the difference is at
+least −margin (confirmed when the whole CI is), *adapter still better* when the CI lies below −margin, otherwise
+*inconclusive* with the number of items that would settle it.
+
+Both runs must have scored the same item ids for a task; otherwise :class:`UserError` (one line, naming both runs
+and the counts), which the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from evaluator.errors import UserError
+from evaluator.paired import PairedDiff, items_needed, paired_diff
+from evaluator.store import RunStore, atomic_write_json, atomic_write_text, safe_name
+
+__all__ = ["compare_runs", "format_compare", "write_compare", "COMPARE_VERSION"]
+
+COMPARE_VERSION = "1.0"
+PROMPTING_ARMS = ("A", "C")
+
+
+def _label(u: dict) -> str:
+    from evaluator.run_costs import unit_label
+
+    return unit_label(u)
+
+
+def _run_name(store: RunStore, cfg: dict) -> str:
+    return str(cfg.get("run_id") or store.root.name)
+
+
+def _point_key(u: dict) -> tuple:
+    pt = u.get("point") or {}
+    return (u.get("arm"), u.get("model"), pt.get("shots"), pt.get("train_size"))
+
+
+def _best(units: list[dict]) -> dict | None:
+    """Highest quality; ties go to the cheaper prompt (fewer tokens per request)."""
+    if not units:
+        return None
+    return max(units, key=lambda u: (u["value"], -float((u.get("tokens") or {}).get("prompt_tokens_per_request", 0))))
+
+
+def _monthly_costs(store: RunStore) -> dict[str, dict[str, float]]:
+    """{task: {option label: self-hosted $/month}} from the run's report.json, when it has costs (else empty)."""
+    path = store.root / "report.json"
+    if not path.is_file():
+        return {}
+    try:
+        rep = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for task, t in (rep.get("tasks") or {}).items():
+        arms = ((t or {}).get("costs") or {}).get("arms") or []
+        out[task] = {
+            a["name"]: a["monthly_selfhost_cached"] for a in arms
+            if isinstance(a, dict) and isinstance(a.get("monthly_selfhost_cached"), (int, float))
+        }
+    return out
+
+
+class _Run:
+    def __init__(self, path: Path) -> None:
+        self.store = RunStore.open(Path(path))
+        self.cfg = self.store.config
+        self.job = self.cfg.get("job") or {}
+        self.name = _run_name(self.store, self.cfg)
+        self.units = self.store.units()
+        self.by_task: dict[str, list[dict]] = {}
+        for u in self.units:
+            self.by_task.setdefault(u["task"], []).append(u)
+        self._scores: dict[str, dict[str, float]] = {}
+        self.costs = _monthly_costs(self.store)
+
+    def scores(self, u: dict) -> dict[str, float]:
+        if u["unit"] not in self._scores:
+            self._scores[u["unit"]] = {r["item_id"]: float(r["score"]) for r in self.store.items(u["unit"])}
+        return self._scores[u["unit"]]
+
+    def item_set(self, task: str) -> frozenset[str]:
+        """The task's test items in this run; every unit of the task must have scored the same ones."""
+        sets: dict[frozenset[str], str] = {}
+        for u in self.by_task[task]:
+            s = frozenset(self.scores(u))
+            if s:
+                sets.setdefault(s, u["unit"])
+        if not sets:
+            raise UserError(f"run {self.name} has no per-item results for task {task} (results/*.jsonl missing)")
+        if len(sets) > 1:
+            (s1, u1), (s2, u2) = list(sets.items())[:2]
+            raise UserError(
+                f"run {self.name}: units {u1} ({len(s1)} items) and {u2} ({len(s2)} items) of task {task} scored "
+                "different items — re-run the job so every arm sees the same test items"
+            )
+        return next(iter(sets))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "run_id": self.name, "dir": str(self.store.root), "base": self.job.get("base"),
+            "newer": list(self.job.get("newer") or []), "tasks": sorted(self.by_task), "units": len(self.units),
+            "complete": len(self.units) == len(self.cfg.get("units", [])) if self.cfg.get("units") else None,
+        }
+
+
+def _disambiguate(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a != b else (f"{a} (run A)", f"{b} (run B)")
+
+
+def _pair(kind: str, ra: _Run, ua: dict, rb: _Run, ub: dict, names: tuple[str, str], task: str, seed: int,
+          reps: int) -> dict[str, Any]:
+    la, lb = _label(ua), _label(ub)
+    try:
+        d = paired_diff(ra.scores(ua), rb.scores(ub), f"{la} @ {names[0]}", f"{lb} @ {names[1]}", seed=seed, reps=reps)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    row: dict[str, Any] = d.as_dict() | {
+        "kind": kind, "unit_a": ua["unit"], "unit_b": ub["unit"], "label_a": la, "label_b": lb,
+        "arm_a": ua["arm"], "arm_b": ub["arm"], "summary": d.summary(),
+        "monthly_usd_a": ra.costs.get(task, {}).get(la), "monthly_usd_b": rb.costs.get(task, {}).get(lb),
+    }
+    return row
+
+
+def _headline(row: dict[str, Any], margin: float, alpha: float) -> dict[str, Any]:
+    """Is RUN_B's best prompting point at least as good as RUN_A's adapter (within the margin)?"""
+    d = PairedDiff(**{k: row[k] for k in PairedDiff.__dataclass_fields__})
+    ci = f"95% CI {d.ci_low:+.3f} to {d.ci_high:+.3f}, n={d.n}" + (
+        f", McNemar p={d.mcnemar_p:.3g}" if d.mcnemar_p is not None else "")
+    old_is_adapter = row["arm_a"] == "B"
+    subject = f"{row['label_b']} in {row['b'].rsplit(' @ ', 1)[-1]}"
+    obj = f"{'the adapter ' if old_is_adapter else ''}{row['label_a']} in {row['a'].rsplit(' @ ', 1)[-1]}"
+    out: dict[str, Any] = {"pair": row["kind"], "a": row["a"], "b": row["b"], "diff": d.diff, "ci_low": d.ci_low,
+                           "ci_high": d.ci_high, "margin": margin}
+    if d.diff >= -margin:
+        confirmed = d.ci_low >= -margin
+        better = d.ci_low > 0
+        out |= {"outcome": "matches_or_beats", "confirmed": confirmed, "significantly_better": better}
+        text = (f"{subject} {'beats' if better else 'matches'} {obj}: difference {d.diff:+.3f} ({ci}); "
+                + ("the whole CI is above zero" if better else
+                   f"the whole CI is above −{margin:.2f}, so it is no worse by more than the margin" if confirmed
+                   else f"the CI still allows a loss larger than the {margin:.2f} margin"))
+    elif d.ci_high < -margin:
+        out |= {"outcome": "run_a_better", "confirmed": True, "significantly_better": False}
+        text = (f"{obj[0].upper() + obj[1:]} is still better than {subject}: difference {d.diff:+.3f} ({ci}), the "
+                f"whole CI below −{margin:.2f}")
+    else:
+        out |= {"outcome": "inconclusive", "confirmed": False, "significantly_better": False}
+        text = f"Inconclusive: {subject} vs {obj}: difference {d.diff:+.3f} ({ci}) straddles the −{margin:.2f} margin"
+    if not out["confirmed"] and d.n:
+        # what would settle it: enough items to tell the observed difference from the −margin boundary
+        gap = abs(d.diff + margin)
+        target = max(gap, 0.01)
+        disc = d.discordant_rate
+        p_b = min(1.0, max(0.0, d.mean_a + target))
+        if p_b - d.mean_a < target:
+            p_b = max(0.0, d.mean_a - target)
+        need = items_needed(d.mean_a, p_b, disc if disc > 0 else None, alpha=alpha, d=target)
+        out["items_needed"] = {"n": need, "detect_difference": target, "have": d.n,
+                               "what": f"separate the observed difference from −{margin:.2f}"}
+        text += (f"; about {need} test items would separate a difference of {d.diff:+.3f} from the −{margin:.2f} "
+                 f"margin (alpha={alpha}, 80% power; have {d.n})")
+        if gap < 0.01:
+            text += " — the observed difference sits on the margin, so no practical test size settles it"
+    out["statement"] = text + "."
+    return out
+
+
+def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha: float = 0.05, seed: int = 0,
+                 reps: int = 5000) -> dict[str, Any]:
+    """Paired comparison of two run dirs, RUN_B minus RUN_A, per task present in both (see the module docstring).
+
+    Raises :class:`UserError` (one line) when a path is not a run dir, the runs share no task, or a shared task was
+    scored on different item sets. Returns plain data (JSON-able) including ``markdown`` (a list of lines).
+    """
+    ra, rb = _Run(Path(run_a)), _Run(Path(run_b))
+    names = _disambiguate(ra.name, rb.name)
+    common = [t for t in ra.by_task if t in rb.by_task]
+    if not common:
+        raise UserError(
+            f"cannot compare {names[0]} and {names[1]}: they share no task ({', '.join(sorted(ra.by_task)) or 'none'} "
+            f"vs {', '.join(sorted(rb.by_task)) or 'none'}) — compare runs of the same task"
+        )
+    if margin is None:
+        margin = float(((rb.job.get("verdict") or {}).get("margin")) or ((ra.job.get("verdict") or {}).get("margin"))
+                       or 0.02)
+    tasks: dict[str, Any] = {}
+    for task in common:
+        sa, sb = ra.item_set(task), rb.item_set(task)
+        if sa != sb:
+            both = len(sa & sb)
+            raise UserError(
+                f"cannot compare {names[0]} and {names[1]}: task {task} has different test items ({len(sa)} in "
+                f"{names[0]}, {len(sb)} in {names[1]}, {both} in common) — a paired comparison needs the same items "
+                "(same task data, split and limit)"
+            )
+        ua_all = [u for u in ra.by_task[task] if ra.scores(u)]
+        ub_all = [u for u in rb.by_task[task] if rb.scores(u)]
+        pairs: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+
+        def add(kind: str, ua: dict | None, ub: dict | None) -> dict | None:
+            if ua is None or ub is None or (ua["unit"], ub["unit"]) in seen:
+                return None
+            seen.add((ua["unit"], ub["unit"]))
+            row = _pair(kind, ra, ua, rb, ub, names, task, seed, reps)
+            pairs.append(row)
+            return row
+
+        a_adapters = [u for u in ua_all if u["arm"] == "B"]
+        b_prompt_models: dict[str, list[dict]] = {}
+        for u in ub_all:
+            if u["arm"] in PROMPTING_ARMS:
+                b_prompt_models.setdefault(u["model"], []).append(u)
+        b_best_prompting = {m: _best(us) for m, us in b_prompt_models.items()}
+        for ua in sorted(a_adapters, key=lambda u: (u["model"], u["point"].get("train_size") or 0,
+                                                    u["point"].get("shots") or 0)):
+            for m in sorted(b_best_prompting):
+                add("adapter_vs_prompting", ua, b_best_prompting[m])
+        best_a, best_b = _best(ua_all), _best(ub_all)
+        add("best_vs_best", best_a, best_b)
+        add("adapter_vs_adapter", _best(a_adapters), _best([u for u in ub_all if u["arm"] == "B"]))
+        best_pa = _best([u for u in ua_all if u["arm"] in PROMPTING_ARMS])
+        best_pb = _best([u for u in ub_all if u["arm"] in PROMPTING_ARMS])
+        add("prompting_vs_prompting", best_pa, best_pb)
+        same: list[dict[str, Any]] = []
+        b_by_point = {_point_key(u): u for u in ub_all}
+        for ua in ua_all:
+            ub = b_by_point.get(_point_key(ua))
+            if ub is not None:
+                same.append(_pair("same_point", ra, ua, rb, ub, names, task, seed, reps))
+        # the headline: RUN_A's best adapter vs RUN_B's best prompting point (or best vs best without adapters)
+        head_a = _best(a_adapters) or best_a
+        head_b = best_pb or best_b
+        head_row = next((p for p in pairs + same if p["unit_a"] == head_a["unit"] and p["unit_b"] == head_b["unit"]),
+                        None) if head_a and head_b else None
+        if head_row is None and head_a and head_b:
+            head_row = add("headline", head_a, head_b)
+        tasks[task] = {
+            "n_items": len(sa),
+            "pairs": pairs,
+            "same_point": same,
+            "headline": _headline(head_row, margin, alpha) if head_row else None,
+        }
+    result: dict[str, Any] = {
+        "kind": "tunecheck-compare",
+        "compare_version": COMPARE_VERSION,
+        "run_a": ra.describe() | {"name": names[0]},
+        "run_b": rb.describe() | {"name": names[1]},
+        "direction": "differences are RUN_B minus RUN_A on the same items",
+        "margin": margin,
+        "alpha": alpha,
+        "tasks": tasks,
+        "tasks_only_in_a": sorted(t for t in ra.by_task if t not in rb.by_task),
+        "tasks_only_in_b": sorted(t for t in rb.by_task if t not in ra.by_task),
+    }
+    result["markdown"] = _markdown(result)
+    return result
+
+
+KIND_TITLES = {
+    "adapter_vs_prompting": "adapter (RUN_A) vs prompting (RUN_B)",
+    "best_vs_best": "best vs best",
+    "adapter_vs_adapter": "adapter vs adapter",
+    "prompting_vs_prompting": "best prompting vs best prompting",
+    "headline": "headline",
+    "same_point": "same point",
+}
+
+
+def _money(x: Any) -> str:
+    return "—" if not isinstance(x, (int, float)) else f"${x:,.0f}"
+
+
+def _rows(pairs: list[dict[str, Any]], with_kind: bool) -> list[str]:
+    costs = any(p.get("monthly_usd_a") is not None or p.get("monthly_usd_b") is not None for p in pairs)
+    head = ("| comparison | " if with_kind else "| ") + (
+        "RUN_A option | RUN_B option | A | B | B − A | 95% CI | McNemar p | B only / A only |"
+        + (" A $/month | B $/month |" if costs else ""))
+    sep = "|" + "---|" * (head.count("|") - 1)
+    lines = [head, sep]
+    for p in pairs:
+        mp = "—" if p.get("mcnemar_p") is None else f"{p['mcnemar_p']:.3g}"
+        lines.append(
+            ("| " + KIND_TITLES.get(p["kind"], p["kind"]) + " " if with_kind else "")
+            + f"| {p['label_a']} | {p['label_b']} | {p['mean_a']:.3f} | {p['mean_b']:.3f} | {p['diff']:+.3f} "
+            f"| [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] | {mp} | {p['b_only']} / {p['a_only']} |"
+            + (f" {_money(p.get('monthly_usd_a'))} | {_money(p.get('monthly_usd_b'))} |" if costs else "")
+        )
+    return lines
+
+
+def _markdown(r: dict[str, Any]) -> list[str]:
+    a, b = r["run_a"], r["run_b"]
+
+    def desc(x: dict) -> str:
+        newer = ", ".join(f"`{n}`" for n in x["newer"]) or "—"
+        return f"`{x['name']}` (base `{x['base']}`, newer {newer}; {x['units']} units; `{x['dir']}`)"
+
+    lines = [
+        f"# tunecheck compare — {a['name']} vs {b['name']}",
+        "",
+        f"- RUN_A (before): {desc(a)}",
+        f"- RUN_B (after): {desc(b)}",
+        "",
+        f"Differences are RUN_B − RUN_A on the same test items (paired by item id): 95% CI by bootstrap over items, "
+        f"McNemar's exact test for accuracy. Margin {r['margin']:.2f}.",
+    ]
+    for task, t in r["tasks"].items():
+        lines += ["", f"## Task `{task}` ({t['n_items']} items)"]
+        if t.get("headline"):
+            lines += ["", f"**Headline:** {t['headline']['statement']}"]
+        if t["pairs"]:
+            lines += [""] + _rows(t["pairs"], with_kind=True)
+        if t["same_point"]:
+            lines += ["", "### Same points in both runs", ""] + _rows(t["same_point"], with_kind=False)
+    if r["tasks_only_in_a"] or r["tasks_only_in_b"]:
+        lines += ["", "Not compared (in one run only): "
+                  + ", ".join([f"`{t}` (RUN_A)" for t in r["tasks_only_in_a"]]
+                              + [f"`{t}` (RUN_B)" for t in r["tasks_only_in_b"]])]
+    return lines
+
+
+def format_compare(result: dict[str, Any]) -> str:
+    """The comparison as Markdown (what `tunecheck compare` prints)."""
+    return "\n".join(result["markdown"]) + "\n"
+
+
+def write_compare(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``compare-<A>-vs-<B>.md`` and ``.json`` into ``out_dir`` (e.g. RUN_B's folder); returns the paths."""
+    stem = f"compare-{safe_name(result['run_a']['run_id'], 60)}-vs-{safe_name(result['run_b']['run_id'], 60)}"
+    md, js = Path(out_dir) / f"{stem}.md", Path(out_dir) / f"{stem}.json"
+    atomic_write_text(md, format_compare(result))
+    atomic_write_json(js, {k: v for k, v in result.items() if k != "markdown"})
+    return md, js

@@ -1,0 +1,335 @@
+"""Report figures as PNG bytes (matplotlib, Agg backend): pure functions of report data, no file or network access.
+
+- :func:`learning_curves_png` — quality vs examples used: prompting vs k demonstrations (arm A, and each newer base
+  in C), LoRA vs n training examples (arm B), 95% CI bands, the best prompting level and the crossover.
+- :func:`quality_vs_cost_png` — quality vs monthly cost per option, with the Pareto frontier.
+- :func:`cost_vs_volume_png` — monthly cost vs traffic for every cost line, break-even points marked.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # headless; a no-op when a backend is already in use by the caller
+import matplotlib.ticker  # noqa: E402
+
+from matplotlib.figure import Figure  # noqa: E402  (Figure() needs no pyplot state: thread-safe, no leaks)
+
+from evaluator.paired import crossover  # noqa: E402
+
+__all__ = ["learning_curves_png", "quality_vs_cost_png", "cost_vs_volume_png", "pareto_frontier", "ARM_COLOURS"]
+
+ARM_COLOURS = {"A": "#1f77b4", "B": "#d62728", "C": "#2ca02c"}
+_EXTRA = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#ff7f0e"]
+_DPI = 110
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _num(x: Any) -> float | None:
+    """JSON number or the cost model's "inf"/"-inf" strings → float; None/NaN/garbage → None."""
+    if x is None or isinstance(x, bool):
+        return None
+    if isinstance(x, str):
+        try:
+            x = float(x)
+        except ValueError:
+            return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    """Dict key or dataclass attribute (CostLine / BreakEven objects or their JSON dicts)."""
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _empty(fig: Figure, ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=10, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Learning curves
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _curve_series(units: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Group unit records into curves: A/C per model (x = shots), B per (model, shots) (x = train size)."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for u in units:
+        arm, pt = u.get("arm"), u.get("point") or {}
+        value = _num(u.get("value"))
+        if value is None or arm not in ("A", "B", "C"):
+            continue
+        if arm == "B":
+            x = pt.get("train_size")
+            key = ("B", u.get("model"), pt.get("shots") or 0)
+            shots = pt.get("shots") or 0
+            label = f"B: LoRA on {u.get('model')}, vs n" + (f" (+{shots} shots)" if shots else "")
+        else:
+            x = pt.get("shots")
+            key = (arm, u.get("model"), None)
+            label = f"{arm}: {'prompting' if arm == 'A' else 'newer base'} {u.get('model')}, vs k"
+        if x is None:
+            continue
+        g = groups.setdefault(key, {"arm": arm, "label": label, "points": []})
+        g["points"].append({
+            "x": float(x), "q": value,
+            "lo": _num(u.get("ci_low")), "hi": _num(u.get("ci_high")),
+            "max": pt.get("shots_requested") == "max",
+        })
+    out = []
+    for key, g in groups.items():
+        g["points"].sort(key=lambda p: p["x"])
+        g["key"] = key
+        out.append(g)
+    out.sort(key=lambda g: (g["arm"], str(g["key"][1]), g["key"][2] or 0))
+    return out
+
+
+def learning_curves_png(units: Sequence[Mapping[str, Any]], *, title: str | None = None) -> bytes:
+    """Prompting quality vs k (A, and C per newer base) and LoRA quality vs n (B) on one log-scaled axis.
+
+    ``units``: the report's unit records (``arm``, ``model``, ``point``, ``value``, ``ci_low``, ``ci_high``).
+    Shaded bands are the per-point 95% CIs; the dotted line is the best prompting point of the base (A); the star
+    is the crossover, where LoRA (zero-shot) first reaches it (see :func:`evaluator.paired.crossover`).
+    """
+    fig = Figure(figsize=(7.2, 4.4))
+    ax = fig.add_subplot()
+    series = _curve_series(units)
+    if not series:
+        _empty(fig, ax, "no finished arm points yet")
+        return _png(fig)
+    c_idx = 0
+    b_idx = 0
+    for s in series:
+        arm = s["arm"]
+        if arm == "A":
+            colour, marker, ls = ARM_COLOURS["A"], "o", "-"
+        elif arm == "B":
+            colour = ARM_COLOURS["B"] if b_idx == 0 else _EXTRA[(b_idx - 1) % len(_EXTRA)]
+            marker, ls = "s", "-" if s["key"][2] == 0 else "--"
+            b_idx += 1
+        else:
+            colour = ARM_COLOURS["C"] if c_idx == 0 else _EXTRA[(c_idx + 3) % len(_EXTRA)]
+            marker, ls = "^", "-"
+            c_idx += 1
+        pts = s["points"]
+        xs = [p["x"] for p in pts]
+        qs = [p["q"] for p in pts]
+        ax.plot(xs, qs, marker=marker, linestyle=ls, color=colour, label=s["label"], linewidth=1.8, markersize=5)
+        if all(p["lo"] is not None and p["hi"] is not None for p in pts):
+            if len(pts) > 1:
+                ax.fill_between(xs, [p["lo"] for p in pts], [p["hi"] for p in pts], color=colour, alpha=0.15,
+                                linewidth=0)
+            else:
+                p = pts[0]
+                ax.errorbar(xs, qs, yerr=[[p["q"] - p["lo"]], [p["hi"] - p["q"]]], color=colour, capsize=3, fmt="none")
+        for p in pts:
+            if p["max"]:
+                ax.annotate(f"max (k={p['x']:.0f})", (p["x"], p["q"]), textcoords="offset points", xytext=(4, 6),
+                            fontsize=8, color=colour)
+    prompt = [(p["x"], p["q"]) for s in series if s["arm"] == "A" for p in s["points"]]
+    lora = [(p["x"], p["q"]) for s in series if s["arm"] == "B" and s["key"][2] == 0 for p in s["points"]]
+    if prompt:
+        k_best, q_best = max(prompt, key=lambda t: (t[1], -t[0]))
+        ax.axhline(q_best, color=ARM_COLOURS["A"], linestyle=":", linewidth=1,
+                   label=f"best prompting (k={k_best:.0f}): {q_best:.3f}")
+        if lora:
+            cx = crossover([(int(k), q) for k, q in prompt], [(int(n), q) for n, q in lora])
+            if cx.get("n") is not None:
+                ax.plot([cx["n"]], [q_best], marker="*", markersize=15, color="black", linestyle="none",
+                        label=f"crossover: n ≈ {cx['n']:,.0f}" + (" (or below)" if cx.get("at_or_below") else ""),
+                        zorder=5)
+            else:
+                ax.plot([], [], linestyle="none", marker="", label=f"no crossover up to n={max(n for n, _ in lora):.0f}")
+    all_x = [p["x"] for s in series for p in s["points"]]
+    ax.set_xscale("symlog", linthresh=1.0)  # k = 0 (zero-shot) stays on the axis
+    ax.set_xlim(-0.3 if min(all_x) <= 0 else None, max(all_x) * 1.6 if max(all_x) > 0 else 1)
+    ax.set_ylim(0, 1.02 if max(p["q"] for s in series for p in s["points"]) <= 1 else None)
+    ax.set_xlabel("examples used: k demonstrations in the prompt (A, C) / n training examples (B)")
+    ax.set_ylabel("quality (95% CI band)")
+    ax.set_title(title or "Learning curves: prompting vs k, LoRA vs n")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    return _png(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Quality vs monthly cost
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def pareto_frontier(points: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Indices of the options no other option beats on both counts (cheaper-or-equal *and* better-or-equal, one
+    strictly), in increasing cost. Points without a finite cost or quality are left out."""
+    ok = [
+        (i, _num(p.get("monthly_usd")), _num(p.get("quality")))
+        for i, p in enumerate(points)
+    ]
+    ok = [(i, c, q) for i, c, q in ok if c is not None and q is not None and math.isfinite(c) and math.isfinite(q)]
+    ok.sort(key=lambda t: (t[1], -t[2]))
+    front: list[int] = []
+    best_q = -math.inf
+    for i, c, q in ok:
+        if q > best_q:
+            front.append(i)
+            best_q = q
+    return front
+
+
+def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | None = None) -> bytes:
+    """Quality (with 95% CI) vs monthly self-hosted cost per option; the Pareto frontier as a step line.
+
+    ``points``: ``{label, arm, quality, ci_low, ci_high, monthly_usd}``. Log cost axis when costs span > 10×.
+    """
+    fig = Figure(figsize=(7.2, 4.4))
+    ax = fig.add_subplot()
+    usable = [p for p in points if _num(p.get("monthly_usd")) is not None and _num(p.get("quality")) is not None
+              and math.isfinite(_num(p.get("monthly_usd")))]  # type: ignore[arg-type]
+    if not usable:
+        _empty(fig, ax, "no options with both a quality and a monthly cost")
+        return _png(fig)
+    seen_arms: set[str] = set()
+    for p in usable:
+        c, q = _num(p["monthly_usd"]), _num(p["quality"])
+        arm = str(p.get("arm", "?"))
+        colour = ARM_COLOURS.get(arm, "#7f7f7f")
+        lo, hi = _num(p.get("ci_low")), _num(p.get("ci_high"))
+        yerr = [[q - lo], [hi - q]] if lo is not None and hi is not None else None  # type: ignore[operator]
+        ax.errorbar([c], [q], yerr=yerr, fmt="o", color=colour, capsize=3, markersize=6,
+                    label={"A": "A: prompting (base)", "B": "B: LoRA (base)", "C": "C: newer base"}.get(arm, arm)
+                    if arm not in seen_arms else None)
+        seen_arms.add(arm)
+        ax.annotate(str(p.get("label", "")), (c, q), textcoords="offset points", xytext=(5, 4), fontsize=7.5)
+    front = [usable[i] for i in pareto_frontier(usable)]
+    costs = [_num(p["monthly_usd"]) for p in usable]
+    if len(front) >= 1:
+        fx = [_num(p["monthly_usd"]) for p in front]
+        fy = [_num(p["quality"]) for p in front]
+        fx.append(max(costs) * 1.15)  # type: ignore[type-var]
+        fy.append(fy[-1])
+        ax.step(fx, fy, where="post", color="black", linestyle="--", linewidth=1, alpha=0.7,
+                label="Pareto frontier (nothing cheaper is better)")
+    pos = [c for c in costs if c is not None and c > 0]
+    if pos and max(pos) / min(pos) > 10 and len(pos) == len(costs):
+        ax.set_xscale("log")
+    ax.set_xlabel("monthly cost, self-hosted at the stated volume (USD)")
+    ax.set_ylabel("quality (95% CI)")
+    ax.set_title(title or "Quality vs monthly cost")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"${v:,.0f}"))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    return _png(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Monthly cost vs volume
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _infer_tokens_per_request(break_evens: Iterable[Any]) -> float | None:
+    for b in break_evens:
+        r, t = _num(_get(b, "requests_per_day")), _num(_get(b, "tokens_per_day"))
+        if r and t and math.isfinite(r) and math.isfinite(t) and r > 0:
+            return t / r
+    return None
+
+
+def cost_vs_volume_png(
+    lines: Sequence[Any],
+    break_evens: Sequence[Any],
+    *,
+    days_per_month: float = 30.0,
+    tokens_per_request: float | None = None,
+    current_requests_per_day: float | None = None,
+    title: str | None = None,
+) -> bytes:
+    """Monthly cost vs traffic for each cost line (``monthly = fixed + usd_per_request × requests/day × days``),
+    log-log, with the finite break-even volumes marked and the stated volume as a vertical line.
+
+    ``lines``: ``costs.CostReport.lines()`` or their JSON dicts (``name``, ``kind``, ``fixed_usd_per_month``,
+    ``usd_per_request``, ``label``); ``break_evens``: ``CostReport.break_evens`` or their dicts (``a``/``b`` are
+    line labels). The x axis is tokens/day when ``tokens_per_request`` is given or can be read off a break-even
+    (tokens/day ÷ requests/day), else requests/day.
+    """
+    fig = Figure(figsize=(7.2, 4.6))
+    ax = fig.add_subplot()
+    parsed = []
+    for ln in lines:
+        f, v = _num(_get(ln, "fixed_usd_per_month")), _num(_get(ln, "usd_per_request"))
+        if f is None or v is None:
+            continue
+        label = _get(ln, "label") or f"{_get(ln, 'name')} [{_get(ln, 'kind')}]"
+        parsed.append({"label": str(label), "name": str(_get(ln, "name")), "kind": str(_get(ln, "kind")),
+                       "f": f, "v": v})
+    if not parsed:
+        _empty(fig, ax, "no cost lines")
+        return _png(fig)
+    tpr = tokens_per_request or _infer_tokens_per_request(break_evens)
+    scale = tpr if tpr else 1.0
+    unit = "tokens/day (zero-shot-request tokens)" if tpr else "requests/day"
+    be_pts = []
+    for b in break_evens:
+        r = _num(_get(b, "requests_per_day"))
+        if r is None or not math.isfinite(r) or r <= 0:
+            continue
+        be_pts.append((r, str(_get(b, "a")), str(_get(b, "b"))))
+    anchors = [r for r, _, _ in be_pts]
+    if current_requests_per_day:
+        anchors.append(float(current_requests_per_day))
+    if not anchors:
+        anchors = [1e4]
+    lo_r = max(min(anchors) / 30.0, 1e-6)
+    hi_r = max(anchors) * 30.0
+    import numpy as np
+
+    rs = np.logspace(math.log10(lo_r), math.log10(hi_r), 200)
+    colours: dict[str, str] = {}
+    palette = list(ARM_COLOURS.values()) + _EXTRA
+    styles = {"self-host": "-", "self-host, no prefix cache": ":", "API": "--", "API, no adapter": "--"}
+    by_label = {}
+    for p in parsed:
+        if p["name"] not in colours:
+            colours[p["name"]] = palette[len(colours) % len(palette)]
+        ys = p["f"] + p["v"] * rs * days_per_month
+        ys = np.maximum(ys, 1e-2)
+        ax.plot(rs * scale, ys, color=colours[p["name"]], linestyle=styles.get(p["kind"], "-."), linewidth=1.6,
+                label=p["label"])
+        by_label[p["label"]] = p
+    first = True
+    for r, a, b in be_pts:
+        la = by_label.get(a) or by_label.get(b)
+        if la is None:
+            continue
+        y = la["f"] + la["v"] * r * days_per_month
+        ax.plot([r * scale], [max(y, 1e-2)], marker="o", markersize=7, markerfacecolor="white",
+                markeredgecolor="black", linestyle="none", zorder=5, label="break-even" if first else None)
+        first = False
+    if current_requests_per_day:
+        ax.axvline(current_requests_per_day * scale, color="grey", linestyle="-", linewidth=1, alpha=0.7,
+                   label="stated volume")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"volume, {unit}")
+    ax.set_ylabel("monthly cost (USD)")
+    ax.set_title(title or "Monthly cost vs volume (break-even points circled)")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"${v:,.0f}" if v >= 1 else f"${v:g}"))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    return _png(fig)

@@ -1,0 +1,129 @@
+"""`tunecheck compare RUN_A RUN_B`: paired comparison of two run dirs on the same items; refuses different items."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from evaluator.compare import compare_runs, format_compare, write_compare
+from evaluator.errors import UserError
+from tests.fake_runs import item_ids, make_run, new_run, old_run
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    items = item_ids(120)
+    return old_run(tmp_path, items), new_run(tmp_path, items)
+
+
+def test_same_items_gives_paired_table(runs, tmp_path):
+    a, b = runs
+    r = compare_runs(a, b)
+    assert r["run_a"]["run_id"] == "q1-adapter" and r["run_b"]["run_id"] == "q2-new-base"
+    t = r["tasks"]["toy_intents"]
+    assert t["n_items"] == 120
+    kinds = [p["kind"] for p in t["pairs"]]
+    # every adapter of the old run vs the best prompting point of the new base
+    adapters = [p for p in t["pairs"] if p["kind"] == "adapter_vs_prompting"]
+    assert [p["label_a"] for p in adapters] == ["B n=16", "B n=64", "B n=256"]
+    assert {p["label_b"] for p in adapters} == {"A k=32"}
+    assert "prompting_vs_prompting" in kinds
+    for p in t["pairs"]:
+        assert p["n"] == 120 and p["ci_low"] <= p["diff"] <= p["ci_high"]
+        assert p["diff"] == pytest.approx(p["mean_b"] - p["mean_a"])  # RUN_B minus RUN_A
+        assert p["mcnemar_p"] is not None
+    # the headline: last quarter's best adapter (0.75) vs the new base's best prompting point (0.80)
+    h = t["headline"]
+    assert h["a"].startswith("B n=256") and h["b"].startswith("A k=32")
+    assert h["outcome"] == "matches_or_beats"
+    assert "q2-new-base" in h["statement"] and "q1-adapter" in h["statement"]
+    assert t["same_point"] == []  # different models: no unit in common
+    md = format_compare(r)
+    assert md.startswith("# tunecheck compare — q1-adapter vs q2-new-base")
+    assert "| comparison | RUN_A option | RUN_B option | A | B | B − A | 95% CI | McNemar p |" in md
+    assert "**Headline:**" in md
+    json.dumps(r)  # plain data
+    md_path, js_path = write_compare(r, b)
+    assert md_path.read_text(encoding="utf-8") == md
+    assert json.loads(js_path.read_text())["tasks"]["toy_intents"]["n_items"] == 120
+
+
+def test_headline_when_adapter_is_still_better(tmp_path):
+    items = item_ids(200)
+    a = old_run(tmp_path, items)
+    b = make_run(tmp_path, "weak-new-base", items, [{"arm": "A", "model": "nb", "shots": 8, "q": 0.40}], seed=1)
+    h = compare_runs(a, b)["tasks"]["toy_intents"]["headline"]
+    assert h["outcome"] == "run_a_better" and h["ci_high"] < -0.02
+    assert h["statement"].startswith("The adapter B n=256 in q1-adapter is still better")
+
+
+def test_inconclusive_headline_says_how_many_items(tmp_path):
+    items = item_ids(40)
+    a = make_run(tmp_path, "old", items, [{"arm": "B", "model": "m", "shots": 0, "train_size": 64, "q": 0.60}], seed=2)
+    b = make_run(tmp_path, "new", items, [{"arm": "A", "model": "n", "shots": 8, "q": 0.50}], seed=3)
+    h = compare_runs(a, b)["tasks"]["toy_intents"]["headline"]
+    assert h["outcome"] == "inconclusive"
+    assert h["items_needed"]["n"] > 40 and "test items would separate" in h["statement"]
+
+
+def test_same_run_twice_pairs_identical_points(runs):
+    a, _ = runs
+    r = compare_runs(a, a)
+    same = r["tasks"]["toy_intents"]["same_point"]
+    assert len(same) == 8
+    assert all(p["diff"] == 0 and p["mcnemar_p"] == 1.0 for p in same)
+    assert r["run_a"]["name"] != r["run_b"]["name"]  # disambiguated labels
+
+
+def test_different_item_sets_refused_with_one_line(tmp_path):
+    a = old_run(tmp_path, item_ids(120))
+    b = new_run(tmp_path, item_ids(100, start=50))  # 70 in common
+    with pytest.raises(UserError) as ei:
+        compare_runs(a, b)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert "q1-adapter" in msg and "q2-new-base" in msg
+    assert "different test items" in msg and "120 in q1-adapter" in msg and "100 in q2-new-base" in msg
+    assert "70 in common" in msg
+    assert UserError.exit_code == 2
+
+
+def test_no_common_task_refused(tmp_path):
+    a = old_run(tmp_path, item_ids(30))
+    b = make_run(tmp_path, "other", item_ids(30), [{"arm": "A", "model": "x", "shots": 0, "q": 0.5}], task="other_task")
+    with pytest.raises(UserError, match="share no task"):
+        compare_runs(a, b)
+
+
+def test_not_a_run_dir(tmp_path):
+    a = old_run(tmp_path, item_ids(10))
+    with pytest.raises(UserError, match="not a tunecheck run directory"):
+        compare_runs(a, tmp_path / "nope")
+
+
+def _cli_has_compare() -> bool:
+    from evaluator.cli import app
+
+    names = {c.name or (c.callback.__name__ if c.callback else None) for c in app.registered_commands}
+    return "compare" in names
+
+
+def test_cli_compare_exits_2_with_one_line(tmp_path, repo_root):
+    """Acceptance: `tunecheck compare` on two runs with different items exits 2 with one clear line."""
+    if not _cli_has_compare():
+        pytest.skip("the `compare` CLI command is not wired yet (evaluator/cli.py)")
+    a = old_run(tmp_path, item_ids(60))
+    b = new_run(tmp_path, item_ids(60, start=10))
+    proc = subprocess.run([sys.executable, "-m", "evaluator.cli", "compare", str(a), str(b)], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "different test items" in lines[0]
+    ok = subprocess.run([sys.executable, "-m", "evaluator.cli", "compare", str(a), str(a)], cwd=repo_root,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "tunecheck compare" in ok.stdout

@@ -20,8 +20,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def friendly(fn: Callable) -> Callable:
@@ -88,8 +88,7 @@ def demo(
     fetch = prepare_models(job, lambda m: err.print(m, highlight=False, soft_wrap=True))
     run_dir = run_job(job, Path.cwd(), text, run_id)
     total = _time.perf_counter() - t0
-    md = (run_dir / "report.md").read_text(encoding="utf-8")
-    out.print(md, markup=False, highlight=False)
+    sys.stdout.write((run_dir / "report.md").read_text(encoding="utf-8") + "\n")
     from evaluator.store import RunStore
 
     units = RunStore.open(run_dir).units()
@@ -101,13 +100,80 @@ def demo(
 
 @app.command()
 @friendly
+def cost(
+    run_dir: Optional[Path] = typer.Argument(None, help="A run folder; its stored measurements are re-costed (no model is loaded)."),
+    scenario: Optional[str] = typer.Option(None, help="'article': the article's worked example (50M tokens/day, API vs 4 GPUs, $500K/year rule)."),
+    volume: Optional[float] = typer.Option(None, help="Traffic in zero-shot-request tokens/day (default 50e6)."),
+    requests_per_day: Optional[float] = typer.Option(None, help="Traffic in requests/day (overrides --volume)."),
+    gpu_hourly: Optional[float] = typer.Option(None, help="GPU rental, $/GPU-hour."),
+    gpus: Optional[int] = typer.Option(None, min=1, help="GPUs the throughput was measured on."),
+    utilisation: Optional[float] = typer.Option(None, help="Average GPU utilisation in (0, 1]."),
+    refresh_months: Optional[float] = typer.Option(None, help="Base-model refresh period: LoRA is retrained this often."),
+    api_model: Optional[str] = typer.Option(None, help="API model to compare with (genai-prices name, e.g. gpt-4o-mini)."),
+    api_provider: Optional[str] = typer.Option(None, help="API provider id (e.g. openai)."),
+    api_input_price: Optional[float] = typer.Option(None, help="Negotiated input price, $/M tokens."),
+    api_cached_input_price: Optional[float] = typer.Option(None, help="Negotiated cached-input price, $/M tokens."),
+    api_output_price: Optional[float] = typer.Option(None, help="Negotiated output price, $/M tokens."),
+    engineering_hours: Optional[float] = typer.Option(None, help="Engineering hours per (re)training."),
+    engineering_rate: Optional[float] = typer.Option(None, help="Engineering $/hour."),
+    ops_hours: Optional[float] = typer.Option(None, help="Self-hosting operations hours per month."),
+    all_points: bool = typer.Option(False, "--all", help="Cost every arm point, not only the best point of each arm."),
+) -> None:
+    """Monthly cost per arm, break-even volumes and the verdict, recomputed from a run's stored measurements."""
+    from evaluator import costs as cm
+
+    if scenario is not None:
+        if scenario != "article":
+            raise UserError(f"unknown scenario {scenario!r} — the only built-in one is 'article'")
+        sys.stdout.write("\n".join(cm.format_scenario(cm.article_scenario(volume or cm.DEFAULT_VOLUME_TOKENS_PER_DAY))) + "\n")
+        return
+    if run_dir is None:
+        raise UserError("give a run folder (runs/<run-id>) or --scenario article")
+    from evaluator.report import write_reports
+    from evaluator.run_costs import run_costs
+    from evaluator.store import RunStore
+
+    overrides = {
+        "volume_tokens_per_day": volume, "requests_per_day": requests_per_day, "gpu_hourly_usd": gpu_hourly,
+        "gpus": gpus, "utilisation": utilisation, "refresh_months": refresh_months, "api_model": api_model,
+        "api_provider": api_provider, "api_input_usd_per_m": api_input_price,
+        "api_cached_input_usd_per_m": api_cached_input_price, "api_output_usd_per_m": api_output_price,
+        "engineering_hours_per_training": engineering_hours, "engineering_usd_per_hour": engineering_rate,
+        "selfhost_ops_hours_per_month": ops_hours,
+    }
+    store = RunStore.open(run_dir)
+    reports = run_costs(store, overrides, only_key=not all_points)
+    rep = write_reports(store, cost_overrides=overrides, write=False)
+    for task, cr in reports.items():
+        sys.stdout.write(f"== {task} ==\n" + "\n".join(cm.format_cost_report(cr)) + "\n\n")
+        v = rep["tasks"][task]["verdict"]
+        sys.stdout.write(f"Verdict: {v['title']} — {v['reason']}\n")
+
+
+@app.command()
+@friendly
+def compare(
+    run_a: Path = typer.Argument(..., help="The earlier run, e.g. last quarter's adapter run."),
+    run_b: Path = typer.Argument(..., help="The later run, e.g. a new base release, on the same task and items."),
+) -> None:
+    """Paired comparison of two runs on the same items (RUN_B minus RUN_A); refuses different item sets."""
+    from evaluator.compare import compare_runs, format_compare, write_compare
+
+    r = compare_runs(run_a, run_b)
+    sys.stdout.write(format_compare(r))
+    md, _ = write_compare(r, run_b)
+    out.print(f"written: {md}")
+
+
+@app.command()
+@friendly
 def report(run_dir: Path = typer.Argument(..., help="A run folder (runs/<run-id>).")) -> None:
     """(Re)write report.md and report.json from a run folder's stored results — no model is loaded."""
     from evaluator.report import render_markdown, write_reports
     from evaluator.store import RunStore
 
     rep = write_reports(RunStore.open(run_dir))
-    out.print(render_markdown(rep), markup=False, highlight=False)
+    sys.stdout.write(render_markdown(rep))
 
 
 @app.command()
@@ -130,6 +196,88 @@ def tasks(directory: Optional[Path] = typer.Option(None, "--dir", help="Look for
         except UserError as exc:
             table.add_row(spec.name, spec.kind, "-", "-", str(path), f"[red]{exc}[/]")
     out.print(table)
+
+
+@app.command()
+@friendly
+def train(
+    model: str = typer.Option(..., help="Base model: built-in name, hub id or folder."),
+    task: str = typer.Option(..., help="Task name (see `tunecheck tasks`) or task YAML path."),
+    n: str = typer.Option("64", help="Train on the first n training items, or 'all'."),
+    job: Optional[Path] = typer.Option(None, help="Take seed and LoRA hyper-parameters (arms.lora) from this job file; options below override them."),
+    adapters_dir: Path = typer.Option(Path("adapters"), help="Where adapters are stored (same key = reused, not retrained)."),
+    seed: Optional[int] = typer.Option(None, help="Seed (default: the job's, else 1234)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (under accelerate launch: each process's GPU)."),
+    dtype: str = typer.Option("auto", help="auto (bf16/fp16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16."),
+    model_cache: Optional[Path] = typer.Option(None, help="Where built-in models are converted to."),
+    r: Optional[int] = typer.Option(None, help="LoRA rank (default 8)."),
+    alpha: Optional[float] = typer.Option(None, help="LoRA alpha (default 16)."),
+    dropout: Optional[float] = typer.Option(None, help="LoRA dropout (default 0.05)."),
+    target_modules: Optional[str] = typer.Option(None, help="Comma-separated module names (default: all attention + MLP projections of the architecture)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 1e-3)."),
+    epochs: Optional[float] = typer.Option(None, help="Epochs (default 2)."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size (default 8; split across processes)."),
+    val_fraction: Optional[float] = typer.Option(None, help="Validation slice for early stopping (default 0.1; used when n >= 40; 0 = none)."),
+    eval_every: Optional[int] = typer.Option(None, help="Validate every N steps (default: once per epoch)."),
+    patience: Optional[int] = typer.Option(None, help="Stop after this many validations without improvement (default 2)."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward (less memory)."),
+) -> None:
+    """Train one LoRA adapter (peft format + tunecheck-adapter.json); runs unchanged under `accelerate launch`."""
+    from evaluator.adapters import is_main_process, lora_hp, train_command
+    from evaluator.config import LoraArm, load_job
+
+    base_hp, base_seed = LoraArm(), 1234
+    if job is not None:
+        j = load_job(job)
+        base_hp, base_seed = j.arms.lora, j.seed
+    hp = lora_hp(base_hp, {
+        "r": r, "alpha": alpha, "dropout": dropout, "learning_rate": lr, "epochs": epochs, "max_steps": max_steps,
+        "batch_size": batch_size, "val_fraction": val_fraction, "eval_every": eval_every, "patience": patience,
+        "gradient_checkpointing": gradient_checkpointing,
+        "target_modules": [m.strip() for m in target_modules.split(",") if m.strip()] if target_modules else None,
+    })
+    res = train_command(model=model, task=task, n=n, hp=hp, seed=base_seed if seed is None else seed,
+                        adapters_dir=adapters_dir, device=device, dtype=dtype, model_cache=model_cache,
+                        log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+    if is_main_process():
+        out.print(
+            f"train adapter_dir={res['adapter_dir']} key={res['key']} reused={str(res['reused']).lower()} "
+            f"n={res['n']} steps={res['steps']} train_s={res['train_seconds']:.2f} tokens={res['tokens_seen']} "
+            f"peak_mem_mb={res['peak_mem_mb']:.0f} adapter_bytes={res['adapter_bytes']} world_size={res['world_size']}",
+            highlight=False, soft_wrap=True,
+        )
+
+
+@app.command("eval")
+@friendly
+def eval_adapter(
+    adapter: Path = typer.Option(..., help="A stored adapter folder (adapters/<task>/<base>/n<n>-r<r>-<key>)."),
+    task: Optional[str] = typer.Option(None, help="Task to evaluate on (default: the adapter's task)."),
+    model: Optional[str] = typer.Option(None, help="Base model to load it onto (default: the adapter's recorded base); must be that base."),
+    shots: int = typer.Option(0, min=0, help="Demonstrations in the prompt (default 0: zero-shot, as trained)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N test items."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
+    model_cache: Optional[Path] = typer.Option(None, help="Where built-in models are converted to."),
+    output: Optional[Path] = typer.Option(None, help="Also write the summary and per-item results to this JSON file."),
+) -> None:
+    """Evaluate a stored adapter on a task; refuses an adapter whose base does not match the model (exit 2)."""
+    import json
+
+    from evaluator.adapters import eval_command
+
+    summary, rows = eval_command(adapter=adapter, task=task, model=model, shots=shots, limit=limit, device=device,
+                                 dtype=dtype, model_cache=model_cache)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"summary": summary, "items": rows}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    out.print(
+        f"eval task={summary['task']} {summary['metric']}={summary['value']:.4f} "
+        f"ci=[{summary['ci_low']:.4f},{summary['ci_high']:.4f}] n={summary['n_items']} shots={summary['shots']} "
+        f"model={summary['model']} adapter={summary['adapter']}",
+        highlight=False, soft_wrap=True,
+    )
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -14,19 +14,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from evaluator import __version__
-from evaluator.arms import Unit, adapter_dir, adapter_key, evaluate_unit
+from evaluator.arms import Unit, evaluate_unit
 from evaluator.config import Job
 from evaluator.errors import UserError
-from evaluator.faults import checkpoint
 from evaluator.models import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
 from evaluator.prompts import PromptBuilder, TokenizedPrompts
-from evaluator.store import RunStore, atomic_write_json, read_json, safe_name
+from evaluator.store import RunStore, atomic_write_json, safe_name
 from evaluator.tasks import Item, Task, load_task, task_search_dirs
-from evaluator.training import Example, train_lora
 
-console = Console(stderr=True)
-ADAPTER_META = "tunecheck-adapter.json"
+console = Console(stderr=True, soft_wrap=True)
+ADAPTER_META = "tunecheck-adapter.json"  # = evaluator.adapters.ADAPTER_META
 
 
 @dataclass
@@ -110,55 +107,14 @@ class Runner:
         )
 
     def _train_or_reuse(self, unit: Unit, lm: LoadedModel, progress: Progress):
-        """Train the adapter for unit.train_size (or reuse a finished one with the same key)."""
-        from peft import PeftModel
+        """Train the adapter for unit.train_size (or reuse a finished one with the same key): see adapters.py."""
+        from evaluator.adapters import resolve_root, train_or_reuse
 
-        job, task = self.p.job, self.p.tasks[unit.task]
-        hp = job.arms.lora
-        n = int(unit.train_size)
-        train_items = list(task.train[:n])
-        tp = TokenizedPrompts(PromptBuilder(task, job.seed), lm.tokenizer)
-        hp_dict = hp.model_dump(exclude={"enabled", "train_sizes", "eval_shots"})
-        key = adapter_key(lm.fingerprint, task, train_items, hp_dict, job.seed, tp.builder.prefix(0) + tp.builder.query(Item("x", "{input}", "")))
-        root = Path(job.adapters_dir)
-        if not root.is_absolute():
-            root = Path.cwd() / root
-        out = adapter_dir(root, task.name, lm.source.slug, n, hp.r, key)
-        meta_path = out / ADAPTER_META
-        if meta_path.is_file():
-            meta = read_json(meta_path)
-            progress.console.print(f"reusing adapter {out} (trained {meta['training']['train_seconds']:.1f}s)")
-            return PeftModel.from_pretrained(lm.model, out), meta, out
-        prefix0 = tp.prefix_ids(0)
-        eos = [lm.tokenizer.eos_token_id] if task.spec.kind == "generate" and lm.tokenizer.eos_token_id is not None else []
-        examples = [Example(prefix0 + tp.item_ids(it), tp.continuation_ids(it.target) + eos) for it in train_items]
-        tmp = out.with_name(out.name + ".partial")
-        with progress.console.status(f"training LoRA n={n} on {lm.source.spec}"):
-            peft_model, res = train_lora(lm.model, examples, hp, tmp, seed=job.seed, pad_id=lm.tokenizer.pad_token_id, device=lm.device)
-        meta = {
-            "format": "tunecheck-adapter/1",
-            "tunecheck_version": __version__,
-            "base": lm.fingerprint,
-            "task": task.name,
-            "train_size": n,
-            "data_hash": task.data_hash(train_items),
-            "train_item_ids": [it.id for it in train_items],
-            "hyperparameters": hp_dict,
-            "seed": job.seed,
-            "prompt_format": {"instruction": task.spec.instruction, "template": task.spec.prompt},
-            "training": res.as_dict() | {"adapter_dir": str(out)},
-            "key": key,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        atomic_write_json(tmp / ADAPTER_META, meta)
-        if out.exists():  # a stale incomplete folder (no metadata) from an interrupted run
-            import shutil
-
-            shutil.rmtree(out)
-        tmp.rename(out)
-        checkpoint("adapter_saved")
-        progress.console.print(f"trained adapter n={n} in {res.train_seconds:.1f}s ({res.steps} steps, loss {res.final_loss:.3f}) → {out}")
-        return peft_model, meta, out
+        job = self.p.job
+        return train_or_reuse(
+            lm, self.p.tasks[unit.task], int(unit.train_size), job.arms.lora, job.seed, resolve_root(job.adapters_dir),
+            log=progress.console.print, status=progress.console.status,
+        )
 
     def run(self) -> None:
         p = self.p

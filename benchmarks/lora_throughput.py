@@ -179,8 +179,9 @@ def snips_examples(tok, args):
     if not args.mixed_lengths:
         return build_examples(task, tp, items, tok)
     rng = random.Random(args.seed)
-    prefixes = {k: tp.prefix_ids(k) for k in range(9)}
-    return [Example(prefixes[rng.randint(0, 8)] + tp.item_ids(it), tp.continuation_ids(it.target)) for it in items]
+    ks = [rng.randint(0, 8) for _ in items]
+    prefixes = {k: tp.prefix_ids(k) for k in set(ks)}
+    return [Example(prefixes[k] + tp.item_ids(it, k), tp.continuation_ids(it.target)) for k, it in zip(ks, items)]
 
 
 def _sync(device: str) -> None:

@@ -167,7 +167,7 @@ def build_examples(task: Task, tp: TokenizedPrompts, items: list[Item], tokenize
     """Zero-shot prompt (the scorer's exact token ids) as context, target continuation (+ EOS for free-form) as answer."""
     prefix0 = tp.prefix_ids(0)
     eos = [tokenizer.eos_token_id] if task.spec.kind == "generate" and tokenizer.eos_token_id is not None else []
-    return [Example(prefix0 + tp.item_ids(it), tp.continuation_ids(it.target) + eos) for it in items]
+    return [Example(prefix0 + tp.item_ids(it, 0), tp.continuation_ids(it.target) + eos) for it in items]
 
 
 def resolve_root(path: str | Path) -> Path:
@@ -288,7 +288,7 @@ def evaluate(model, tokenizer, task: Task, items: list[Item], *, seed: int, shot
     rows: list[dict] = []
     for s in range(0, len(items), CHUNK_ITEMS):
         chunk = items[s : s + CHUNK_ITEMS]
-        rows += _choice_rows(task, tp, scorer, chunk) if task.spec.kind == "choice" else _generate_rows(task, tp, scorer, chunk, tokenizer)
+        rows += _choice_rows(task, tp, scorer, chunk, k) if task.spec.kind == "choice" else _generate_rows(task, tp, scorer, chunk, tokenizer, k)
     est = estimate([float(r["score"]) for r in rows])
     summary = {
         "task": task.name,

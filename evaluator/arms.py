@@ -43,13 +43,13 @@ def accuracy_scores(rows: list[dict]) -> list[float]:
     return [float(r["score"]) for r in rows]
 
 
-def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item]) -> list[dict]:
+def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: int) -> list[dict]:
     from evaluator.engine import ChoiceRequest
 
     reqs, conts = [], []
     for it in items:
         cont = [tp.continuation_ids(c) for c in it.choices]
-        reqs.append(ChoiceRequest(item_ids=tp.item_ids(it), choice_ids=cont))
+        reqs.append(ChoiceRequest(item_ids=tp.item_ids(it, k), choice_ids=cont))
         conts.append(cont)
     scores = scorer.score(reqs)
     rows = []
@@ -73,11 +73,11 @@ def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item]) ->
     return rows
 
 
-def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer) -> list[dict]:
+def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
     rows = []
     stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for it in items:
-        ids = tp.item_ids(it)
+        ids = tp.item_ids(it, k)
         out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop)
         text = tokenizer.decode(out, skip_special_tokens=True).split(task.spec.fewshot_delimiter)[0].strip()
         rows.append(
@@ -97,7 +97,7 @@ def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], 
 
 def resolve_shots(unit_shots: int | str, tp: TokenizedPrompts, items, context: int, cap: int) -> tuple[int, str]:
     """The k to use and how it was chosen; an explicit k that does not fit is an error, never truncation."""
-    need_after_prefix = tp.longest_request(items)
+    need_after_prefix = tp.longest_request(items, 1 if unit_shots == "max" else int(unit_shots))
     if unit_shots == "max":
         k = tp.max_shots_that_fit(context, items, cap)
         if k < 0:
@@ -141,6 +141,8 @@ def evaluate_unit(
     todo = [it for it in items if it.id not in done]
     if progress and done:
         progress(len(items) - len(todo))
+    if engine == "lm-eval":
+        return _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how, context, store, extra, progress)
     t0 = time.perf_counter()
     scorer = PrefixScorer(model, prefix_ids, mode=engine, max_batch_tokens=batch_tokens)
     prefix_seconds = time.perf_counter() - t0
@@ -148,15 +150,43 @@ def evaluate_unit(
         chunk = todo[start : start + CHUNK_ITEMS]
         t1 = time.perf_counter()
         if task.spec.kind == "choice":
-            rows = _choice_rows(task, tp, scorer, chunk)
+            rows = _choice_rows(task, tp, scorer, chunk, k)
         else:
-            rows = _generate_rows(task, tp, scorer, chunk, tokenizer)
+            rows = _generate_rows(task, tp, scorer, chunk, tokenizer, k)
         per_item = (time.perf_counter() - t1) / len(chunk)
         for r in rows:
             r["seconds"] = round(per_item, 6)
         store.append_items(unit.id, rows)
         if progress:
             progress(len(chunk))
+    return _finish(unit, task, items, k, how, len(prefix_ids), context, scorer.mode, prefix_seconds, store, extra)
+
+
+def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how, context, store, extra, progress) -> dict:
+    """The reference path: the same items and demonstrations scored by lm-eval's `simple_evaluate` (HF backend)."""
+    from evaluator.lmeval_bridge import run_lmeval
+
+    if task.spec.kind != "choice":
+        raise UserError(f"engine lm-eval supports choice tasks only; task {task.name} is {task.spec.kind}")
+    if todo:
+        t1 = time.perf_counter()
+        rows = run_lmeval(model, tokenizer, task, tp.builder, todo, k, work_dir=store.root / "lmeval" / unit.id)
+        per_item = (time.perf_counter() - t1) / len(todo)
+        by_id = {it.id: it for it in todo}
+        for r in rows:
+            r.setdefault("query", tp.builder.query(by_id[r["item_id"]]))
+            r.setdefault("item_tokens", len(tp.item_ids(by_id[r["item_id"]], k)))
+            r.setdefault("prompt_tokens", len(tp.prefix_ids(k)) + r["item_tokens"])
+            r.setdefault("output_tokens", 0)
+            r["seconds"] = round(per_item, 6)
+        store.append_items(unit.id, rows)
+        if progress:
+            progress(len(todo))
+    return _finish(unit, task, items, k, how, len(tp.prefix_ids(k)), context, "lm-eval", 0.0, store, extra)
+
+
+def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_seconds, store, extra) -> dict:
+    """Metrics and measurements of a unit from its stored per-item rows; written atomically (= unit done)."""
     rows_by_id = store.finished_items(unit.id)
     rows = [rows_by_id[it.id] for it in items]
     est = estimate(accuracy_scores(rows))
@@ -173,9 +203,9 @@ def evaluate_unit(
         **est.as_dict(),
         "n_items": n,
         "item_ids_hash": hashlib.sha256(json.dumps([r["item_id"] for r in rows]).encode()).hexdigest()[:16],
-        "engine": scorer.mode,
+        "engine": engine,
         "tokens": {
-            "shared_prefix_tokens": len(prefix_ids),
+            "shared_prefix_tokens": prefix_tokens,
             "prompt_tokens_per_request": sum(r["prompt_tokens"] for r in rows) / n,
             "unique_tokens_per_request": sum(r["item_tokens"] for r in rows) / n,
             "output_tokens_per_request": sum(r["output_tokens"] for r in rows) / n,

@@ -119,7 +119,7 @@ class Job(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     limit: Annotated[int, Field(ge=1)] | None = None  # cap on test items (the first N of the test split)
     trust_remote_code: bool = False
-    engine: Literal["auto", "packed", "plain"] = "auto"
+    engine: Literal["auto", "packed", "plain", "lm-eval"] = "auto"  # lm-eval: the reference path (simple_evaluate)
     batch_tokens: Annotated[int, Field(ge=64)] = 4096
     arms: Arms = Field(default_factory=Arms)
     costs: CostConfig = Field(default_factory=CostConfig)

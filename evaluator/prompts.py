@@ -5,7 +5,11 @@ Layout (the same as lm-eval's, so the two agree):
     request = prefix + query(item)
     choice  = target_delimiter + choice text
 Token ids are built piecewise — prefix ids (with the tokenizer's special tokens, e.g. BOS) + item ids + choice ids
-(no special tokens) — so that one prefix KV cache serves every item. Demonstrations are ONE fixed, seeded
+(no special tokens) — so that one prefix KV cache serves every item. The cut is placed *before* the delimiter
+(the shared ids end with the last demonstration's answer; each item's ids start with the delimiter): byte-level BPE
+pre-tokenisers split a whitespace run differently at the end of a string than before a word ("\n\n" alone is one
+token, "\n\nUtterance" is "\n" + "\nUtterance"), so cutting after the delimiter would give other ids than the
+whole prompt; cutting between an answer and whitespace gives the same ids as tokenising the whole prompt. Demonstrations are ONE fixed, seeded
 permutation of the train split; k shots take its first k (so k=5 ⊂ k=32).
 """
 
@@ -60,12 +64,19 @@ class PromptBuilder:
         random.Random(self.seed).shuffle(order)
         return order[:k]
 
-    def prefix(self, k: int) -> str:
+    def prefix_core(self, k: int) -> str:
+        """The prefix without its trailing delimiter: instruction and demonstrations joined by the delimiter."""
         s = self.task.spec
-        parts = [s.instruction + s.fewshot_delimiter] if s.instruction else []
-        for d in self.demos(k):
-            parts.append(self.query(d) + s.target_delimiter + d.target + s.fewshot_delimiter)
-        return "".join(parts)
+        parts = [s.instruction] if s.instruction else []
+        parts += [self.query(d) + s.target_delimiter + d.target for d in self.demos(k)]
+        return s.fewshot_delimiter.join(parts)
+
+    def joiner(self, k: int) -> str:
+        """What separates the prefix from the item: the delimiter, or nothing when the prefix is empty."""
+        return self.task.spec.fewshot_delimiter if self.prefix_core(k) else ""
+
+    def prefix(self, k: int) -> str:
+        return self.prefix_core(k) + self.joiner(k)
 
     def continuation(self, text: str) -> str:
         return self.task.spec.target_delimiter + text
@@ -79,23 +90,23 @@ class TokenizedPrompts:
     tokenizer: object
 
     def prefix_ids(self, k: int) -> list[int]:
-        return list(self.tokenizer(self.builder.prefix(k), add_special_tokens=True)["input_ids"])
+        return list(self.tokenizer(self.builder.prefix_core(k), add_special_tokens=True)["input_ids"])
 
-    def item_ids(self, item: Item) -> list[int]:
-        return list(self.tokenizer(self.builder.query(item), add_special_tokens=False)["input_ids"])
+    def item_ids(self, item: Item, k: int) -> list[int]:
+        return list(self.tokenizer(self.builder.joiner(k) + self.builder.query(item), add_special_tokens=False)["input_ids"])
 
     def continuation_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(self.builder.continuation(text), add_special_tokens=False)["input_ids"])
 
-    def longest_request(self, items: list[Item] | tuple[Item, ...]) -> int:
-        """Tokens of the longest item query + its longest answer: what must fit after the prefix."""
+    def longest_request(self, items: list[Item] | tuple[Item, ...], k: int = 1) -> int:
+        """Tokens of the longest item (with its delimiter) + its longest answer: what must fit after the prefix."""
         worst = 0
         for it in items:
             answers = list(it.choices) or [it.target]
             extra = max(len(self.continuation_ids(a)) for a in answers)
             if self.builder.task.spec.kind == "generate":
                 extra = max(extra, self.builder.task.spec.max_new_tokens)
-            worst = max(worst, len(self.item_ids(it)) + extra)
+            worst = max(worst, len(self.item_ids(it, k)) + extra)
         return worst
 
     def max_shots_that_fit(self, context: int, items, cap: int) -> int:

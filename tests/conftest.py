@@ -19,9 +19,11 @@ os.environ["HF_DATASETS_CACHE"] = str(Path(_HF_HOME) / "datasets")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # tiny models: threads only add overhead (and thrash on a shared 2-core box)
 
 REPO = Path(__file__).resolve().parents[1]
-sys_path_added = False
 
 from tests.tiny_models import build_tiny_model, build_tokenizer  # noqa: E402
 

@@ -124,6 +124,21 @@ def test_same_seed_same_numbers(full_run, tmp_path, tiny_llama_dir, tiny_gemma_d
     assert strip(unit) == strip(other)
 
 
+def test_engine_lmeval_agrees_with_ours(full_run, tmp_path, tiny_llama_dir, tiny_gemma_dir):
+    _, rd = full_run
+    job = write_job(tmp_path, tiny_llama_dir, tiny_gemma_dir, arms={"prompting": {"shots": [3]}, "lora": {"enabled": False}}, newer=[])
+    res = CliRunner().invoke(app, ["run", str(job), "--engine", "lm-eval"])
+    assert res.exit_code == 0, res.output
+    (unit,) = list((run_dir_of(tmp_path) / "results").glob("*.jsonl"))
+    ref = {json.loads(x)["item_id"]: json.loads(x) for x in unit.read_text().splitlines()}
+    ours = {json.loads(x)["item_id"]: json.loads(x) for x in (rd / "results" / unit.name).read_text().splitlines()}
+    assert ref.keys() == ours.keys()
+    assert all(ref[i]["prediction"] == ours[i]["prediction"] for i in ref)
+    assert max(abs(a - b) for i in ref for a, b in zip(ref[i]["loglik"], ours[i]["loglik"])) < 1e-3
+    rec = json.loads(next((run_dir_of(tmp_path) / "units").glob("*.json")).read_text())
+    assert rec["engine"] == "lm-eval"
+
+
 @pytest.mark.parametrize("kill_at", ["finish_unit:2", "append_items:5", "train_step:2"])
 def test_sigkill_then_rerun_finishes_without_recomputing(tmp_path, tiny_llama_dir, tiny_gemma_dir, full_run, kill_at):
     job = write_job(tmp_path, tiny_llama_dir, tiny_gemma_dir, limit=20 if kill_at.startswith("append") else 12)

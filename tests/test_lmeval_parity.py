@@ -121,3 +121,29 @@ def test_lmeval_parity_from_folder_with_adapter(snips, tiny_llama_dir, tmp_path)
     # The adapter really changes the scores (so this compares adapted models, not two base models).
     plain, _ = _load(tiny_llama_dir)
     assert _max_delta(_ours(plain, tok, task, builder, items, K), ours) > 1e-3
+
+
+def test_piecewise_ids_match_lmeval_when_the_delimiter_merges(snips):
+    """A GPT-2-style tokenizer that has a "\\n\\n" token (as SmolLM2's has): tokenising the prefix text on its own
+    would end it in that token while lm-eval, tokenising prefix + query whole, gets "\\n", "\\n". Our piecewise ids
+    (prefix cut before the delimiter, delimiter tokenised with the item) must still equal lm-eval's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    task, builder, items = snips
+    corpus = [builder.query(it) + " " + it.target for it in task.train[:200]] + ["\n\n"] * 500
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>")
+    assert len(tok.encode("\n\n")) == 1
+    naive = tok.encode(builder.prefix(K))
+    assert tok.encode(builder.prefix(K) + builder.query(items[0]))[: len(naive)] != naive  # the trap is real
+    for k in (0, 1, K):
+        shared, reqs, same = lmeval_requests(tok, builder, items, k)
+        assert all(same), f"k={k}: piecewise ids differ from lm-eval's"
+        tp = TokenizedPrompts(builder, tok)
+        assert shared == tp.prefix_ids(k)[: len(shared)]

@@ -189,3 +189,21 @@ def test_bad_jobs_exit_2_with_one_line(tmp_path, tiny_llama_dir, tiny_gemma_dir)
         lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
         assert len(lines) == 1 and needle in lines[0], (name, res.stderr)
         assert "Traceback" not in res.stderr
+
+
+def test_cost_command_recosts_a_run_without_models(full_run):
+    import time
+
+    _, rd = full_run
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(app, ["cost", str(rd), "--volume", "2e8", "--gpu-hourly", "3.0", "--refresh-months", "4"])
+    assert res.exit_code == 0, res.output
+    assert "Costs at 200M tokens/day" in res.output and "Break-even volumes:" in res.output and "Verdict:" in res.output
+    assert "$3/GPU-hour" in res.output and "4-month base refresh" in res.output
+    assert time.perf_counter() - t0 < 10  # no model is loaded (the budget is for a cold import on a slow CI box)
+
+
+def test_cost_article_scenario():
+    res = CliRunner().invoke(app, ["cost", "--scenario", "article"])
+    assert res.exit_code == 0, res.output
+    assert "2,250" in res.output and "5,175" in res.output and "500,000" in res.output

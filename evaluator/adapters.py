@@ -91,7 +91,8 @@ def weights_probe(model, per_tensor: int = 16, n_tensors: int = 4) -> list[float
     with torch.no_grad():
         for _, p in chosen:
             flat = p.detach().reshape(-1)
-            idx = torch.linspace(0, flat.numel() - 1, per_tensor).long().to(flat.device)
+            # integer spacing: a float32 linspace rounds past the last index on large matrices (e.g. embeddings)
+            idx = (torch.arange(per_tensor, dtype=torch.long) * (flat.numel() - 1) // max(1, per_tensor - 1)).to(flat.device)
             vals += [round(float(v), 6) for v in flat.index_select(0, idx).float().cpu()]
     return vals
 

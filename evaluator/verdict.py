@@ -124,11 +124,28 @@ def decide(
         d = d_a if d_a is not None and (d_c is None or d_a.ci_low <= d_c.ci_low) else d_c
         disc = (d.a_only + d.b_only) / d.n if d.n else None
         target = max(abs(d.diff), margin) if d.diff else max(margin, 0.05)
-        need = items_needed(d.mean_a, d.mean_a + target, disc if disc else None, alpha=alpha, d=target)
+        need = items_needed(d.mean_a, min(1.0, d.mean_a + target), disc if disc else None, alpha=alpha, d=target)
         out["items_needed"] = {"n": need, "detect_difference": target, "have": d.n}
         outcome, reason = "inconclusive", (
             f"LoRA looks better but the paired 95% CI includes the margin ({_fmt(d)}); about {need} test items would "
             f"detect a difference of {target:.3f} at alpha={alpha} with 80% power (have {d.n})"
         )
+    if outcome.startswith("not_needed"):
+        d = d_a if outcome == "not_needed" else d_c
+        out["confirmed"] = d.ci_high <= margin
+        if not out["confirmed"]:  # the point estimate says "no gain", the interval still allows one
+            need = _items_to_settle(d, margin, alpha)
+            out["items_needed"] = {"n": need, "detect_difference": margin, "have": d.n}
+            reason += (
+                f"; not yet confirmed: the CI's upper end ({d.ci_high:+.3f}) still allows a LoRA gain above the margin — "
+                f"about {need} test items would settle it"
+            )
     out.update(outcome=outcome, title=TITLES[outcome], reason=reason)
     return out
+
+
+def _items_to_settle(d: PairedDiff, margin: float, alpha: float) -> int:
+    """Paired items needed to detect a difference of max(margin, 0.05) with 80% power, at the observed discordance."""
+    disc = (d.a_only + d.b_only) / d.n if d.n else None
+    target = max(margin, 0.05)
+    return items_needed(d.mean_a, min(1.0, d.mean_a + target), disc or None, alpha=alpha, d=target)

@@ -251,3 +251,14 @@ def test_throughput_benchmark_runs_and_prints_its_line(tiny_llama_dir):
     assert last.startswith("lora_throughput ") and set(fields) == {"ours_tok_s", "default_tok_s", "ratio", "peak_mem_mb"}
     assert float(fields["ours_tok_s"]) > 0 and float(fields["default_tok_s"]) > 0
     assert float(fields["ratio"]) == pytest.approx(float(fields["ours_tok_s"]) / float(fields["default_tok_s"]), rel=1e-2)
+
+
+def test_weights_probe_on_large_matrices_stays_in_range():
+    """Regression: a float32 linspace over 28M elements rounded past the last index (crashed the real demo)."""
+    import torch
+
+    from evaluator.adapters import weights_probe
+
+    m = torch.nn.Sequential(torch.nn.Embedding(49152, 576), torch.nn.Linear(576, 49152))
+    a = weights_probe(m)
+    assert len(a) > 0 and a == weights_probe(m)

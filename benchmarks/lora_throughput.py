@@ -64,22 +64,6 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Qwen2.5-0.5B's config.json, hard-coded so a randomly initialised model of its exact shape needs no download.
-QWEN25_05B = dict(
-    hidden_size=896,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    intermediate_size=4864,
-    vocab_size=151936,
-    rope_theta=1_000_000.0,
-    max_position_embeddings=32768,
-    tie_word_embeddings=True,
-    rms_norm_eps=1e-6,
-    hidden_act="silu",
-    attention_dropout=0.0,
-    use_sliding_window=False,
-)
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "A100": 312.0, "L40S": 362.0}
 
 
@@ -129,7 +113,7 @@ def load_base(args, device: str):
     if args.model.startswith("random:"):
         if args.model != "random:qwen2.5-0.5b":
             raise SystemExit(f"unknown random model {args.model}; the one known is random:qwen2.5-0.5b")
-        from transformers import Qwen2Config, Qwen2ForCausalLM
+        from random_models import random_qwen25_05b
 
         tok_dir = args.tokenizer or (zoo_dir(args) / "smollm2-135m" if zoo_dir(args) else None)
         if tok_dir is None or not Path(tok_dir).is_dir():
@@ -137,15 +121,8 @@ def load_base(args, device: str):
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        spec = dict(QWEN25_05B)
-        if args.num_layers:
-            spec["num_hidden_layers"] = args.num_layers
-        cfg = Qwen2Config(**spec, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-        dtype = pick_dtype(args.dtype, device)
-        torch.manual_seed(args.seed)
-        with torch.device(device):
-            model = Qwen2ForCausalLM._from_config(cfg, dtype=dtype, attn_implementation="sdpa")
-        model.eval()
+        model = random_qwen25_05b(tok, device, pick_dtype(args.dtype, device), seed=args.seed, num_layers=args.num_layers)
+        cfg = model.config
         return model, tok, f"random Qwen2.5-0.5B shape ({cfg.num_hidden_layers} layers, tokenizer {tok_dir})"
     lm = load_model(resolve_source(args.model, Path.cwd()), device=device, dtype=args.dtype, cache_dir=zoo_dir(args))
     return lm.model, lm.tokenizer, f"{args.model} ({lm.path})"

@@ -39,23 +39,6 @@ if str(REPO) not in sys.path:
 
 DEFAULT_KS = (0, 8, 32, 128)
 
-# Qwen2.5-0.5B's architecture (config.json of Qwen/Qwen2.5-0.5B), weights random: speed only.
-QWEN25_05B = dict(
-    hidden_size=896,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    intermediate_size=4864,
-    vocab_size=151936,
-    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-    max_position_embeddings=32768,
-    tie_word_embeddings=True,
-    rms_norm_eps=1e-6,
-    use_sliding_window=False,
-    hidden_act="silu",
-)
-
-
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -89,23 +72,15 @@ def load(args):
         arch = args.model.split(":", 1)[1]
         if arch != "qwen2.5-0.5b":
             raise SystemExit(f"unknown random model {arch!r} (known: qwen2.5-0.5b)")
-        from transformers import Qwen2Config, Qwen2ForCausalLM
+        from random_models import random_qwen25_05b
 
         tok_dir = args.tokenizer or str(zoo.ensure_model("smollm2-135m", cache_dir=cache))
         tok = AutoTokenizer.from_pretrained(tok_dir)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token or tok.unk_token
-        if len(tok) > QWEN25_05B["vocab_size"]:
-            raise SystemExit(f"tokenizer {tok_dir} has {len(tok)} ids > the model's vocabulary")
         dev = pick_device(args.device)
-        dtype = pick_dtype(args.dtype, dev)
-        cfg = Qwen2Config(
-            **QWEN25_05B, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
-        )
-        torch.manual_seed(0)
-        with torch.device(dev):
-            model = Qwen2ForCausalLM._from_config(cfg, dtype=dtype, attn_implementation="sdpa")
-        model.eval()
+        model = random_qwen25_05b(tok, dev, pick_dtype(args.dtype, dev), seed=0)
+        cfg = model.config
         n = sum(p.numel() for p in model.parameters())
         theta = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", getattr(cfg, "rope_theta", None))
         desc = f"random Qwen2ForCausalLM (Qwen2.5-0.5B shapes, {n / 1e6:.0f}M params, rope_theta={theta}), tokenizer {tok_dir}"

@@ -130,9 +130,36 @@ def _resolve_data_files(spec: TaskSpec, task_dir: Path) -> dict[str, Any] | None
             fp = (task_dir / f).resolve()
             if not fp.is_file():
                 raise UserError(f"task {spec.name}: data file {fp} (split {split!r}) does not exist — fix data.data_files")
+            with open(fp, "rb") as fh:  # `datasets` fails on an empty file with a bare StopIteration
+                if not fh.read(4096).strip():
+                    raise UserError(f"task {spec.name}: split {split!r} is empty ({fp}) — it needs at least one row")
+            if spec.data.path == "json":
+                _precheck_json_lines(spec, split, fp)
             resolved.append(str(fp))
         out[split] = resolved
     return out
+
+
+def _precheck_json_lines(spec: TaskSpec, split: str, fp: Path) -> None:
+    """Name the file, line and field for the problems `datasets` reports only as a generic build error."""
+    raw = fp.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"task {spec.name}: {fp} (split {split!r}) is not UTF-8 (byte {exc.start}) — re-encode it as UTF-8") from None
+    if text.lstrip().startswith("["):
+        return  # a JSON array, not JSON Lines: left to `datasets`
+    needed = [f for f in (spec.input_field, spec.target_field, spec.choices_field) if f]
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"task {spec.name}: {fp} line {n} is not valid JSON ({exc.msg}) — fix the line") from None
+        missing = [f for f in needed if not isinstance(row, dict) or row.get(f) is None]
+        if missing:
+            raise UserError(f"task {spec.name}: {fp} line {n} (split {split!r}) has no field {missing[0]!r} — fix the data or the task's field names")
 
 
 def _load_split(spec: TaskSpec, task_dir: Path, split: str) -> list[dict[str, Any]]:

@@ -161,7 +161,7 @@ def hp_dict(hp: LoraArm) -> dict[str, Any]:
 
 
 def prompt_signature(tp: TokenizedPrompts) -> str:
-    return tp.builder.prefix(0) + tp.builder.query(Item("x", "{input}", ""))
+    return tp.builder.signature()
 
 
 def build_examples(task: Task, tp: TokenizedPrompts, items: list[Item], tokenizer) -> list[Example]:

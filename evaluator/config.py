@@ -111,7 +111,8 @@ class VerdictConfig(_Strict):
 
 class Job(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=80)]
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[str] = Field(min_length=1)  # names in tasks/, task YAML paths, or lm-eval:<task> / lm-eval:<file>.yaml
+    lm_eval_include: list[str] = Field(default_factory=list)  # folders of lm-eval task YAMLs (relative to the job file)
     base: str
     newer: list[str] = Field(default_factory=list)
     seed: int = 1234

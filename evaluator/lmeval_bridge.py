@@ -3,7 +3,7 @@
 * :func:`write_lmeval_task` writes a self-contained lm-eval task (YAML + JSONL, ``dataset_path: json``) whose
   few-shot context is *text-identical* to ours: the few-shot split holds ``builder.demos(k)`` in order and the
   ``first_n`` sampler takes them as they are, every doc carries its query already rendered with our template, and
-  ``description`` is ``instruction + fewshot_delimiter``. The function checks the identity on one doc by asking
+  ``description`` is ``builder.head()`` (instruction + its delimiter). The function checks the identity on one doc by asking
   lm-eval itself to build the context (``verify=True``).
 * :func:`run_lmeval` runs ``lm_eval.simple_evaluate`` (HF backend) on that task — from a model folder
   (``model="hf"``, optionally with a peft adapter folder) or from an already loaded model wrapped in ``HFLM`` — and
@@ -92,7 +92,7 @@ def write_lmeval_task(
     out_dir.mkdir(parents=True, exist_ok=True)
     name = lmeval_task_name(task, k)
     spec = task.spec
-    description = spec.instruction + spec.fewshot_delimiter if spec.instruction else ""
+    description = builder.head()
 
     test_rows = [dict(_row(builder, it), tc_description=description) for it in items]
     # The sampler needs a non-empty split even for k=0 (it is then never read).

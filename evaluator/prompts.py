@@ -1,12 +1,14 @@
 """Prompts: the shared demonstration prefix and each item's query, as text and as token ids.
 
 Layout (the same as lm-eval's, so the two agree):
-    prefix  = instruction + fewshot_delimiter (if any) + k × (query(demo) + target_delimiter + target(demo) + fewshot_delimiter)
+    prefix  = instruction + instruction_delimiter (if any; default fewshot_delimiter)
+              + k × (query(demo) + target_delimiter + target(demo) + fewshot_delimiter)
     request = prefix + query(item)
     choice  = target_delimiter + choice text
 Token ids are built piecewise — prefix ids (with the tokenizer's special tokens, e.g. BOS) + item ids + choice ids
-(no special tokens) — so that one prefix KV cache serves every item. The cut is placed *before* the delimiter
-(the shared ids end with the last demonstration's answer; each item's ids start with the delimiter): byte-level BPE
+(no special tokens) — so that one prefix KV cache serves every item. The cut is placed *before* the prefix's trailing
+whitespace, usually the delimiter (the shared ids end with the last demonstration's answer; each item's ids start with
+the delimiter): byte-level BPE
 pre-tokenisers split a whitespace run differently at the end of a string than before a word ("\n\n" alone is one
 token, "\n\nUtterance" is "\n" + "\nUtterance"), so cutting after the delimiter would give other ids than the
 whole prompt; cutting between an answer and whitespace gives the same ids as tokenising the whole prompt. Demonstrations are ONE fixed, seeded
@@ -54,6 +56,8 @@ class PromptBuilder:
     seed: int
 
     def query(self, item: Item) -> str:
+        if self.task.spec.prerendered:
+            return item.input
         try:
             return _template(find_prompt(self.task)).render(input=item.input, id=item.id, choices=list(item.choices))
         except TemplateError as exc:
@@ -64,19 +68,32 @@ class PromptBuilder:
         random.Random(self.seed).shuffle(order)
         return order[:k]
 
-    def prefix_core(self, k: int) -> str:
-        """The prefix without its trailing delimiter: instruction and demonstrations joined by the delimiter."""
+    def head(self) -> str:
+        """The instruction and what separates it from the first demonstration or query ("" without one)."""
         s = self.task.spec
-        parts = [s.instruction] if s.instruction else []
-        parts += [self.query(d) + s.target_delimiter + d.target for d in self.demos(k)]
-        return s.fewshot_delimiter.join(parts)
-
-    def joiner(self, k: int) -> str:
-        """What separates the prefix from the item: the delimiter, or nothing when the prefix is empty."""
-        return self.task.spec.fewshot_delimiter if self.prefix_core(k) else ""
+        if not s.instruction:
+            return ""
+        return s.instruction + (s.fewshot_delimiter if s.instruction_delimiter is None else s.instruction_delimiter)
 
     def prefix(self, k: int) -> str:
-        return self.prefix_core(k) + self.joiner(k)
+        """Everything before an item's query: head + k × (query + target_delimiter + answer + fewshot_delimiter)."""
+        s = self.task.spec
+        return self.head() + "".join(self.query(d) + s.target_delimiter + d.target + s.fewshot_delimiter for d in self.demos(k))
+
+    def prefix_core(self, k: int) -> str:
+        """The prefix up to its trailing whitespace: where the shared token ids end (see the module docstring)."""
+        return self.prefix(k).rstrip()
+
+    def joiner(self, k: int) -> str:
+        """The prefix's trailing whitespace (usually the delimiter), tokenised with each item's query."""
+        full = self.prefix(k)
+        return full[len(full.rstrip()) :]
+
+    def signature(self) -> str:
+        """What identifies the prompt format (part of an adapter's key): the zero-shot layout around a placeholder."""
+        if self.task.spec.prerendered:
+            return self.prefix(0) + f"<lm-eval:{self.task.spec.lmeval_task} doc_to_text>"
+        return self.prefix(0) + self.query(Item("x", "{input}", ""))
 
     def continuation(self, text: str) -> str:
         return self.task.spec.target_delimiter + text

@@ -39,9 +39,14 @@ class RunPlan:
 def plan(job: Job, job_dir: Path) -> RunPlan:
     """Validate everything that can fail cheaply (tasks, data, models) before any model is loaded."""
     dirs = task_search_dirs(job_dir)
+    include = [(job_dir / Path(d).expanduser()).resolve() for d in job.lm_eval_include]
     tasks = {}
     for ref in job.tasks:
-        t = load_task(ref, dirs)
+        t = load_task(ref, dirs, include)
+        if t.name in tasks:
+            raise UserError(f"task {t.name!r} is listed twice in tasks — remove one")
+        if job.arms.lora.enabled and not t.train:
+            raise UserError(f"task {t.name} has no training items, so the LoRA arm cannot train — set arms.lora.enabled: false")
         tasks[t.name] = t
     base = resolve_source(job.base, job_dir)
     newer = [resolve_source(n, job_dir) for n in job.newer]

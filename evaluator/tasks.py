@@ -41,18 +41,31 @@ class TaskSpec(BaseModel):
     kind: Literal["choice", "generate"] = "choice"
     choices: list[str] | None = None  # fixed label set for `choice` tasks
     choices_field: str | None = None  # or per-row choices
-    prompt: str  # file name in prompts/ (Jinja2, rendered in a sandbox)
+    prompt: str | None = None  # file name in prompts/ (Jinja2, rendered in a sandbox); required unless lmeval_task
     instruction: str = ""
     target_delimiter: str = " "
     fewshot_delimiter: str = "\n\n"
+    instruction_delimiter: str | None = None  # after the instruction; None: fewshot_delimiter (lm-eval tasks: "")
     metric: Literal["accuracy", "exact_match"] = "accuracy"
     max_new_tokens: int = Field(default=32, ge=1)
+    # Set by tunecheck for `lm-eval:<task>` references (evaluator/lmeval_tasks.py): items then carry the query text
+    # lm-eval's own doc_to_text rendered, and their choices, so no prompt file or choices list is involved.
+    lmeval_task: str | None = None
 
     @model_validator(mode="after")
-    def _choices_for_choice_tasks(self) -> "TaskSpec":
+    def _prompt_and_choices(self) -> "TaskSpec":
+        if self.lmeval_task is not None:
+            return self
+        if self.prompt is None:
+            raise ValueError("a task needs `prompt`: a Jinja2 file name in prompts/")
         if self.kind == "choice" and not (self.choices or self.choices_field):
             raise ValueError("a choice task needs `choices` (a label list) or `choices_field`")
         return self
+
+    @property
+    def prerendered(self) -> bool:
+        """Items hold their finished query text (lm-eval tasks); otherwise the prompt template renders them."""
+        return self.lmeval_task is not None
 
 
 @dataclass(frozen=True)
@@ -204,7 +217,12 @@ def _to_items(spec: TaskSpec, rows: list[dict[str, Any]], split: str) -> tuple[I
     return tuple(items)
 
 
-def load_task(ref: str, search_dirs: list[Path] | None = None) -> Task:
+def load_task(ref: str, search_dirs: list[Path] | None = None, lmeval_include: list[Path] | None = None) -> Task:
+    """A task by name or YAML path, or `lm-eval:<task>` (lm-eval's registry / `lmeval_include` folders / a YAML file)."""
+    if ref.startswith("lm-eval:"):
+        from evaluator.lmeval_tasks import load_lmeval_task
+
+        return load_lmeval_task(ref, lmeval_include, search_dirs)
     path = find_task_file(ref, search_dirs or task_search_dirs())
     spec = load_spec(path)
     train = _to_items(spec, _load_split(spec, path.parent, spec.train_split), spec.train_split)

@@ -285,6 +285,23 @@ def eval_adapter(
     )
 
 
+@app.command()
+@friendly
+def samples(
+    run_dir: Path = typer.Argument(..., help="A run folder (runs/<run-id>)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write the files (default: RUN_DIR/samples)."),
+    unit: Optional[list[str]] = typer.Option(None, "--unit", help="Export only this unit id (repeat for more; default: every finished unit)."),
+) -> None:
+    """Export per-item results as lm-eval samples JSONL (samples_<unit>.jsonl per finished unit); no model is loaded."""
+    from evaluator.samples_export import export_samples
+
+    res = export_samples(run_dir, out_dir, unit or None, log=lambda m: err.print(m, markup=False, highlight=False))
+    for path in res.written:
+        sys.stdout.write(f"{path}\n")
+    if not res.written:
+        err.print("no finished units — nothing written", markup=False, highlight=False)
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -1,6 +1,7 @@
 """Fault injection for resume tests: `TUNECHECK_KILL_AT=<event>:<n>` SIGKILLs the process at the n-th <event>.
 
-Events are the durable steps of a run (`append_items`, `finish_unit`, `adapter_saved`, `train_step`). Off unless the
+Events are the durable steps of a run (`append_items`, `finish_unit`, `adapter_saved`, `train_step`, and
+`report_write`: a report file written to its temporary file but not yet renamed). Off unless the
 variable is set; it exists so tests can kill a real run at exact points instead of racing a timer.
 """
 

@@ -205,9 +205,9 @@ def write_reports(store: RunStore, cost_overrides: dict | None = None, write: bo
     if write:
         from evaluator.html_report import render_html
 
-        atomic_write_json(store.root / "report.json", rep)
-        atomic_write_text(store.root / "report.md", render_markdown(rep))
-        atomic_write_text(store.root / "report.html", render_html(rep, figures_for(rep)))
+        atomic_write_json(store.root / "report.json", rep, event="report_write")
+        atomic_write_text(store.root / "report.md", render_markdown(rep), event="report_write")
+        atomic_write_text(store.root / "report.html", render_html(rep, figures_for(rep)), event="report_write")
     return rep
 
 

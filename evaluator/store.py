@@ -27,6 +27,7 @@ from evaluator.faults import checkpoint
 
 SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 RUN_MARKER = "config.json"
+TMP_SUFFIX = ".tmp"
 
 
 def safe_name(text: str, max_len: int = 120) -> str:
@@ -35,22 +36,28 @@ def safe_name(text: str, max_len: int = 120) -> str:
     return (s or "x")[:max_len]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, event: str | None = None) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`: readers see old or new, never half.
+
+    `event` names a fault-injection point between the fsync and the rename (see faults.py): a kill there leaves the
+    old file and a stale `.<name>.*.tmp`, which `RunStore.create_or_resume` removes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        if event:
+            checkpoint(event)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+def atomic_write_json(path: Path, data: Any, *, event: str | None = None) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n", event=event)
 
 
 def read_json(path: Path) -> Any:
@@ -99,8 +106,16 @@ class RunStore:
         else:
             atomic_write_text(root / "job.yaml", job_text)
             atomic_write_json(cfg_path, config)
+        store.remove_stale_temp_files()
         atomic_write_json(root / "env.json", environment())
         return store
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Temporary files of atomic writes a killed process never renamed; the real files are untouched."""
+        stale = [p for p in self.root.rglob(f".*{TMP_SUFFIX}") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     @classmethod
     def open(cls, root: Path) -> "RunStore":

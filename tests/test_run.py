@@ -114,14 +114,34 @@ def test_report_command_rebuilds_from_store(full_run):
     assert "snips_intents" in res.output
 
 
+def quality_numbers(rep: dict) -> dict:
+    """Everything in a report that must not depend on timing: per-unit quality, paired statistics, verdict."""
+    out = {}
+    for name, t in rep["tasks"].items():
+        out[name] = {
+            "units": {u["unit"]: (u["value"], u["ci_low"], u["ci_high"], u["n_items"], u["point"]["shots"]) for u in t["units"]},
+            "paired": [{k: v for k, v in d.items()} for d in t["paired"]],
+            "verdict": t["verdict"]["outcome"],
+            "crossover": t["crossover"],
+        }
+    return out
+
+
 def test_same_seed_same_numbers(full_run, tmp_path, tiny_llama_dir, tiny_gemma_dir):
+    """A second, independent run of the same job (fresh run dir, adapters retrained) gives identical per-item results
+    and report numbers."""
     _, rd = full_run
-    job = write_job(tmp_path, tiny_llama_dir, tiny_gemma_dir, arms={"prompting": {"shots": [3]}, "lora": {"enabled": False}}, newer=[])
+    job = write_job(tmp_path, tiny_llama_dir, tiny_gemma_dir)
     assert CliRunner().invoke(app, ["run", str(job)]).exit_code == 0
-    (unit,) = list((run_dir_of(tmp_path) / "results").glob("*.jsonl"))
-    other = rd / "results" / unit.name
+    again = run_dir_of(tmp_path)
+    assert json.loads((again / "last_invocation.json").read_text())["skipped"] == []  # nothing reused
     strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in p.read_text().splitlines()]  # noqa: E731
-    assert strip(unit) == strip(other)
+    units = sorted(p.name for p in (rd / "results").glob("*.jsonl"))
+    assert units == sorted(p.name for p in (again / "results").glob("*.jsonl")) and len(units) == 8
+    for name in units:
+        assert strip(again / "results" / name) == strip(rd / "results" / name), name
+    rep, ref = (json.loads((d / "report.json").read_text()) for d in (again, rd))
+    assert quality_numbers(rep) == quality_numbers(ref)
 
 
 def test_engine_lmeval_agrees_with_ours(full_run, tmp_path, tiny_llama_dir, tiny_gemma_dir):
@@ -139,7 +159,7 @@ def test_engine_lmeval_agrees_with_ours(full_run, tmp_path, tiny_llama_dir, tiny
     assert rec["engine"] == "lm-eval"
 
 
-@pytest.mark.parametrize("kill_at", ["finish_unit:2", "append_items:5", "train_step:2"])
+@pytest.mark.parametrize("kill_at", ["finish_unit:2", "append_items:5", "train_step:2", "report_write:2"])
 def test_sigkill_then_rerun_finishes_without_recomputing(tmp_path, tiny_llama_dir, tiny_gemma_dir, full_run, kill_at):
     job = write_job(tmp_path, tiny_llama_dir, tiny_gemma_dir, limit=20 if kill_at.startswith("append") else 12)
     env_kill = dict(os.environ, TUNECHECK_KILL_AT=kill_at)
@@ -148,6 +168,9 @@ def test_sigkill_then_rerun_finishes_without_recomputing(tmp_path, tiny_llama_di
     rd = run_dir_of(tmp_path)
     done_before = {p.name: p.read_text() for p in (rd / "units").glob("*.json")}
     partial = {p.name: len(p.read_text().splitlines()) for p in (rd / "results").glob("*.jsonl")}
+    if kill_at.startswith("report"):  # killed between writing report.md's temporary file and renaming it
+        assert (rd / "report.json").is_file() and not (rd / "report.md").exists()
+        assert list(rd.glob(".report.md.*.tmp"))
     second = cli("run", str(job))
     assert second.returncode == 0, second.stderr[-2000:]
     inv = json.loads((rd / "last_invocation.json").read_text())
@@ -160,11 +183,16 @@ def test_sigkill_then_rerun_finishes_without_recomputing(tmp_path, tiny_llama_di
         assert len(ids) == len(set(ids)) == (20 if kill_at.startswith("append") else 12)
     if kill_at.startswith("append"):  # the interrupted unit resumed after its last finished item
         assert any(0 < n < 20 for n in partial.values())
-    if kill_at == "finish_unit:2" and "fixture" in job.read_text():  # compare with the uninterrupted run
+    assert not list(rd.rglob("*.tmp"))  # stale temporary files of the killed write are gone
+    if kill_at in {"finish_unit:2", "report_write:2"}:  # same job as the uninterrupted run: same numbers
         _, full = full_run
         for p in (rd / "units").glob("*.json"):
             a, b = json.loads(p.read_text()), json.loads((full / "units" / p.name).read_text())
             assert a["value"] == b["value"], p.name
+        rep, ref = (json.loads((d / "report.json").read_text()) for d in (rd, full))
+        assert quality_numbers(rep) == quality_numbers(ref)
+    if kill_at.startswith("report"):
+        assert inv["computed"] == [] and all((rd / f).is_file() for f in ("report.md", "report.html"))
 
 
 def test_bad_jobs_exit_2_with_one_line(tmp_path, tiny_llama_dir, tiny_gemma_dir):

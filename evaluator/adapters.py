@@ -147,6 +147,10 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise UserError(f"adapter folder {folder} does not exist — check the path")
     if not (folder / "adapter_config.json").is_file():
         raise UserError(f"{folder} is not a peft adapter folder (no adapter_config.json)")
+    if not (folder / "adapter_model.safetensors").is_file():
+        pickled = [p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl"}]
+        what = f"only pickle weights ({pickled[0]}), which are refused" if pickled else "no adapter_model.safetensors"
+        raise UserError(f"adapter folder {folder} has {what} — retrain it (tunecheck saves safetensors)")
     path = folder / ADAPTER_META
     if not path.is_file():
         raise UserError(f"{folder} has no {ADAPTER_META}: it was not trained by tunecheck (or did not finish) — retrain it")

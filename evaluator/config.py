@@ -119,7 +119,8 @@ class Job(_Strict):
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     limit: Annotated[int, Field(ge=1)] | None = None  # cap on test items (the first N of the test split)
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run a model repo's own Python code: only for code you trust
+    allow_pickle: bool = False  # load .bin/.pt weights (unpickling can run code); default: safetensors only
     engine: Literal["auto", "packed", "plain", "lm-eval"] = "auto"  # lm-eval: the reference path (simple_evaluate)
     batch_tokens: Annotated[int, Field(ge=64)] = 4096
     arms: Arms = Field(default_factory=Arms)

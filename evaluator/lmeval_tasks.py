@@ -91,8 +91,11 @@ def load_lmeval_object(ref: str, include: list[Path], search_dirs: list[Path]):
         if target not in tm.all_tasks:
             near = difflib.get_close_matches(target, tm.all_tasks, n=3)
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
-            where = f" or in {', '.join(map(str, include))}" if include else " (add its folder to lm_eval_include)"
-            raise UserError(f"lm-eval task {target!r} is not in lm-eval's registry{where}{hint}")
+            where = f" or in {', '.join(map(str, include))}" if include else ""
+            raise UserError(
+                f"lm-eval task {target!r} is not in lm-eval's registry{where}{hint} — check the name, or add the folder "
+                f"of its YAML to lm_eval_include"
+            )
         if target in tm.all_groups or target in tm.all_tags:
             raise UserError(f"lm-eval name {target!r} is a group or tag of several tasks — name one of its tasks")
         spec = target
@@ -101,7 +104,9 @@ def load_lmeval_object(ref: str, include: list[Path], search_dirs: list[Path]):
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"lm-eval could not load task {target!r}: {_first_line(exc)}") from None
+        raise UserError(
+            f"lm-eval could not load task {target!r}: {_first_line(exc)} — check its dataset is reachable (hub or local files)"
+        ) from None
     tasks = loaded["tasks"]
     if len(tasks) != 1:
         raise UserError(f"lm-eval reference {target!r} expands to {len(tasks)} tasks — name one task")

@@ -61,10 +61,31 @@ def materialise(source: ModelSource, cache_dir: Path | None = None) -> str:
     return source.ref
 
 
-def check_loadable(source: ModelSource, trust_remote_code: bool = False) -> None:
-    """Fail early (before any compute) when a hub model is unreachable or is not a causal LM."""
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_weights_format(source: ModelSource, allow_pickle: bool = False) -> None:
+    """A local folder whose weights exist only as pickle files is refused (unpickling can run code) unless allowed."""
+    if source.kind != "local" or allow_pickle:
+        return
+    folder = Path(source.ref)
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
+        raise UserError(f"model folder {folder} has no weight files (*.safetensors) — save the model there with save_pretrained")
+    if pickles:
+        raise UserError(
+            f"model {source.spec} has only pickle weights ({pickles[0]}); loading them can run code — convert them to "
+            f"safetensors, or set allow_pickle: true if you trust the files"
+        )
+
+
+def check_loadable(source: ModelSource, trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
+    """Fail early (before any compute) when a model is unreachable, is not a causal LM, or has only pickle weights."""
     if source.kind == "builtin":
         return
+    check_weights_format(source, allow_pickle)
     from transformers import AutoConfig
 
     try:
@@ -78,7 +99,12 @@ def check_loadable(source: ModelSource, trust_remote_code: bool = False) -> None
         raise UserError(f"model {source.spec} {where}: {str(exc).splitlines()[0]}") from None
     archs = getattr(cfg, "architectures", None) or []
     if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
-        raise UserError(f"model {source.spec} is a {archs[0]}, not a causal language model")
+        raise UserError(f"model {source.spec} is a {archs[0]}, not a causal language model — use a decoder (causal LM) model")
+    if not trust_remote_code:
+        from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        if type(cfg) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+            raise UserError(f"model {source.spec} ({cfg.model_type}) has no causal language-model class in transformers — use a decoder (causal LM) model")
 
 
 def pick_device(device: str) -> str:
@@ -161,7 +187,7 @@ def load_model(
     except (OSError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "safetensors" in msg.lower() and not allow_pickle:
-            raise UserError(f"model {source.spec} has no safetensors weights; refusing pickle files (allow_pickle to override)") from None
+            raise UserError(f"model {source.spec} has no safetensors weights; pickle files are refused — convert them, or set allow_pickle: true if you trust them") from None
         raise UserError(f"model {source.spec} could not be loaded: {msg}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token

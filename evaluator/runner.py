@@ -51,7 +51,7 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
     base = resolve_source(job.base, job_dir)
     newer = [resolve_source(n, job_dir) for n in job.newer]
     for src in [base, *newer]:
-        check_loadable(src, job.trust_remote_code)
+        check_loadable(src, job.trust_remote_code, job.allow_pickle)
     p = RunPlan(job, job_dir, tasks, base, newer)
     for name in tasks:
         for k in job.arms.prompting.shots:
@@ -89,7 +89,10 @@ class Runner:
     def _load(self, src: ModelSource) -> LoadedModel:
         job = self.p.job
         with console.status(f"loading {src.spec}"):
-            lm = load_model(src, device=job.device, dtype=job.dtype, trust_remote_code=job.trust_remote_code, cache_dir=self.model_cache)
+            lm = load_model(
+                src, device=job.device, dtype=job.dtype, trust_remote_code=job.trust_remote_code,
+                allow_pickle=job.allow_pickle, cache_dir=self.model_cache,
+            )
         console.print(f"loaded {src.spec} on {lm.device} in {lm.load_seconds:.1f}s (context {lm.context_window} tokens)")
         return lm
 

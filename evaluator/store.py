@@ -103,6 +103,7 @@ class RunStore:
             old = read_json(cfg_path)
             if old.get("fingerprint") != config.get("fingerprint"):
                 raise UserError(f"{root} holds a different job (fingerprint {old.get('fingerprint')}) — use another run id")
+            store.units()  # a damaged unit record is reported now, before any compute (read_json names the file)
         else:
             atomic_write_text(root / "job.yaml", job_text)
             atomic_write_json(cfg_path, config)

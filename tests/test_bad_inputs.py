@@ -177,6 +177,87 @@ def case_unknown_cost_scenario(d, m):
     return ["cost", "--scenario", "blog"], "unknown scenario"
 
 
+def case_not_a_causal_lm(d, m):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(d / "t5")
+    return ["run", str(_job(d, str(d / "t5")))], "no causal language-model class"
+
+
+def case_pickle_weights_refused(d, m):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(m, d / "pickled")
+    (weights,) = list((d / "pickled").glob("*.safetensors"))
+    torch.save(load_file(weights), d / "pickled" / "pytorch_model.bin")
+    weights.unlink()
+    return ["run", str(_job(d, str(d / "pickled")))], "only pickle weights"
+
+
+def case_trust_remote_code_needed(d, m):
+    import shutil
+
+    shutil.copytree(m, d / "custom")
+    cfg = json.loads((d / "custom" / "config.json").read_text())
+    cfg.update(model_type="my_custom_llm", auto_map={"AutoConfig": "configuration_custom.CustomConfig"})
+    cfg.pop("architectures", None)
+    (d / "custom" / "config.json").write_text(json.dumps(cfg))
+    return ["run", str(_job(d, str(d / "custom")))], "trust_remote_code"
+
+
+def case_adapter_for_another_base(d, m):
+    from tests.tiny_models import build_tiny_model
+
+    res = CliRunner().invoke(app, ["train", "--model", m, "--task", "snips_intents", "--n", "8", "--max-steps", "1",
+                                   "--adapters-dir", str(d / "ad"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    (adapter,) = [p.parent for p in (d / "ad").rglob("tunecheck-adapter.json")]
+    other = build_tiny_model(d / "other", "llama", Path(m), seed=5)  # same architecture and size, other weights
+    return ["eval", "--adapter", str(adapter), "--model", str(other), "--limit", "2"], "different weights"
+
+
+def case_run_dir_holds_another_job(d, m):
+    assert CliRunner().invoke(app, ["run", str(_job(d, m)), "--run-id", "shared"]).exit_code == 0
+    return ["run", str(_job(d, m, seed=99)), "--run-id", "shared"], "holds a different job"
+
+
+def case_corrupted_unit_record_on_resume(d, m):
+    job = _job(d, m)
+    assert CliRunner().invoke(app, ["run", str(job)]).exit_code == 0
+    (unit,) = list((d / "runs").glob("*/units/*.json"))
+    unit.write_text('{"unit": ')
+    return ["run", str(job)], "corrupted"
+
+
+def case_lmeval_unknown_task(d, m):
+    return ["run", str(_job(d, m, tasks=["lm-eval:snips_intentz"], lm_eval_include=[str(d)]))], "is not in lm-eval's registry"
+
+
+def case_lmeval_include_missing(d, m):
+    return ["run", str(_job(d, m, tasks=["lm-eval:x"], lm_eval_include=[str(d / "nope")]))], "lm_eval_include folder"
+
+
+def case_lmeval_unsupported_output_type(d, m):
+    (d / "lm").mkdir()
+    (d / "lm" / "ll.yaml").write_text(yaml.safe_dump({
+        "task": "ll_task", "dataset_path": "json", "output_type": "loglikelihood", "test_split": "test",
+        "dataset_kwargs": {"data_files": {"test": str(REPO / "tasks" / "data" / "snips_test.jsonl")}},
+        "doc_to_text": "{{text}}", "doc_to_target": "{{label}}",
+    }))
+    return ["run", str(_job(d, m, tasks=[f"lm-eval:{d / 'lm' / 'll.yaml'}"]))], "output_type 'loglikelihood'"
+
+
+def case_duplicate_task(d, m):
+    return ["run", str(_job(d, m, tasks=["snips_intents", "snips_intents"]))], "listed twice"
+
+
+def case_samples_on_foreign_dir(d, m):
+    return ["samples", str(d)], "not a tunecheck run directory"
+
+
 MID_RUN = {"k_beyond_context"}  # needs the model's context window: found after the run has started
 CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
 

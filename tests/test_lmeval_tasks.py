@@ -138,3 +138,13 @@ def test_lmeval_task_job_runs_end_to_end_and_lmeval_engine_agrees(tmp_path, tiny
         assert rows.keys() == ours[unit].keys()
         assert [rows[i]["prediction"] for i in rows] == [ours[unit][i]["prediction"] for i in rows], unit
         assert max(abs(a - b) for i in rows for a, b in zip(rows[i]["loglik"], ours[unit][i]["loglik"])) < 1e-3, unit
+
+
+def test_shipped_example_lmeval_task_loads(monkeypatch):
+    monkeypatch.chdir(REPO)  # its data paths are relative to the repository root
+    from evaluator.config import load_job
+
+    job = load_job(REPO / "examples" / "lmeval_job.yaml")
+    include = [(REPO / "examples" / d).resolve() for d in job.lm_eval_include]
+    task = load_task(job.tasks[0], lmeval_include=include)
+    assert task.name == "snips_lmeval" and len(task.test) == 200 and len(task.train) == 493

@@ -212,7 +212,9 @@ def train_or_reuse(
     tmp = out.with_name(out.name + ".partial")
     ctx = status(f"training LoRA n={n} on {lm.source.spec}") if status else contextlib.nullcontext()
     with ctx:
-        peft_model, res = train_lora(lm.model, examples, hp, tmp, seed=seed, pad_id=lm.tokenizer.pad_token_id, device=lm.device)
+        peft_model, res = train_lora(
+            lm.model, examples, hp, tmp, seed=seed, pad_id=lm.tokenizer.pad_token_id, device=lm.device, log=log
+        )
     meta = {
         "format": FORMAT,
         "tunecheck_version": __version__,

@@ -61,6 +61,7 @@ def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k:
                 "item_id": it.id,
                 "query": tp.builder.query(it),
                 "target": it.target,
+                "choices": list(it.choices),
                 "prediction": pred,
                 "score": float(pred == it.target),
                 "loglik": [round(x, 6) for x in sc.loglik],
@@ -129,9 +130,18 @@ def evaluate_unit(
     shots_cap: int,
     extra: dict | None = None,
     progress: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    model_path: str | None = None,
 ) -> dict:
-    """Score every item of `unit` not already on disk, then write the unit's record."""
-    from evaluator.engine import PrefixScorer
+    """Score every item of `unit` not already on disk, then write the unit's record.
+
+    Out of GPU memory while scoring a chunk: the chunk is scored again with half the failing batch's tokens as the
+    budget (kept for the rest of the unit; rows already stored stay), until a single request does not fit (UserError).
+    The packed and plain engines score every request independently of how requests are batched, so the rows equal
+    those of a run without the error up to float rounding. The record gets `oom_retries` and `batch_tokens_used`; each
+    retry is reported through `log` (default: the `tunecheck` logger).
+    """
+    from evaluator.engine import PrefixScorer, free_memory, is_out_of_memory
 
     k, how = resolve_shots(unit.shots, tp, items, context, shots_cap)
     prefix_text = tp.builder.prefix(k)
@@ -142,35 +152,96 @@ def evaluate_unit(
     if progress and done:
         progress(len(items) - len(todo))
     if engine == "lm-eval":
-        return _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how, context, store, extra, progress)
+        return _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how, context, store, extra, progress, model_path)
     t0 = time.perf_counter()
-    scorer = PrefixScorer(model, prefix_ids, mode=engine, max_batch_tokens=batch_tokens)
+    try:
+        scorer = PrefixScorer(model, prefix_ids, mode=engine, max_batch_tokens=batch_tokens)
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        if not is_out_of_memory(exc):
+            raise
+        scorer = None
+    if scorer is None:  # encoding the shared prefix once: no batch to make smaller
+        free_memory()
+        raise UserError(
+            f"unit {unit.id}: the {len(prefix_ids)}-token shared prefix (k={k}) alone does not fit in GPU memory — "
+            "use fewer shots, a smaller dtype (e.g. dtype: bfloat16) or a GPU with more memory"
+        )
     prefix_seconds = time.perf_counter() - t0
-    for start in range(0, len(todo), CHUNK_ITEMS):
+    oom_retries, start = 0, 0
+    while start < len(todo):
         chunk = todo[start : start + CHUNK_ITEMS]
         t1 = time.perf_counter()
-        if task.spec.kind == "choice":
-            rows = _choice_rows(task, tp, scorer, chunk, k)
-        else:
-            rows = _generate_rows(task, tp, scorer, chunk, tokenizer, k)
+        try:
+            if task.spec.kind == "choice":
+                rows = _choice_rows(task, tp, scorer, chunk, k)
+            else:
+                rows = _generate_rows(task, tp, scorer, chunk, tokenizer, k)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            rows = None
+        if rows is None:  # out of GPU memory (the error and its frames are gone now): halve the batch, score again
+            free_memory()
+            _halve_batch_after_oom(unit, scorer, log)
+            oom_retries += 1
+            continue
         per_item = (time.perf_counter() - t1) / len(chunk)
         for r in rows:
             r["seconds"] = round(per_item, 6)
         store.append_items(unit.id, rows)
         if progress:
             progress(len(chunk))
+        start += CHUNK_ITEMS
+    extra = {**(extra or {}), "oom_retries": oom_retries, "batch_tokens_used": scorer.max_batch_tokens}
     return _finish(unit, task, items, k, how, len(prefix_ids), context, scorer.mode, prefix_seconds, store, extra)
 
 
-def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how, context, store, extra, progress) -> dict:
-    """The reference path: the same items and demonstrations scored by lm-eval's `simple_evaluate` (HF backend)."""
+def _halve_batch_after_oom(unit: Unit, scorer, log: Callable[[str], None] | None) -> None:
+    """Set the scorer's token budget to half the batch that ran out of memory; one request cannot be split."""
+    requests, tokens = scorer.last_batch
+    if requests <= 1:
+        raise UserError(
+            f"unit {unit.id} ran out of GPU memory even at the smallest batch (one request, {tokens} tokens) — use "
+            "fewer shots, a smaller dtype (e.g. dtype: bfloat16) or a GPU with more memory"
+        )
+    budget = max(1, min(scorer.max_batch_tokens, tokens) // 2)
+    message = (
+        f"{unit.id}: out of GPU memory on a batch of {requests} requests ({tokens} tokens) — "
+        f"retrying with batch_tokens {budget}"
+    )
+    if log is not None:
+        log(message)
+    else:
+        import logging
+
+        logging.getLogger("tunecheck").warning(message)
+    scorer.max_batch_tokens = budget
+
+
+def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how, context, store, extra, progress, model_path) -> dict:
+    """The reference path: the same items and demonstrations scored by lm-eval's `simple_evaluate` (HF backend).
+
+    With `model_path`, lm-eval loads the model itself as its CLI would (`pretrained=<folder>`, `peft=<adapter folder>`
+    for arm B, on our device and in our dtype); its task files and dataset cache go to a folder of this unit (so
+    per model). Without it the loaded model object is wrapped in lm-eval's HFLM."""
     from evaluator.lmeval_bridge import run_lmeval
 
     if task.spec.kind != "choice":
         raise UserError(f"engine lm-eval supports choice tasks only; task {task.name} is {task.spec.kind}")
     if todo:
         t1 = time.perf_counter()
-        rows = run_lmeval(model, tokenizer, task, tp.builder, todo, k, work_dir=store.root / "lmeval" / unit.id)
+        work = store.root / "lmeval" / unit.id
+        if model_path is not None:
+            adapter = (extra or {}).get("adapter", {}).get("dir") if unit.arm == "B" else None
+            if unit.arm == "B" and adapter is None:
+                raise ValueError(f"unit {unit.id}: the lm-eval engine needs the adapter folder in extra['adapter']['dir']")
+            device = next(model.parameters()).device
+            rows = run_lmeval(
+                model_path, tokenizer, task, tp.builder, todo, k, peft=adapter, device=str(device),
+                dtype=next(model.parameters()).dtype, work_dir=work,
+            )
+        else:
+            rows = run_lmeval(model, tokenizer, task, tp.builder, todo, k, work_dir=work)
         per_item = (time.perf_counter() - t1) / len(todo)
         by_id = {it.id: it for it in todo}
         for r in rows:

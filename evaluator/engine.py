@@ -25,6 +25,7 @@ in their ``forward``). Sliding windows follow ``sliding_window_overlay``: key vi
 from __future__ import annotations
 
 import copy
+import gc
 import inspect
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,8 @@ __all__ = [
     "ChoiceScore",
     "PrefixScorer",
     "PACKED_MODEL_TYPES",
+    "free_memory",
+    "is_out_of_memory",
     "packed_support",
     "score_reference",
 ]
@@ -223,6 +226,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device out-of-memory error: ``torch.cuda.OutOfMemoryError``, or a RuntimeError saying "out of memory" (what
+    some backends and older kernels raise instead)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def free_memory() -> None:
+    """Give memory held by dead tensors back after an out-of-memory error (call it outside the ``except`` block, once
+    the exception and the frames it holds are gone)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Reference
 # --------------------------------------------------------------------------------------------------------------------
@@ -297,6 +316,9 @@ class PrefixScorer:
         self.prefix_encode_seconds = 0.0
         self.tokens_forwarded = 0  # query tokens run through the model, padding included
         self.forward_calls = 0
+        # The batch of the latest scoring forward, (requests or rows, tokens incl. padding): after an out-of-memory
+        # error it is the batch that failed (evaluate_unit halves the budget below it; 1 request = nothing to halve).
+        self.last_batch: tuple[int, int] = (0, 0)
 
         self._cache = None  # prefix KV (packed: kept; plain: built lazily for generate and copied per call)
         if self.mode == "packed" and self.prefix_len:
@@ -338,15 +360,26 @@ class PrefixScorer:
 
     def _fresh_cache(self):
         """The cache a packed forward extends: the shared prefix one, or a throwaway when there is no prefix."""
+        if self._cache is None and self.prefix_len:  # dropped after a failed forward: encode the prefix again
+            self._cache = self._encode_prefix()
         if self._cache is not None:
             return self._cache
         from transformers import DynamicCache
 
         return DynamicCache()
 
-    def _restore(self, cache, n_new: int) -> None:
-        """Drop the tokens a forward appended (negative crop = tokens to remove, valid in 4.56 .. 5.24)."""
-        if cache is self._cache and n_new:
+    def _restore(self, cache, n_new: int, failed: bool = False) -> None:
+        """Drop the tokens a forward appended (negative crop = tokens to remove, valid in 4.56 .. 5.24).
+
+        After a forward that failed part way (CUDA out of memory, ...) some layers may hold the new tokens and some
+        not (or a layer its new keys but not its values), so a crop could eat into the prefix: the shared cache is
+        dropped instead and :meth:`_fresh_cache` encodes the prefix again on next use.
+        """
+        if cache is not self._cache:
+            return
+        if failed:
+            self._cache = None
+        elif n_new:
             cache.crop(-n_new)
             if cache.get_seq_length() != self.prefix_len:
                 raise RuntimeError("prefix cache could not be restored")
@@ -444,6 +477,7 @@ class PrefixScorer:
         mask = _render_mask(self._plan, allowed, pos_t, kv_pos, self.dtype)
 
         cache = self._fresh_cache()
+        self.last_batch = (len(reqs), N)
         try:
             _, logits = self._forward(
                 torch.tensor([tokens], device=dev),
@@ -453,8 +487,10 @@ class PrefixScorer:
                 use_cache=True,
                 logits_to_keep=torch.tensor(keep, device=dev),
             )
-        finally:
-            self._restore(cache, N)
+        except BaseException:
+            self._restore(cache, N, failed=True)
+            raise
+        self._restore(cache, N)
         loglik, greedy = _choice_stats(
             logits[0],
             torch.tensor(rows, device=dev),
@@ -496,6 +532,7 @@ class PrefixScorer:
                     targets.append(t)
                     owner.append(b)
             dev = self.device
+            self.last_batch = (end - start, width * (end - start))
             _, logits = self._forward(
                 torch.tensor(rows_ids, device=dev),
                 attention_mask=torch.tensor(attn, device=dev),
@@ -553,11 +590,9 @@ class PrefixScorer:
         return out
 
     def _generate_packed(self, item_ids: list[int], max_new: int, stop: set[int]) -> list[int]:
-        from transformers import DynamicCache
-
         dev = self.device
         P = self.prefix_len
-        cache = self._cache if self._cache is not None else DynamicCache()
+        cache = self._fresh_cache()
         fed = 0
 
         def step(ids: list[int]) -> torch.Tensor:
@@ -578,13 +613,18 @@ class PrefixScorer:
             fed += n
             return logits[0, -1]
 
+        self.last_batch = (1, len(item_ids))
         try:
-            return self._greedy_loop(step, item_ids, max_new, stop)
-        finally:
-            self._restore(cache, fed)
+            out = self._greedy_loop(step, item_ids, max_new, stop)
+        except BaseException:
+            self._restore(cache, fed, failed=True)
+            raise
+        self._restore(cache, fed)
+        return out
 
     def _generate_plain(self, item_ids: list[int], max_new: int, stop: set[int]) -> list[int]:
         dev = self.device
+        self.last_batch = (1, self.prefix_len + len(item_ids))
         if self.prefix_len and self._cache is None:
             _sync(dev)
             t0 = time.perf_counter()

@@ -367,6 +367,7 @@ def _rows_from_samples(samples: list[dict], items: list[Item], builder: PromptBu
                 "item_id": it.id,
                 "query": query,
                 "target": it.target,
+                "choices": list(it.choices),
                 "prediction": pred,
                 "score": float(pred == it.target),
                 "loglik": [round(x, 6) for x in ll],

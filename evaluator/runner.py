@@ -105,7 +105,8 @@ class Runner:
         rec = evaluate_unit(
             unit, task, items, tp, model, lm.tokenizer, lm.context_window, self.store,
             engine=job.engine, batch_tokens=job.batch_tokens, shots_cap=job.arms.prompting.max_shots,
-            extra=extra, progress=lambda n: progress.advance(bar, n),
+            extra=extra, progress=lambda n: progress.advance(bar, n), log=lambda m: progress.console.print(f"[yellow]{m}[/]"),
+            model_path=lm.path,
         )
         self.computed.append(unit.id)
         progress.console.print(

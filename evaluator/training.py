@@ -18,6 +18,12 @@ global batches (same seed) and takes its share `batch[rank::world]`; the loss is
 of the whole global batch, so DDP's gradient average equals the single-process gradient. Validation losses and
 metrics are reduced over processes (all take the same early-stopping decisions); only the main process saves.
 `hp.batch_size` is the global batch size.
+
+Out of GPU memory (one process): the step is taken again with half as many items per forward (gradient accumulation
+over micro-batches; same global batch, same normalisation, so the same gradient up to float rounding and, with
+dropout 0, the same adapter — on a GPU up to TF32/bf16 rounding, which Adam's normalised steps amplify in weights
+whose gradients are near zero), down to one item per forward. Under a distributed launch the processes cannot retry
+in step, so there it is an error with the fix.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Callable
 
 from evaluator.config import LoraArm
+from evaluator.errors import UserError
 from evaluator.faults import checkpoint
 
 IGNORE = -100
@@ -103,6 +110,8 @@ class TrainResult:
     mixed_precision: str = "no"
     loss_path: str = "answer-logits"  # or "full-logits" (architectures outside ANSWER_LOGITS_TYPES)
     padding_fraction: float = 0.0  # pad tokens / all tokens in the training batches
+    micro_batch_size: int = 0  # at most this many items per forward (per process); < batch_size after OOM retries
+    oom_retries: int = 0  # steps (or validations) taken again with a halved micro-batch after running out of memory
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -338,16 +347,22 @@ def train_lora(
     device: str,
     val_examples: list[Example] | None = None,
     on_step: Callable[[int, int], bool | None] | None = None,
+    log: Callable[[str], None] | None = None,
 ):
     """Wrap `model` with a fresh LoRA adapter, train it, save it (peft format) to out_dir. Returns (peft_model, result).
 
     `examples` are split into train/validation per `hp` unless `val_examples` is given. `on_step(step, tokens_seen)`
     is called after every optimizer step (progress, benchmarks); returning True ends training there (it must decide
     the same in every process). Under `accelerate launch` every process calls this with the same arguments; the
-    model is moved to the process's device.
+    model is moved to the process's device. Out-of-memory retries are reported through `log` (default: the
+    `tunecheck` logger).
     """
+    import logging
+
     import torch
     from peft import LoraConfig, get_peft_model
+
+    from evaluator.engine import free_memory, is_out_of_memory
 
     mp = mixed_precision_for(device)
     acc = make_accelerator(mp, cpu=str(device) == "cpu")
@@ -391,6 +406,50 @@ def train_lora(
     )
     eval_every = hp.eval_every or steps_per_epoch
     make_batches = length_grouped_batches if hp.group_by_length else random_batches
+    micro = hp.batch_size  # items per forward in this process; halved after running out of GPU memory
+    oom_retries = 0
+
+    def forward_backward(shard: list[Example], weight: float, norm: float):
+        """Accumulate the gradient of this process's share of a global batch, `micro` items per forward; its loss."""
+        loss = 0.0
+        for s in range(0, len(shard), micro):
+            b = _make_batch(shard[s : s + micro], pad_id, pin=on_cuda).to(device, non_blocking=on_cuda)
+            part = module(b.ids, b.pos, b.tgt, norm) * weight
+            acc.backward(part)
+            loss = loss + part.detach()
+        return loss
+
+    def retry_on_oom(fn: Callable[[], object], n_items: int):
+        """fn(); after an out-of-memory error, again with half as many items per forward (down to one)."""
+        nonlocal micro, oom_retries
+        while True:
+            try:
+                return fn()
+            except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(exc):
+                    raise
+                if world > 1:
+                    raise UserError(
+                        f"LoRA training ran out of GPU memory in process {rank} of {world} ({min(micro, n_items)} "
+                        "items per forward) — processes cannot retry in step: set lora.gradient_checkpointing: true or "
+                        "a smaller lora.batch_size, or train in one process (it halves the micro-batch by itself)"
+                    ) from None
+            opt.zero_grad(set_to_none=True)  # the micro-batches that did run left partial gradients
+            free_memory()
+            if on_cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            micro = min(micro, n_items) // 2
+            if micro < 1:
+                raise UserError(
+                    "LoRA training ran out of GPU memory even with one item per forward — "
+                    + ("set lora.gradient_checkpointing: true, " if not hp.gradient_checkpointing else "")
+                    + "use shorter prompts, a smaller dtype (e.g. dtype: bfloat16) or a GPU with more memory"
+                )
+            oom_retries += 1
+            (log or logging.getLogger("tunecheck").warning)(
+                f"LoRA training ran out of GPU memory at step {step + 1}: retrying with {micro} items per forward "
+                f"(gradient accumulation keeps the global batch of {hp.batch_size})"
+            )
 
     def validate() -> float:
         sums = torch.zeros(2, dtype=torch.float64, device=acc.device if world > 1 else device)
@@ -398,8 +457,8 @@ def train_lora(
         peft_model.eval()
         with torch.no_grad(), acc.autocast():
             shard = val_ex[rank::world]
-            for s in range(0, len(shard), hp.batch_size):
-                b = _make_batch(shard[s : s + hp.batch_size], pad_id, pin=on_cuda).to(device, non_blocking=on_cuda)
+            for s in range(0, len(shard), micro):
+                b = _make_batch(shard[s : s + micro], pad_id, pin=on_cuda).to(device, non_blocking=on_cuda)
                 if b.targets:
                     sums[0] += inner(b.ids, b.pos, b.tgt, 1.0).double()
                     sums[1] += b.targets
@@ -428,13 +487,12 @@ def train_lora(
                 weight = 1.0
                 if not shard:  # fewer items than processes: join the gradient all-reduce with a zero-weight item
                     shard, weight = group[:1], 0.0
-                b = _make_batch(shard, pad_id, pin=on_cuda).to(device, non_blocking=on_cuda)
                 if global_targets:
-                    loss = module(b.ids, b.pos, b.tgt, global_targets / world) * weight
-                    acc.backward(loss)
+                    norm = global_targets / world
+                    loss = retry_on_oom(lambda: forward_backward(shard, weight, norm), len(shard))
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     opt.step()
-                    step_losses.append(loss.detach())
+                    step_losses.append(loss)
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
@@ -444,7 +502,7 @@ def train_lora(
                 if on_step is not None and on_step(step, tokens):
                     halted = True
                 if val_ex and (step % eval_every == 0 or step == total):
-                    v = validate()
+                    v = retry_on_oom(validate, len(val_ex[rank::world]))
                     val_curve.append([step, v])
                     if v < best - 1e-6:
                         best, best_step, bad_evals = v, step, 0
@@ -502,5 +560,7 @@ def train_lora(
         mixed_precision=mp,
         loss_path="answer-logits" if fast else "full-logits",
         padding_fraction=(padded - real) / padded if padded else 0.0,
+        micro_batch_size=micro,
+        oom_retries=oom_retries,
     )
     return peft_model, result

@@ -3,8 +3,9 @@
 
 For each of scoring (arm A: `evaluate_unit`, packed engine) and training (arm B: `train_lora`):
   1. run uncapped and record the peak allocated memory above what was allocated before (the model);
-  2. cap the process (`torch.cuda.set_per_process_memory_fraction`) at model + CAP_FRACTION × that increment, so
-     the configured batch really runs out of memory;
+  2. cap the process (`torch.cuda.set_per_process_memory_fraction`) at model + CAP_FRACTION × that increment (for
+     scoring at least 1.25 × what encoding the shared prefix alone needs: that cannot be split), so the configured
+     batch really runs out of memory;
   3. run the same thing again and print the OOM retries, the batch actually used and the difference from step 1.
 Model: random Qwen2.5-0.5B shapes (benchmarks/random_models.py), SNIPS prompts. CUDA only (a CPU cannot run out
 of memory this way; tests/test_oom.py simulates it there).
@@ -117,14 +118,18 @@ def scoring(model, tok, task, args, work: Path) -> dict:
         rows = [json.loads(x) for x in store.results_path(unit.id).read_text().splitlines()]
         return rec, rows
 
+    from evaluator.engine import PrefixScorer
+
+    _, prefix_peak, _ = measure(lambda: PrefixScorer(model, tp.prefix_ids(args.k), mode="packed"))  # must fit
     (ref_rec, ref_rows), peak, ref_s = measure(lambda: run("uncapped"))
     base = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
-    with Cap(base + args.cap_fraction * peak):
+    cap = base + max(1.25 * prefix_peak, args.cap_fraction * peak)
+    with Cap(cap):
         (rec, rows), _, s = measure(lambda: run("capped"))
     worst = max(abs(a - b) for g, r in zip(rows, ref_rows) for a, b in zip(g["loglik"], r["loglik"]))
     return {
         "prompt_tokens": round(ref_rec["tokens"]["prompt_tokens_per_request"]),
-        "uncapped_peak_mb": round(peak / 2**20), "cap_mb": round((base + args.cap_fraction * peak) / 2**20),
+        "prefix_peak_mb": round(prefix_peak / 2**20), "uncapped_peak_mb": round(peak / 2**20), "cap_mb": round(cap / 2**20),
         "oom_retries": rec["oom_retries"], "batch_tokens_used": rec["batch_tokens_used"],
         "same_predictions": [r["prediction"] for r in rows] == [r["prediction"] for r in ref_rows],
         "max_abs_dloglik": worst, "accuracy": [ref_rec["value"], rec["value"]],

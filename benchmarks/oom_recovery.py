@@ -83,6 +83,17 @@ class Cap:
         torch.cuda.set_per_process_memory_fraction(1.0)
 
 
+def held() -> int:
+    """What the caching allocator holds for live tensors (the memory-fraction limit counts reserved memory)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    return torch.cuda.memory_reserved()
+
+
 def measure(fn):
     """(result, peak allocated bytes above the allocation at the start, seconds)."""
     import torch
@@ -122,8 +133,8 @@ def scoring(model, tok, task, args, work: Path) -> dict:
 
     _, prefix_peak, _ = measure(lambda: PrefixScorer(model, tp.prefix_ids(args.k), mode="packed"))  # must fit
     (ref_rec, ref_rows), peak, ref_s = measure(lambda: run("uncapped"))
-    base = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
-    cap = base + max(1.25 * prefix_peak, args.cap_fraction * peak)
+    cap = held() + max(1.25 * prefix_peak, args.cap_fraction * peak)
+    print(f"scoring: prefix peak {prefix_peak / 2**20:.0f} MB, batch peak {peak / 2**20:.0f} MB, cap {cap / 2**20:.0f} MB", flush=True)
     with Cap(cap):
         (rec, rows), _, s = measure(lambda: run("capped"))
     worst = max(abs(a - b) for g, r in zip(rows, ref_rows) for a, b in zip(g["loglik"], r["loglik"]))
@@ -159,14 +170,14 @@ def training(model, tok, task, args, work: Path) -> dict:
         return res, weights
 
     (ref, ref_w), peak, ref_s = measure(lambda: run("uncapped"))
-    base = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
-    with Cap(base + args.cap_fraction * peak):
+    cap = held() + args.cap_fraction * peak
+    with Cap(cap):
         (res, w), _, s = measure(lambda: run("capped"))
     rel = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(ref.loss_curve, res.loss_curve))
     wdiff = max(float((w[k] - ref_w[k]).abs().max()) for k in ref_w)
     wmax = max(float(v.abs().max()) for v in ref_w.values())
     return {
-        "examples": len(examples), "uncapped_peak_mb": round(peak / 2**20), "cap_mb": round((base + args.cap_fraction * peak) / 2**20),
+        "examples": len(examples), "uncapped_peak_mb": round(peak / 2**20), "cap_mb": round(cap / 2**20),
         "oom_retries": res.oom_retries, "micro_batch_size": [ref.micro_batch_size, res.micro_batch_size],
         "loss_curve_max_rel_diff": rel, "lora_weight_max_abs_diff": wdiff, "lora_weight_max_abs": wmax,
         "seconds": [round(ref_s, 2), round(s, 2)], "log": logs,
@@ -190,11 +201,15 @@ def main(argv=None) -> int:
     model = random_qwen25_05b(tok, args.device, dtype, seed=args.seed, num_layers=args.layers)
     task = snips_task()
     out = {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu (flow test)", "dtype": args.dtype, "torch": torch.__version__}
+    from evaluator.errors import UserError
+
     with tempfile.TemporaryDirectory() as tmp:
-        out["scoring"] = scoring(model, tok, task, args, Path(tmp))
-        print("scoring", json.dumps(out["scoring"]), flush=True)
-        out["training"] = training(model, tok, task, args, Path(tmp))
-        print("training", json.dumps(out["training"]), flush=True)
+        for name, fn in (("scoring", scoring), ("training", training)):
+            try:
+                out[name] = fn(model, tok, task, args, Path(tmp) / name)
+            except UserError as exc:  # the cap left too little even for the smallest batch
+                out[name] = {"error": str(exc)}
+            print(name, json.dumps(out[name]), flush=True)
     print("oom_recovery " + json.dumps(out))
     return 0
 

@@ -369,6 +369,8 @@ def _usd(x: float | None) -> str:
         return "n/a"
     if math.isinf(x):
         return "$inf"
+    if math.isnan(x):
+        return "$n/a"
     a = abs(x)
     if a >= 100:
         return f"${x:,.0f}" if a >= 10_000 else f"${x:,.2f}"
@@ -441,9 +443,10 @@ def requests_per_day(inputs: CostInputs, arms: Sequence[ArmMeasurement]) -> tupl
             base,
             f"requests/day = {_q(inputs.requests_per_day)} (given directly); {how}",
         )
-    if base <= 0:
+    if base < 1:  # every request holds at least its item: a smaller size is a broken measurement
         raise CostInputError(
-            "cannot convert tokens/day to requests/day: the zero-shot request has 0 tokens; give requests_per_day"
+            f"cannot convert tokens/day to requests/day: the zero-shot request has {base:.3g} tokens (< 1); "
+            "give requests_per_day"
         )
     rpd = inputs.volume_tokens_per_day / base
     return (

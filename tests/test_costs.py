@@ -243,6 +243,17 @@ def test_invalid_inputs(kw):
         CostInputs(**kw)
 
 
+def test_request_smaller_than_one_token_cannot_convert_volume():
+    """Found by hypothesis: a request that is all shared prefix (0 or a subnormal 5e-324 tokens of its own) made
+    requests/day infinite and the break-even figures NaN; every real request holds at least its item."""
+    arm = ArmMeasurement("x", "A", 10, 1.0, "cpu", 10, 10, 5e-324, api_prompt_tokens_per_request=10,
+                         api_shared_prefix_tokens=10, api_output_tokens_per_request=5e-324)
+    with pytest.raises(CostInputError, match=r"< 1\); give requests_per_day"):
+        compute_costs([arm], CostInputs(volume_tokens_per_day=1e6), ApiPrices("m", "openai", 1.0, 1.0))
+    rep = compute_costs([arm], CostInputs(requests_per_day=1000), ApiPrices("m", "openai", 1.0, 1.0))
+    assert rep.requests_per_day == 1000
+
+
 def test_invalid_measurements():
     with pytest.raises(ValueError, match="exceeds"):
         ArmMeasurement("x", "A", 10, 1.0, "cpu", 10, 20, 1)
@@ -281,11 +292,12 @@ pos = st.floats(min_value=1e-3, max_value=1e4, allow_nan=False, allow_infinity=F
 
 @st.composite
 def arms(draw, name="x"):
+    # Every request holds its item (>= 1 token of its own): the shared prefix is at most prompt - 1.
     prompt = draw(st.floats(min_value=1, max_value=20_000))
-    prefix = draw(st.floats(min_value=0, max_value=1)) * prompt
+    prefix = draw(st.floats(min_value=0, max_value=1)) * (prompt - 1)
     out = draw(st.floats(min_value=0, max_value=500))
     api_prompt = draw(st.floats(min_value=1, max_value=20_000))
-    api_prefix = draw(st.floats(min_value=0, max_value=1)) * api_prompt
+    api_prefix = draw(st.floats(min_value=0, max_value=1)) * (api_prompt - 1)
     return ArmMeasurement(
         name, draw(st.sampled_from(["A", "B", "C"])), draw(st.integers(1, 10_000)), draw(pos), "dev",
         prompt, prefix, out, train_seconds=draw(st.floats(min_value=0, max_value=1e5)),

@@ -31,14 +31,6 @@ N_ITEMS = 40  # three chunks of evaluate_unit (16, 16, 8)
 SHOTS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class SimulatedOOM:
     """Wraps a decoder layer's forward: out of memory above `limit` tokens per forward, or on the (1-based) forward
     calls in `fail_calls`, once `armed`. `raised` counts the errors."""

@@ -74,13 +74,19 @@ def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k:
     return rows
 
 
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    """The text before the earliest stop sequence (lm-eval's `until`)."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]
+
+
 def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
     rows = []
     stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for it in items:
         ids = tp.item_ids(it, k)
         out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop)
-        text = tokenizer.decode(out, skip_special_tokens=True).split(task.spec.fewshot_delimiter)[0].strip()
+        text = _cut_at_stop(tokenizer.decode(out, skip_special_tokens=True), task.spec.stops).strip()
         rows.append(
             {
                 "item_id": it.id,

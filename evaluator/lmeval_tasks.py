@@ -16,9 +16,10 @@ What is taken from lm-eval, and what is tunecheck's:
 * the layout is lm-eval's (description + delimiter, k × (query + target_delimiter + answer + fewshot_delimiter),
   query); on load, tunecheck checks that its zero-shot context equals lm-eval's `fewshot_context(doc, 0)` for the
   first test doc, so a template tunecheck cannot reproduce is refused, not silently scored differently.
-Supported: `multiple_choice` (accuracy) and `generate_until` (exact match of the generated answer). Refused, with
-the reason: `loglikelihood*` tasks, multiple-input tasks (Winogrande-style), tasks with `gen_prefix`, groups and tags
-(name one task), a description that changes per doc.
+Supported: `multiple_choice` (accuracy) and `generate_until` (greedy, cut at the task's `until` strings, exact match
+of the stripped answer). Refused, with the reason: `loglikelihood*` tasks, multiple-input tasks (Winogrande-style),
+tasks with `gen_prefix`, generation tasks with answer `filter_list`s (their metric is not exact match of the
+answer), groups and tags (name one task), a description that changes per doc.
 
 Code: lm-eval task files may run Python (`!function`, `process_docs`); that is lm-eval's trust model — name only
 task folders you trust.
@@ -211,6 +212,13 @@ def task_from_lmeval(obj, ref: str) -> Task:
     test = tuple(_item(obj, name, kind, d, str(eval_split), i, fewshot=False) for i, d in enumerate(eval_docs))
     train = tuple(_item(obj, name, kind, d, str(train_split), i, fewshot=True) for i, d in enumerate(train_docs))
     gen = dict(cfg.generation_kwargs or {})
+    until = gen.get("until")
+    stops = [until] if isinstance(until, str) else (list(until) if until else None)
+    if kind == "generate" and cfg.filter_list:
+        raise UserError(
+            f"lm-eval task {name} post-processes answers with filters ({_field_name(cfg.filter_list)[:60]}…) — not "
+            "supported: tunecheck scores the generated answer by exact match"
+        )
     spec = TaskSpec(
         name=name if SAFE_NAME.match(name) else _safe(name),
         description=f"lm-eval task {name}" + (f" (version {cfg.metadata.get('version')})" if isinstance(cfg.metadata, dict) and cfg.metadata.get("version") is not None else ""),
@@ -226,6 +234,7 @@ def task_from_lmeval(obj, ref: str) -> Task:
         instruction_delimiter="",  # lm-eval puts the description right before the first turn
         metric="accuracy" if kind == "choice" else "exact_match",
         max_new_tokens=int(gen.get("max_gen_toks", 256)),
+        stop_sequences=stops if kind == "generate" else None,
         lmeval_task=name,
     )
     yaml_path = getattr(cfg, "_yaml_path", None)

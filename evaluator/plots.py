@@ -139,7 +139,7 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, title: str | None
                                 linewidth=0)
             else:
                 p = pts[0]
-                ax.errorbar(xs, qs, yerr=[[p["q"] - p["lo"]], [p["hi"] - p["q"]]], color=colour, capsize=3, fmt="none")
+                ax.errorbar(xs, qs, yerr=[[max(0.0, p["q"] - p["lo"])], [max(0.0, p["hi"] - p["q"])]], color=colour, capsize=3, fmt="none")
         for p in pts:
             if p["max"]:
                 ax.annotate(f"max (k={p['x']:.0f})", (p["x"], p["q"]), textcoords="offset points", xytext=(4, 6),
@@ -211,7 +211,7 @@ def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | Non
         arm = str(p.get("arm", "?"))
         colour = ARM_COLOURS.get(arm, "#7f7f7f")
         lo, hi = _num(p.get("ci_low")), _num(p.get("ci_high"))
-        yerr = [[q - lo], [hi - q]] if lo is not None and hi is not None else None  # type: ignore[operator]
+        yerr = [[max(0.0, q - lo)], [max(0.0, hi - q)]] if lo is not None and hi is not None else None  # type: ignore[operator]
         ax.errorbar([c], [q], yerr=yerr, fmt="o", color=colour, capsize=3, markersize=6,
                     label={"A": "A: prompting (base)", "B": "B: LoRA (base)", "C": "C: newer base"}.get(arm, arm)
                     if arm not in seen_arms else None)

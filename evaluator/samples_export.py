@@ -105,14 +105,14 @@ except ImportError:  # pragma: no cover - lm-eval is a dependency; kept for a st
     hash_string, handle_non_serializable, sanitize_list = _hash_string, _handle_non_serializable, _sanitize_list
 
 
-def _gen_kwargs(until: str, max_gen_toks: int) -> dict[str, Any]:
+def _gen_kwargs(until: str | list[str], max_gen_toks: int) -> dict[str, Any]:
     """lm-eval's default ``generation_kwargs`` (lm_eval.defaults.default_gen_kwargs) with our stop and length."""
     try:
         from lm_eval.defaults import default_gen_kwargs
 
         return default_gen_kwargs(until, max_gen_toks)
     except ImportError:  # pragma: no cover
-        return {"temperature": 0.0, "do_sample": False, "max_gen_toks": max_gen_toks, "until": [until]}
+        return {"temperature": 0.0, "do_sample": False, "max_gen_toks": max_gen_toks, "until": [until] if isinstance(until, str) else until}
 
 
 def doc_hash(doc: dict[str, Any]) -> str:
@@ -259,7 +259,9 @@ def _generate_sample(i: int, row: dict[str, Any], context: str, query: str, info
     target = str(row["target"])
     pred = str(row.get("prediction", ""))
     doc = {"id": str(row["item_id"]), "query": query, "target": target}
-    gen = _gen_kwargs(info.spec.get("fewshot_delimiter", "\n\n"), int(info.spec.get("max_new_tokens", DEFAULT_MAX_GEN_TOKS)))
+    stops = info.spec.get("stop_sequences")
+    until = stops if stops is not None else info.spec.get("fewshot_delimiter", "\n\n")
+    gen = _gen_kwargs(until, int(info.spec.get("max_new_tokens", DEFAULT_MAX_GEN_TOKS)))
     return {
         "doc_id": i,
         "doc": doc,

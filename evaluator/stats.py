@@ -30,7 +30,8 @@ def wilson(successes: int, n: int, z: float = Z95) -> Estimate:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, "wilson")
+    # At p = 0 or 1 the bounds are p exactly; rounding alone would put them a hair inside (5.6e-17 above 0 at n=3).
+    return Estimate(p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)), n, "wilson")
 
 
 def bootstrap_mean(values: list[float], seed: int = 0, reps: int = 2000) -> Estimate:

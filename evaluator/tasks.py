@@ -48,6 +48,7 @@ class TaskSpec(BaseModel):
     instruction_delimiter: str | None = None  # after the instruction; None: fewshot_delimiter (lm-eval tasks: "")
     metric: Literal["accuracy", "exact_match"] = "accuracy"
     max_new_tokens: int = Field(default=32, ge=1)
+    stop_sequences: list[str] | None = None  # generate: the answer ends at the first of these (None: fewshot_delimiter)
     # Set by tunecheck for `lm-eval:<task>` references (evaluator/lmeval_tasks.py): items then carry the query text
     # lm-eval's own doc_to_text rendered, and their choices, so no prompt file or choices list is involved.
     lmeval_task: str | None = None
@@ -61,6 +62,11 @@ class TaskSpec(BaseModel):
         if self.kind == "choice" and not (self.choices or self.choices_field):
             raise ValueError("a choice task needs `choices` (a label list) or `choices_field`")
         return self
+
+    @property
+    def stops(self) -> list[str]:
+        """Where a generated answer ends."""
+        return [s for s in (self.stop_sequences if self.stop_sequences is not None else [self.fewshot_delimiter]) if s]
 
     @property
     def prerendered(self) -> bool:

@@ -97,6 +97,12 @@ def test_plots_edge_cases():
     one = [{"arm": "A", "model": "m", "point": {"shots": 0, "shots_requested": 0}, "value": 0.5, "ci_low": 0.4,
             "ci_high": 0.6}]
     assert plots.learning_curves_png(one).startswith(png)
+    # a lone point at 0 whose stored lower bound sits a rounding hair above it (Wilson at n=3 gave 5.6e-17): this
+    # crashed report writing with matplotlib's "'yerr' must not contain negative values"
+    zero = [dict(one[0], value=0.0, ci_low=5.551115123125783e-17, ci_high=0.56)]
+    assert plots.learning_curves_png(zero).startswith(png)
+    zero_pt = [{"label": "A k=0", "arm": "A", "quality": 0.0, "ci_low": 5.6e-17, "ci_high": 0.56, "monthly_usd": 1.0}]
+    assert plots.quality_vs_cost_png(zero_pt).startswith(png)
     pts = [
         {"label": "A k=0", "arm": "A", "quality": 0.5, "ci_low": 0.4, "ci_high": 0.6, "monthly_usd": 100.0},
         {"label": "A k=8", "arm": "A", "quality": 0.6, "ci_low": 0.5, "ci_high": 0.7, "monthly_usd": 300.0},

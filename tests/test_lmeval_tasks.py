@@ -148,3 +148,41 @@ def test_shipped_example_lmeval_task_loads(monkeypatch):
     include = [(REPO / "examples" / d).resolve() for d in job.lm_eval_include]
     task = load_task(job.tasks[0], lmeval_include=include)
     assert task.name == "snips_lmeval" and len(task.test) == 200 and len(task.train) == 493
+
+
+def test_generate_until_task_runs_with_its_stop_strings(tmp_path, tiny_llama_dir):
+    """A generate_until lm-eval task: kind generate, lm-eval's `until` and `max_gen_toks`, answers cut at `until`."""
+    path = lmeval_yaml(
+        tmp_path / "g", name="snips_gen", output_type="generate_until", doc_to_choice=None, doc_to_target="{{label}}",
+        generation_kwargs={"until": ["\n", "Utterance:"], "max_gen_toks": 5, "do_sample": False},
+        metric_list=[{"metric": "exact_match"}],
+    )
+    task = load_task(f"lm-eval:{path}")
+    assert task.spec.kind == "generate" and task.spec.stops == ["\n", "Utterance:"] and task.spec.max_new_tokens == 5
+    assert task.test[0].choices == () and task.test[0].target in LABELS
+    job = {"name": "gen", "tasks": [f"lm-eval:{path}"], "base": str(tiny_llama_dir), "limit": 3,
+           "arms": {"prompting": {"shots": [2]}, "lora": {"enabled": False}}, "output_dir": str(tmp_path / "runs")}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "job.yaml")])
+    assert res.exit_code == 0, res.output
+    (run,) = list((tmp_path / "runs").iterdir())
+    rows = [r for unit in _rows(run).values() for r in unit.values()]
+    assert len(rows) == 3 and all(0 < r["output_tokens"] <= 5 and "\n" not in r["prediction"] for r in rows)
+    unit = json.loads(next((run / "units").glob("*.json")).read_text())
+    assert unit["metric"] == "exact_match"
+
+
+def test_generate_until_with_answer_filters_is_refused(tmp_path):
+    path = lmeval_yaml(
+        tmp_path / "g", name="snips_filtered", output_type="generate_until", doc_to_choice=None,
+        filter_list=[{"name": "strict", "filter": [{"function": "regex", "regex_pattern": "(\\w+)"}, {"function": "take_first"}]}],
+    )
+    with pytest.raises(UserError, match="filters"):
+        load_task(f"lm-eval:{path}")
+
+
+def test_cut_at_stop():
+    from evaluator.arms import _cut_at_stop
+
+    assert _cut_at_stop("play_music\nUtterance: x", ["Utterance:", "\n"]) == "play_music"
+    assert _cut_at_stop("abc", ["\n"]) == "abc" and _cut_at_stop("a\n\nb", []) == "a\n\nb"

@@ -7,12 +7,12 @@ import pytest
 from evaluator.stats import estimate, wilson
 
 
-@pytest.mark.parametrize("n", range(1, 200))
-def test_wilson_bounds_contain_the_estimate_exactly_at_0_and_1(n):
-    for k in (0, n // 2, n):
-        e = wilson(k, n)
-        assert 0.0 <= e.low <= e.value <= e.high <= 1.0
-    assert wilson(0, n).low == 0.0 and wilson(n, n).high == 1.0
+def test_wilson_bounds_contain_the_estimate_exactly_at_0_and_1():
+    for n in range(1, 200):
+        for k in (0, n // 2, n):
+            e = wilson(k, n)
+            assert 0.0 <= e.low <= e.value <= e.high <= 1.0, (k, n)
+        assert wilson(0, n).low == 0.0 and wilson(n, n).high == 1.0, n
 
 
 def test_wilson_hand_computed():

@@ -221,6 +221,20 @@ def _returned_cache(out):
     return cache if cache is not None else out.get("past_key_values")
 
 
+def attention_kernels():
+    """SDPA backends for the scorer's forwards: flash, memory-efficient or math, not cuDNN.
+
+    Packed batches carry an explicit 4-D mask, and torch 2.11 on H100/B200 sends masked SDPA to cuDNN first, which
+    builds an execution plan for every new (query, key) shape: ~0.4 s each (pytorch and FunASR issue threads report
+    the same). Each chunk of items has its own length: on an H100 at k=256, 100 items took 0.15 s with warm shapes
+    (benchmarks/profile_packed.py) but 1.4 s in benchmarks/many_shot.py, where the shapes were new. The
+    memory-efficient kernel takes the same masks with no per-shape plan (its GPU timing is still to be measured).
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -334,7 +348,8 @@ class PrefixScorer:
         if keep is not None and self._has_logits_to_keep:
             kwargs["logits_to_keep"] = keep
             keep = None
-        out = self.model(input_ids=ids, **kwargs)
+        with attention_kernels():
+            out = self.model(input_ids=ids, **kwargs)
         self.tokens_forwarded += ids.numel()
         self.forward_calls += 1
         logits = out.logits

@@ -156,6 +156,25 @@ def test_cache_not_corrupted_between_calls(models, data, refs):
     _assert_parity(first, refs["gemma"])
 
 
+@pytest.mark.parametrize("mode", ["packed", "plain"])
+def test_forwards_never_use_cudnn_attention(models, data, mode):
+    """Masked SDPA on cuDNN builds a plan per new shape (~0.4 s on H100): the scorer's forwards run with cuDNN
+    attention switched off, and the global setting is left as it was."""
+    prefix, reqs = data
+    seen: list[bool] = []
+    layer = models["llama"].model.layers[0]
+    handle = layer.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    try:
+        before = torch.backends.cuda.cudnn_sdp_enabled()
+        scorer = PrefixScorer(models["llama"], prefix, mode=mode, max_batch_tokens=64)
+        scorer.score(reqs[:3])
+        scorer.generate(reqs[0].item_ids, max_new_tokens=2)
+    finally:
+        handle.remove()
+    assert seen and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+
+
 def test_invalid_requests(models, data):
     prefix, _ = data
     scorer = PrefixScorer(models["llama"], prefix)

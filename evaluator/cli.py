@@ -183,9 +183,24 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder (runs/<run-id>
 
 @app.command()
 @friendly
-def tasks(directory: Optional[Path] = typer.Option(None, "--dir", help="Look for task YAMLs here instead.")) -> None:
-    """List the available tasks with their item counts."""
+def tasks(
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Look for task YAMLs here instead."),
+    lm_eval: Optional[list[Path]] = typer.Option(None, "--lm-eval", help="List the lm-eval task YAMLs in this folder instead (repeatable); use them as lm-eval:<name> with lm_eval_include."),
+) -> None:
+    """List the available tasks with their item counts (or, with --lm-eval, the lm-eval tasks of a folder)."""
     from evaluator.tasks import list_tasks, load_task
+
+    if lm_eval:
+        from evaluator.lmeval_tasks import list_lmeval_tasks
+
+        found_lm = list_lmeval_tasks([p.resolve() for p in lm_eval])
+        if not found_lm:
+            raise UserError(f"no lm-eval tasks in {', '.join(map(str, lm_eval))} — the folder needs lm-eval task YAMLs")
+        lm_table = Table("job reference", "output type", "file")
+        for name, output_type, path in found_lm:
+            lm_table.add_row(f"lm-eval:{name}", output_type, path)
+        out.print(lm_table)
+        return
 
     table = Table("task", "kind", "train", "test", "file", "description")
     found = list_tasks([directory] if directory else None)

@@ -262,6 +262,21 @@ def _check_layout(obj, task: Task, doc: dict) -> None:
         )
 
 
+def list_lmeval_tasks(include: list[Path]) -> list[tuple[str, str, str]]:
+    """(name, output_type, YAML file) of every lm-eval task in `include` (indexed only: no data is loaded)."""
+    _quiet()
+    for d in include:
+        if not d.is_dir():
+            raise UserError(f"lm-eval task folder {d} does not exist — check the path")
+    tm = _task_manager(include, defaults=False)
+    out = []
+    for name in sorted(tm.all_subtasks):
+        entry = tm.task_index[name]
+        cfg = entry.cfg or {}
+        out.append((name, str(cfg.get("output_type", "?")), str(entry.yaml_path or "-")))
+    return out
+
+
 def load_lmeval_task(ref: str, include: list[Path] | None = None, search_dirs: list[Path] | None = None) -> Task:
     """`lm-eval:<name or file.yaml>` → a tunecheck Task whose items are lm-eval's rendered docs."""
     return task_from_lmeval(load_lmeval_object(ref, list(include or []), list(search_dirs or [Path.cwd()])), ref)

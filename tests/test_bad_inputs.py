@@ -254,6 +254,10 @@ def case_duplicate_task(d, m):
     return ["run", str(_job(d, m, tasks=["snips_intents", "snips_intents"]))], "listed twice"
 
 
+def case_tasks_lmeval_folder_missing(d, m):
+    return ["tasks", "--lm-eval", str(d / "nope")], "lm-eval task folder"
+
+
 def case_samples_on_foreign_dir(d, m):
     return ["samples", str(d)], "not a tunecheck run directory"
 

@@ -186,3 +186,9 @@ def test_cut_at_stop():
 
     assert _cut_at_stop("play_music\nUtterance: x", ["Utterance:", "\n"]) == "play_music"
     assert _cut_at_stop("abc", ["\n"]) == "abc" and _cut_at_stop("a\n\nb", []) == "a\n\nb"
+
+
+def test_tasks_command_lists_lmeval_folder(lm_folder):
+    res = CliRunner().invoke(app, ["tasks", "--lm-eval", str(lm_folder)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "lm-eval:snips_lm" in res.output and "multiple_choice" in res.output

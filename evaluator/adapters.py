@@ -27,6 +27,7 @@ from evaluator import __version__
 from evaluator.arms import adapter_dir, adapter_key
 from evaluator.config import LoraArm
 from evaluator.errors import UserError
+from evaluator.models import PICKLE_SUFFIXES
 from evaluator.faults import checkpoint
 from evaluator.prompts import PromptBuilder, TokenizedPrompts
 from evaluator.store import atomic_write_json, read_json
@@ -148,7 +149,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if not (folder / "adapter_config.json").is_file():
         raise UserError(f"{folder} is not a peft adapter folder (no adapter_config.json)")
     if not (folder / "adapter_model.safetensors").is_file():
-        pickled = [p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl"}]
+        pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
         what = f"only pickle weights ({pickled[0]}), which are refused" if pickled else "no adapter_model.safetensors"
         raise UserError(f"adapter folder {folder} has {what} — retrain it (tunecheck saves safetensors)")
     path = folder / ADAPTER_META

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,12 +216,7 @@ def _halve_batch_after_oom(unit: Unit, scorer, log: Callable[[str], None] | None
         f"{unit.id}: out of GPU memory on a batch of {requests} requests ({tokens} tokens) — "
         f"retrying with batch_tokens {budget}"
     )
-    if log is not None:
-        log(message)
-    else:
-        import logging
-
-        logging.getLogger("tunecheck").warning(message)
+    (log or logging.getLogger("tunecheck").warning)(message)
     scorer.max_batch_tokens = budget
 
 
@@ -241,10 +237,10 @@ def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how,
             adapter = (extra or {}).get("adapter", {}).get("dir") if unit.arm == "B" else None
             if unit.arm == "B" and adapter is None:
                 raise ValueError(f"unit {unit.id}: the lm-eval engine needs the adapter folder in extra['adapter']['dir']")
-            device = next(model.parameters()).device
+            weight = next(model.parameters())
             rows = run_lmeval(
-                model_path, tokenizer, task, tp.builder, todo, k, peft=adapter, device=str(device),
-                dtype=next(model.parameters()).dtype, work_dir=work,
+                model_path, tokenizer, task, tp.builder, todo, k, peft=adapter, device=str(weight.device),
+                dtype=weight.dtype, work_dir=work,
             )
         else:
             rows = run_lmeval(model, tokenizer, task, tp.builder, todo, k, work_dir=work)

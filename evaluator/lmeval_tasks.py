@@ -28,7 +28,6 @@ task folders you trust.
 from __future__ import annotations
 
 import difflib
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +44,10 @@ def is_lmeval_ref(ref: str) -> bool:
 def _quiet() -> None:
     import datasets
 
+    from evaluator.lmeval_bridge import _quiet_lmeval
+
     datasets.disable_progress_bars()
-    for name in ("lm_eval", "lm-eval"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_lmeval()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -74,11 +74,10 @@ def check_weights_format(source: ModelSource, allow_pickle: bool = False) -> Non
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not pickles:
         raise UserError(f"model folder {folder} has no weight files (*.safetensors) — save the model there with save_pretrained")
-    if pickles:
-        raise UserError(
-            f"model {source.spec} has only pickle weights ({pickles[0]}); loading them can run code — convert them to "
-            f"safetensors, or set allow_pickle: true if you trust the files"
-        )
+    raise UserError(
+        f"model {source.spec} has only pickle weights ({pickles[0]}); loading them can run code — convert them to "
+        f"safetensors, or set allow_pickle: true if you trust the files"
+    )
 
 
 def check_loadable(source: ModelSource, trust_remote_code: bool = False, allow_pickle: bool = False) -> None:

@@ -71,6 +71,7 @@ def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k:
                 "prompt_tokens": scorer.prefix_len + len(req.item_ids),
                 "output_tokens": 0,
             }
+            | ({"lmeval_target": it.lmeval_target} if getattr(it, "lmeval_target", None) is not None else {})
         )
     return rows
 
@@ -99,6 +100,7 @@ def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], 
                 "prompt_tokens": scorer.prefix_len + len(ids),
                 "output_tokens": len(out),
             }
+            | ({"lmeval_target": it.lmeval_target} if getattr(it, "lmeval_target", None) is not None else {})
         )
     return rows
 
@@ -112,8 +114,9 @@ def resolve_shots(unit_shots: int | str, tp: TokenizedPrompts, items, context: i
             raise UserError(f"even the zero-shot prompt does not fit the {context}-token context window")
         return k, f"max: largest k (cap {cap}) with prefix + longest item and answer ({need_after_prefix} tokens) <= {context} tokens"
     k = int(unit_shots)
-    if k > len(tp.builder.task.train):
-        raise UserError(f"shots={k} but task {tp.builder.task.name} has only {len(tp.builder.task.train)} training items — lower it or use max")
+    pool = tp.builder.task.demo_pool
+    if k > len(pool):
+        raise UserError(f"shots={k} but task {tp.builder.task.name} has only {len(pool)} demonstration items — lower it or use max")
     total = len(tp.prefix_ids(k)) + need_after_prefix
     if total > context:
         raise UserError(
@@ -174,6 +177,7 @@ def evaluate_unit(
             "use fewer shots, a smaller dtype (e.g. dtype: bfloat16) or a GPU with more memory"
         )
     prefix_seconds = time.perf_counter() - t0
+    warmup_seconds = _warm_up(task, tp, scorer, todo, tokenizer, k)
     oom_retries, start = 0, 0
     while start < len(todo):
         chunk = todo[start : start + CHUNK_ITEMS]
@@ -199,8 +203,65 @@ def evaluate_unit(
         if progress:
             progress(len(chunk))
         start += CHUNK_ITEMS
-    extra = {**(extra or {}), "oom_retries": oom_retries, "batch_tokens_used": scorer.max_batch_tokens}
-    return _finish(unit, task, items, k, how, len(prefix_ids), context, scorer.mode, prefix_seconds, store, extra)
+    extra = {**(extra or {}), "oom_retries": oom_retries, "batch_tokens_used": scorer.max_batch_tokens,
+             "measured_with": measured_with(model, scorer.mode, scorer.max_batch_tokens)}
+    return _finish(unit, task, items, k, how, len(prefix_ids), context, scorer.mode, prefix_seconds, store, extra,
+                   tp=tp, warmup_seconds=warmup_seconds)
+
+
+def _warm_up(task: Task, tp: TokenizedPrompts, scorer, todo: list[Item], tokenizer, k: int) -> float:
+    """Score the first pending item once, untimed for the unit's throughput: the first forward of a shape (kernel
+    selection, allocator growth, thread pools) is one-off work that would otherwise be priced per request. Returns
+    its seconds (recorded apart); an out-of-memory here is left to the timed loop's recovery."""
+    from evaluator.engine import free_memory, is_out_of_memory
+
+    if not todo:
+        return 0.0
+    t0 = time.perf_counter()
+    try:
+        if task.spec.kind == "choice":
+            _choice_rows(task, tp, scorer, todo[:1], k)
+        else:
+            _generate_rows(task, tp, scorer, todo[:1], tokenizer, k)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        free_memory()
+    return time.perf_counter() - t0
+
+
+def measured_with(model, engine: str, batch_tokens: int | None) -> dict:
+    """Device, dtype and batch a unit's throughput was measured with (the cost table prints them)."""
+    import os
+
+    import torch
+
+    w = next(model.parameters())
+    dev = w.device
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    elif dev.type == "cpu":
+        name = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    else:
+        name = str(dev)
+    return {"device": name, "device_type": dev.type, "dtype": str(w.dtype).removeprefix("torch."), "engine": engine,
+            "batch_tokens": batch_tokens, "chunk_items": CHUNK_ITEMS,
+            "batch_note": f"items scored in chunks of {CHUNK_ITEMS}, packed up to {batch_tokens} tokens per forward "
+                          "(an offline scoring batch, not a serving batch)"}
+
+
+def zero_shot_request(tp: TokenizedPrompts, items: list[Item]) -> dict:
+    """The request a user would send without demonstrations: instruction + input + reference answer (model tokens;
+    the texts for API counts are the instruction here and each row's query and target)."""
+    n = max(1, len(items))
+    s = tp.builder.task.spec
+    return {
+        "instruction": tp.builder.head(),
+        "target_delimiter": s.target_delimiter,
+        "instruction_tokens": len(tp.prefix_ids(0)),
+        "input_tokens_per_request": sum(len(tp.item_ids(it, 0)) for it in items) / n,
+        "answer_tokens_per_request": sum(len(tp.continuation_ids(it.target)) for it in items) / n,
+    }
 
 
 def _halve_batch_after_oom(unit: Unit, scorer, log: Callable[[str], None] | None) -> None:
@@ -255,10 +316,12 @@ def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how,
         store.append_items(unit.id, rows)
         if progress:
             progress(len(todo))
-    return _finish(unit, task, items, k, how, len(tp.prefix_ids(k)), context, "lm-eval", 0.0, store, extra)
+    extra = {**(extra or {}), "measured_with": measured_with(model, "lm-eval", None)}
+    return _finish(unit, task, items, k, how, len(tp.prefix_ids(k)), context, "lm-eval", 0.0, store, extra, tp=tp)
 
 
-def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_seconds, store, extra) -> dict:
+def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_seconds, store, extra, *,
+            tp: TokenizedPrompts | None = None, warmup_seconds: float = 0.0) -> dict:
     """Metrics and measurements of a unit from its stored per-item rows; written atomically (= unit done)."""
     rows_by_id = store.finished_items(unit.id)
     rows = [rows_by_id[it.id] for it in items]
@@ -285,12 +348,17 @@ def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_se
             "context_window": context,
         },
         "timings": {
-            "eval_seconds": sum(r["seconds"] for r in rows) + prefix_seconds,
+            # request_seconds: per-request work only (what throughput is priced from); eval_seconds: the unit's wall
+            "request_seconds": sum(r["seconds"] for r in rows),
             "prefix_encode_seconds": prefix_seconds,
+            "warmup_seconds": warmup_seconds,
+            "eval_seconds": sum(r["seconds"] for r in rows) + prefix_seconds + warmup_seconds,
             "requests": n,
         },
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if tp is not None:
+        record["zero_shot_request"] = zero_shot_request(tp, items)
     if extra:
         record.update(extra)
     store.finish_unit(unit.id, record)

@@ -122,7 +122,10 @@ def cost(
     engineering_hours: Optional[float] = typer.Option(None, help="Engineering hours per (re)training."),
     engineering_rate: Optional[float] = typer.Option(None, help="Engineering $/hour."),
     ops_hours: Optional[float] = typer.Option(None, help="Self-hosting operations hours per month."),
-    all_points: bool = typer.Option(False, "--all", help="Cost every arm point, not only the best point of each arm."),
+    all_points: bool = typer.Option(False, "--all", help="Cost every arm point, not only the operating point of each arm."),
+    throughput: Optional[list[str]] = typer.Option(None, "--throughput", help="State a serving throughput for an option, 'LABEL=REQ_PER_S' (e.g. \"B n=100=850\"); repeatable. Replaces the measured figure (e.g. a CPU run costed for a GPU node)."),
+    throughput_from: Optional[Path] = typer.Option(None, "--throughput-from", help="Take every option's throughput from another run of the same job measured on the target GPU."),
+    prefix_cache_hours: Optional[float] = typer.Option(None, help="How long a replica keeps the shared prefix cached before encoding it again (default 24)."),
 ) -> None:
     """Monthly cost per arm, break-even volumes and the verdict, recomputed from a run's stored measurements."""
     from evaluator import costs as cm
@@ -144,11 +147,16 @@ def cost(
         "api_provider": api_provider, "api_input_usd_per_m": api_input_price,
         "api_cached_input_usd_per_m": api_cached_input_price, "api_output_usd_per_m": api_output_price,
         "engineering_hours_per_training": engineering_hours, "engineering_usd_per_hour": engineering_rate,
-        "selfhost_ops_hours_per_month": ops_hours,
+        "selfhost_ops_hours_per_month": ops_hours, "prefix_cache_hours": prefix_cache_hours,
     }
+    from evaluator.run_costs import parse_throughput, throughput_from_run
+
+    named = parse_throughput(throughput)
+    stated = throughput_from_run(throughput_from) if throughput_from is not None else {}
+    stated.update(named)
     store = RunStore.open(run_dir)
-    reports = run_costs(store, overrides, only_key=not all_points)
-    rep = write_reports(store, cost_overrides=overrides, write=False)
+    reports = run_costs(store, overrides, only_key=not all_points, throughput=stated, must_use=set(named))
+    rep = write_reports(store, cost_overrides=overrides, write=False, throughput=stated)
     for task, cr in reports.items():
         sys.stdout.write(f"== {task} ==\n" + "\n".join(cm.format_cost_report(cr)) + "\n\n")
         v = rep["tasks"][task]["verdict"]

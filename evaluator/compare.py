@@ -13,10 +13,13 @@ Per task present in both runs, the comparisons made:
 - ``prompting_vs_prompting``: RUN_B's best prompting point vs RUN_A's;
 - ``same_point``: every unit present in both runs with the same arm, model and point (a regression check).
 
-The headline answers the use case: RUN_A's best adapter vs RUN_B's best prompting point, judged with the same
-margin as the verdict (RUN_B's ``verdict.margin``, default 0.02): *matches or beats* when the difference is at
-least −margin (confirmed when the whole CI is), *adapter still better* when the CI lies below −margin, otherwise
-*inconclusive* with the number of items that would settle it.
+The headline answers the use case: RUN_A's best adapter vs RUN_B's best prompting point, read exactly as the verdict
+reads "not needed" (:func:`evaluator.paired.judge`, RUN_B's verdict settings: margin, alpha, selection split): the
+two points are chosen by the one selection rule on the selection items and tested on the others (or the whole
+procedure bootstrapped when too few items); *matches or beats* when the interval of (adapter − prompting) lies at or
+below the margin, *adapter still better* when it lies above it, otherwise *inconclusive* with the items needed for
+the criterion it leans to — the same figure the verdict gives for the same pair. The other rows ("best" = the same
+rule on all items) are descriptive.
 
 Both runs must have scored the same item ids for a task; otherwise :class:`UserError` (one line, naming both runs
 and the counts), which the CLI turns into exit code 2.
@@ -29,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.errors import UserError
-from evaluator.paired import PairedDiff, items_needed, paired_diff
+from evaluator.paired import judge, paired_diff, pct
+from evaluator.run_costs import unit_label
+from evaluator.selection import best as _select, split_items, verdict_settings
 from evaluator.store import RunStore, atomic_write_json, atomic_write_text, safe_name
 
 __all__ = ["compare_runs", "format_compare", "write_compare", "COMPARE_VERSION"]
@@ -39,8 +44,6 @@ PROMPTING_ARMS = ("A", "C")
 
 
 def _label(u: dict) -> str:
-    from evaluator.run_costs import unit_label
-
     return unit_label(u)
 
 
@@ -54,10 +57,8 @@ def _point_key(u: dict) -> tuple:
 
 
 def _best(units: list[dict]) -> dict | None:
-    """Highest quality; ties go to the cheaper prompt (fewer tokens per request)."""
-    if not units:
-        return None
-    return max(units, key=lambda u: (u["value"], -float((u.get("tokens") or {}).get("prompt_tokens_per_request", 0))))
+    """The selection rule of :mod:`evaluator.selection` on all items (descriptive rows)."""
+    return _select(units)  # type: ignore[return-value]
 
 
 def _monthly_costs(store: RunStore) -> dict[str, dict[str, float]]:
@@ -127,10 +128,11 @@ def _disambiguate(a: str, b: str) -> tuple[str, str]:
 
 
 def _pair(kind: str, ra: _Run, ua: dict, rb: _Run, ub: dict, names: tuple[str, str], task: str, seed: int,
-          reps: int) -> dict[str, Any]:
+          reps: int, alpha: float = 0.05) -> dict[str, Any]:
     la, lb = _label(ua), _label(ub)
     try:
-        d = paired_diff(ra.scores(ua), rb.scores(ub), f"{la} @ {names[0]}", f"{lb} @ {names[1]}", seed=seed, reps=reps)
+        d = paired_diff(ra.scores(ua), rb.scores(ub), f"{la} @ {names[0]}", f"{lb} @ {names[1]}", alpha=alpha,
+                        seed=seed, reps=reps)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     row: dict[str, Any] = d.as_dict() | {
@@ -141,51 +143,71 @@ def _pair(kind: str, ra: _Run, ua: dict, rb: _Run, ub: dict, names: tuple[str, s
     return row
 
 
-def _headline(row: dict[str, Any], margin: float, alpha: float) -> dict[str, Any]:
-    """Is RUN_B's best prompting point at least as good as RUN_A's adapter (within the margin)?"""
-    d = PairedDiff(**{k: row[k] for k in PairedDiff.__dataclass_fields__})
-    ci = f"95% CI {d.ci_low:+.3f} to {d.ci_high:+.3f}, n={d.n}" + (
+def _headline(ra: _Run, adapters: list[dict], rb: _Run, prompting: list[dict], names: tuple[str, str],
+              settings: dict, items: frozenset[str]) -> dict[str, Any] | None:
+    """Is RUN_B's best prompting point at least as good as RUN_A's best adapter (within the margin)?
+
+    Both points are chosen on the selection items by the one selection rule and tested on the other items; the
+    criterion, interval and items-needed figure are the verdict's (:func:`evaluator.paired.judge`)."""
+    from evaluator.verdict import procedure_bootstrap
+
+    if not adapters or not prompting:
+        return None
+    margin, alpha = settings["margin"], settings["alpha"]
+    needed = len(adapters) > 1 or len(prompting) > 1
+    split = split_items(items, settings["selection_fraction"], settings["selection_seed"], needed=needed,
+                        mode=settings["selection"])
+    sel = split.selection if split.method == "split" else None
+    ua = _select(adapters, {u["unit"]: ra.scores(u) for u in adapters}, sel)
+    ub = _select(prompting, {u["unit"]: rb.scores(u) for u in prompting}, sel)
+    assert ua is not None and ub is not None
+    la, lb = f"{_label(ua)} @ {names[0]}", f"{_label(ub)} @ {names[1]}"
+    try:  # the verdict's orientation: adapter (b) minus prompting (a)
+        d = paired_diff(rb.scores(ub), ra.scores(ua), lb, la, alpha=alpha, items=split.test)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    lo, hi = d.ci_low, d.ci_high
+    if split.method == "bootstrap":
+        cands = {"B": [dict(u, unit=f"A/{u['unit']}") for u in adapters],
+                 "A": [dict(u, unit=f"B/{u['unit']}") for u in prompting]}
+        sc = {f"A/{u['unit']}": ra.scores(u) for u in adapters} | {f"B/{u['unit']}": rb.scores(u) for u in prompting}
+        blo, bhi = procedure_bootstrap(cands, sc, split.test, ["A"], alpha=alpha, reps=settings["bootstrap_reps"],
+                                       seed=settings["selection_seed"])["A"]
+        lo, hi = min(lo, blo), max(hi, bhi)
+    j = judge(d, margin, low=lo, high=hi, selection_share=split.fraction if split.method == "split" else 0.0)
+    ci = f"{pct(alpha)} CI {-hi:+.3f} to {-lo:+.3f}, n={d.n}" + (
         f", McNemar p={d.mcnemar_p:.3g}" if d.mcnemar_p is not None else "")
-    old_is_adapter = row["arm_a"] == "B"
-    subject = f"{row['label_b']} in {row['b'].rsplit(' @ ', 1)[-1]}"
-    obj = f"{'the adapter ' if old_is_adapter else ''}{row['label_a']} in {row['a'].rsplit(' @ ', 1)[-1]}"
-    out: dict[str, Any] = {"pair": row["kind"], "a": row["a"], "b": row["b"], "diff": d.diff, "ci_low": d.ci_low,
-                           "ci_high": d.ci_high, "margin": margin}
-    if d.diff >= -margin:
-        confirmed = d.ci_low >= -margin
-        better = d.ci_low > 0
-        out |= {"outcome": "matches_or_beats", "confirmed": confirmed, "significantly_better": better}
-        text = (f"{subject} {'beats' if better else 'matches'} {obj}: difference {d.diff:+.3f} ({ci}); "
-                + ("the whole CI is above zero" if better else
-                   f"the whole CI is above −{margin:.2f}, so it is no worse by more than the margin" if confirmed
-                   else f"the CI still allows a loss larger than the {margin:.2f} margin"))
-    elif d.ci_high < -margin:
+    subject = f"{_label(ub)} in {names[1]}"
+    obj = f"the adapter {_label(ua)} in {names[0]}"
+    diff = -d.diff  # RUN_B − RUN_A
+    out: dict[str, Any] = {"pair": "headline", "a": la, "b": lb, "unit_a": ua["unit"], "unit_b": ub["unit"],
+                           "diff": diff, "ci_low": -hi, "ci_high": -lo, "margin": margin, "alpha": alpha,
+                           "selection": split.as_dict(), "judged": j}
+    if j["outcome"] == "within":
+        better = -hi > 0
+        out |= {"outcome": "matches_or_beats", "confirmed": True, "significantly_better": better}
+        text = (f"{subject} {'beats' if better else 'matches'} {obj}: difference {diff:+.3f} ({ci}); the whole "
+                f"interval is at or above −{margin:.2f}, so it is no worse by more than the margin")
+    elif j["outcome"] == "beyond":
         out |= {"outcome": "run_a_better", "confirmed": True, "significantly_better": False}
-        text = (f"{obj[0].upper() + obj[1:]} is still better than {subject}: difference {d.diff:+.3f} ({ci}), the "
-                f"whole CI below −{margin:.2f}")
+        text = (f"{obj[0].upper() + obj[1:]} is still better than {subject}: difference {diff:+.3f} ({ci}), the "
+                f"whole interval below −{margin:.2f}")
     else:
         out |= {"outcome": "inconclusive", "confirmed": False, "significantly_better": False}
-        text = f"Inconclusive: {subject} vs {obj}: difference {d.diff:+.3f} ({ci}) straddles the −{margin:.2f} margin"
-    if not out["confirmed"] and d.n:
-        # what would settle it: enough items to tell the observed difference from the −margin boundary
-        gap = abs(d.diff + margin)
-        target = max(gap, 0.01)
-        disc = d.discordant_rate
-        p_b = min(1.0, max(0.0, d.mean_a + target))
-        if p_b - d.mean_a < target:
-            p_b = max(0.0, d.mean_a - target)
-        need = items_needed(d.mean_a, p_b, disc if disc > 0 else None, alpha=alpha, d=target)
-        out["items_needed"] = {"n": need, "detect_difference": target, "have": d.n,
-                               "what": f"separate the observed difference from −{margin:.2f}"}
-        text += (f"; about {need} test items would separate a difference of {d.diff:+.3f} from the −{margin:.2f} "
-                 f"margin (alpha={alpha}, 80% power; have {d.n})")
-        if gap < 0.01:
-            text += " — the observed difference sits on the margin, so no practical test size settles it"
-    out["statement"] = text + "."
+        text = f"Inconclusive: {subject} vs {obj}: difference {diff:+.3f} ({ci}) straddles the −{margin:.2f} margin"
+        need = j.get("items_needed") or {}
+        out["items_needed"] = need
+        if need.get("n") is not None:
+            text += (f"; about {need['n']:,} paired test items would settle it for the criterion it leans to "
+                     f"({'matches' if j['lean'] == 'within' else 'adapter still better'}) with {need['power']:.0%} "
+                     f"power (have {d.n})")
+        else:
+            text += f"; no practical test size settles it ({need.get('reason')})"
+    out["statement"] = text + f". Points chosen and tested as the verdict does: {split.reason}."
     return out
 
 
-def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha: float = 0.05, seed: int = 0,
+def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha: float | None = None, seed: int = 0,
                  reps: int = 5000) -> dict[str, Any]:
     """Paired comparison of two run dirs, RUN_B minus RUN_A, per task present in both (see the module docstring).
 
@@ -200,9 +222,12 @@ def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha
             f"cannot compare {names[0]} and {names[1]}: they share no task ({', '.join(sorted(ra.by_task)) or 'none'} "
             f"vs {', '.join(sorted(rb.by_task)) or 'none'}) — compare runs of the same task"
         )
-    if margin is None:
-        margin = float(((rb.job.get("verdict") or {}).get("margin")) or ((ra.job.get("verdict") or {}).get("margin"))
-                       or 0.02)
+    settings = verdict_settings(rb.job)
+    if margin is not None:
+        settings["margin"] = float(margin)
+    if alpha is not None:
+        settings["alpha"] = float(alpha)
+    margin, alpha = settings["margin"], settings["alpha"]
     tasks: dict[str, Any] = {}
     for task in common:
         sa, sb = ra.item_set(task), rb.item_set(task)
@@ -222,7 +247,7 @@ def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha
             if ua is None or ub is None or (ua["unit"], ub["unit"]) in seen:
                 return None
             seen.add((ua["unit"], ub["unit"]))
-            row = _pair(kind, ra, ua, rb, ub, names, task, seed, reps)
+            row = _pair(kind, ra, ua, rb, ub, names, task, seed, reps, alpha)
             pairs.append(row)
             return row
 
@@ -247,19 +272,16 @@ def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha
         for ua in ua_all:
             ub = b_by_point.get(_point_key(ua))
             if ub is not None:
-                same.append(_pair("same_point", ra, ua, rb, ub, names, task, seed, reps))
-        # the headline: RUN_A's best adapter vs RUN_B's best prompting point (or best vs best without adapters)
-        head_a = _best(a_adapters) or best_a
-        head_b = best_pb or best_b
-        head_row = next((p for p in pairs + same if p["unit_a"] == head_a["unit"] and p["unit_b"] == head_b["unit"]),
-                        None) if head_a and head_b else None
-        if head_row is None and head_a and head_b:
-            head_row = add("headline", head_a, head_b)
+                same.append(_pair("same_point", ra, ua, rb, ub, names, task, seed, reps, alpha))
+        # the headline: RUN_A's adapters vs RUN_B's prompting points, chosen and tested as the verdict does
+        head = _headline(ra, a_adapters, rb, [u for u in ub_all if u["arm"] in PROMPTING_ARMS], names, settings, sa)
+        if head is None:  # no adapter or no prompting point: best vs best
+            head = _headline(ra, ua_all, rb, ub_all, names, settings, sa) if ua_all and ub_all else None
         tasks[task] = {
             "n_items": len(sa),
             "pairs": pairs,
             "same_point": same,
-            "headline": _headline(head_row, margin, alpha) if head_row else None,
+            "headline": head,
         }
     result: dict[str, Any] = {
         "kind": "tunecheck-compare",
@@ -322,8 +344,10 @@ def _markdown(r: dict[str, Any]) -> list[str]:
         f"- RUN_A (before): {desc(a)}",
         f"- RUN_B (after): {desc(b)}",
         "",
-        f"Differences are RUN_B − RUN_A on the same test items (paired by item id): 95% CI by bootstrap over items, "
-        f"McNemar's exact test for accuracy. Margin {r['margin']:.2f}.",
+        f"Differences are RUN_B − RUN_A on the same test items (paired by item id): {pct(r['alpha'])} CI by "
+        f"Newcombe's method 10 for accuracy (bootstrap over items otherwise), McNemar's exact test. Margin "
+        f"{r['margin']:.2f}. Table rows compare best points on all items (descriptive); the headline chooses and "
+        "tests as the verdict does.",
     ]
     for task, t in r["tasks"].items():
         lines += ["", f"## Task `{task}` ({t['n_items']} items)"]

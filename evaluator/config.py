@@ -100,13 +100,24 @@ class CostConfig(_Strict):
     selfhost_ops_hours_per_month: Annotated[float, Field(ge=0)] = costs.DEFAULT_SELFHOST_OPS_HOURS_PER_MONTH
     self_host_threshold_usd_per_year: Annotated[float, Field(gt=0)] = costs.DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR
     days_per_month: Annotated[float, Field(gt=0)] = 30.0
+    prefix_cache_hours: Annotated[float, Field(gt=0)] = costs.DEFAULT_PREFIX_CACHE_HOURS
 
 
 class VerdictConfig(_Strict):
-    """How the verdict weighs quality: differences within `margin` (absolute) count as equal."""
+    """How the verdict weighs quality (see README "The verdict").
+
+    `margin` (absolute quality) is the smallest LoRA gain worth an adapter's upkeep: "not needed" needs the paired
+    interval's upper end at or below it, "justified" its lower end above it. `alpha` sets every interval and test.
+    Operating points are chosen on a seeded `selection_fraction` of the test items and tested on the rest
+    (`selection: split`); `selection: bootstrap` (or a run too small to split) chooses on all items and bootstraps
+    the whole select-then-compare procedure. `selection_seed` defaults to the job's seed."""
 
     margin: Annotated[float, Field(ge=0, lt=1)] = 0.02
     alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    selection: Literal["split", "bootstrap"] = "split"
+    selection_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    selection_seed: int | None = None
+    bootstrap_reps: Annotated[int, Field(ge=200, le=100_000)] = 2000
 
 
 class Job(_Strict):

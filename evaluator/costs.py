@@ -7,28 +7,34 @@ the numbers substituted, so a report can show *how* each figure was obtained.
 Model (all costs are USD; a month is ``days_per_month`` days)
 ----------------------------------------------------------------
 **Workload.** The traffic is a number of task requests per day. Users think in tokens/day (the article's
-"50M tokens/day"), so ``requests/day = volume_tokens_per_day / baseline tokens per request``, where the baseline is
-the *zero-shot request* — the smallest ``unique prompt + output`` size among the arms (``unique = prompt - shared
-demo prefix``; for a k-shot arm that is the test input and its template, i.e. the zero-shot request). API (tiktoken)
-counts are used for the baseline when every arm has them, else model-tokenizer counts. A many-shot arm serves the
-*same* requests/day but sends more tokens per request. ``CostInputs.requests_per_day`` sets the traffic directly.
+"50M tokens/day"), so ``requests/day = volume_tokens_per_day / zero-shot request tokens``, where the zero-shot
+request (:class:`RequestSize`) is the request as the user would send it without demonstrations: the task's
+instruction + the input + the *reference* answer — one size for every arm (API tiktoken counts where the run has
+them, else the base model's tokens). A many-shot arm serves the *same* requests/day but sends more tokens per request.
+``CostInputs.requests_per_day`` sets the traffic directly.
 
-**Self-hosted inference** (per arm). ``throughput = requests / eval_seconds`` as measured on ``gpus`` GPUs.
-tunecheck's many-shot engine reuses the shared demo prefix, so the measurement is the *prefix-cached* throughput.
-The *uncached* throughput is an estimate, FLOP-proportional to the tokens that must be computed per request::
+**Self-hosted inference** (per arm). ``throughput = requests / eval_seconds`` as measured on ``gpus`` GPUs, where
+``eval_seconds`` is per-request work only: the one-off prefix encoding (``prefix_seconds``) and the warm-up are
+recorded apart. tunecheck's many-shot engine reuses the shared demo prefix, so the measurement is the
+*prefix-cached* throughput. The *uncached* throughput comes from the measured prefix encoding — every request would
+encode the prefix again::
 
-    work ratio = (prompt - shared prefix + output) / (prompt + output)
-    uncached throughput ≈ cached throughput × work ratio
+    uncached seconds per request = eval_seconds / requests + prefix_seconds
 
-(it ignores attention's quadratic term and memory-bound decoding; labelled "estimate" wherever shown).
-If a measurement was taken *without* prefix reuse (``ArmMeasurement.prefix_cached=False``) the cached figure is
-the estimate instead (measured ÷ work ratio)::
+Where no prefix time was measured it is a FLOP-proportional estimate (labelled so):
+``uncached ≈ cached × (prompt - shared prefix + output) / (prompt + output)``. The prefix itself is encoded once per
+serving replica per cache lifetime (``prefix_cache_hours``) and priced as a fixed monthly part. If a measurement was
+taken *without* prefix reuse (``ArmMeasurement.prefix_cached=False``) the cached figure is the estimate instead
+(measured ÷ work ratio). A throughput measured on a CPU is not a GPU serving figure (every line says so); state a
+GPU figure with ``ArmMeasurement.stated_rps`` (``tunecheck cost --throughput``). The formulas::
 
     $/request = gpu_hourly_usd × gpus / (throughput × 3600 × utilisation)
     monthly   = fixed + $/request × requests/day × days_per_month
     fixed     = self-host ops (selfhost_ops_hours_per_month × engineering_usd_per_hour)
                 + amortised training (arms that need training: arm "B" or train_seconds > 0)
-    training per retrain = train_seconds/3600 × gpu_hourly_usd × gpus + engineering_hours_per_training × rate
+    training per retrain = train_seconds/3600 × gpu_hourly_usd × train_processes
+                           + engineering_hours_per_training × rate
+    (train_processes: how many processes/GPUs trained the adapter — independent of the serving GPUs)
     amortised training   = training per retrain / refresh_months   (every new base release means retraining)
 
 Costs are linear in volume with fractional GPUs (no rounding up to whole GPUs: the number of GPUs the volume
@@ -73,6 +79,7 @@ __all__ = [
     "ArmCost",
     "ArmMeasurement",
     "BreakEven",
+    "RequestSize",
     "CostInputError",
     "CostInputs",
     "CostLine",
@@ -84,7 +91,7 @@ __all__ = [
     "api_cached_tokens",
     "api_cost",
     "article_scenario",
-    "baseline_tokens_per_request",
+    "fallback_request",
     "break_even",
     "compute_costs",
     "format_cost_report",
@@ -124,6 +131,8 @@ DEFAULT_SELFHOST_OPS_HOURS_PER_MONTH = 22.5
 DEFAULT_REFRESH_MONTHS = 5.0
 #: The article's worked example volume.
 DEFAULT_VOLUME_TOKENS_PER_DAY = 50e6
+#: How long a serving replica keeps a shared prefix's KV cache before encoding it again (restarts, evictions).
+DEFAULT_PREFIX_CACHE_HOURS = 24.0
 #: The article's self-hosting threshold on annual API spend.
 DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR = 500_000.0
 
@@ -175,6 +184,7 @@ class CostInputs:
     selfhost_ops_hours_per_month: float = DEFAULT_SELFHOST_OPS_HOURS_PER_MONTH
     self_host_threshold_usd_per_year: float = DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR
     days_per_month: float = 30.0
+    prefix_cache_hours: float = DEFAULT_PREFIX_CACHE_HOURS
 
     def __post_init__(self) -> None:
         _finite_nonneg("volume_tokens_per_day", self.volume_tokens_per_day)
@@ -200,6 +210,7 @@ class CostInputs:
         _finite_nonneg("selfhost_ops_hours_per_month", self.selfhost_ops_hours_per_month)
         _finite_nonneg("self_host_threshold_usd_per_year", self.self_host_threshold_usd_per_year)
         _finite_pos("days_per_month", self.days_per_month)
+        _finite_pos("prefix_cache_hours", self.prefix_cache_hours)
 
     def replace(self, **changes: Any) -> "CostInputs":
         """A copy with some fields changed (validated again)."""
@@ -218,8 +229,8 @@ class ArmMeasurement:
     name: str  # e.g. "A base k=32"
     arm: str  # "A" | "B" | "C"
     requests: int  # requests measured
-    eval_seconds: float  # wall seconds for those requests on the measured device
-    device: str
+    eval_seconds: float  # wall seconds of per-request work for those requests (no prefix encoding, no warm-up)
+    device: str  # how the throughput was measured: device, dtype, batch (printed beside every figure)
     prompt_tokens_per_request: float  # incl. the shared demonstration prefix
     shared_prefix_tokens: float  # 0 for zero-shot / LoRA
     output_tokens_per_request: float
@@ -228,6 +239,10 @@ class ArmMeasurement:
     api_shared_prefix_tokens: float | None = None
     api_output_tokens_per_request: float | None = None
     prefix_cached: bool = True  # was the measured throughput obtained with the shared prefix computed once?
+    prefix_seconds: float = 0.0  # one-off encoding of the shared prefix (measured; 0 = not measured / no prefix)
+    train_processes: int = 1  # processes (GPUs) that trained the adapter
+    on_cpu: bool = False  # measured on a CPU: not a GPU serving figure
+    stated_rps: float | None = None  # a serving throughput stated by the user (req/s), replacing the measured one
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and isinstance(self.name, str), "arm measurement name must be a non-empty string")
@@ -241,6 +256,11 @@ class ArmMeasurement:
         _finite_nonneg(f"{self.name}: shared_prefix_tokens", self.shared_prefix_tokens)
         _finite_nonneg(f"{self.name}: output_tokens_per_request", self.output_tokens_per_request)
         _finite_nonneg(f"{self.name}: train_seconds", self.train_seconds)
+        _finite_nonneg(f"{self.name}: prefix_seconds", self.prefix_seconds)
+        _check(isinstance(self.train_processes, int) and self.train_processes >= 1,
+               f"{self.name}: train_processes must be an integer >= 1, got {self.train_processes!r}")
+        if self.stated_rps is not None:
+            _finite_pos(f"{self.name}: stated throughput (req/s)", self.stated_rps)
         _check(
             self.shared_prefix_tokens <= self.prompt_tokens_per_request,
             f"{self.name}: shared_prefix_tokens ({self.shared_prefix_tokens}) exceeds "
@@ -410,33 +430,50 @@ def _pct(x: float) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def baseline_tokens_per_request(arms: Sequence[ArmMeasurement]) -> tuple[float, str, str]:
-    """The zero-shot request size: min over arms of (prompt - shared prefix + output) per request.
+@dataclass(frozen=True)
+class RequestSize:
+    """The zero-shot request as the user sends it: instruction + input + reference answer, in `basis` tokens."""
 
-    Returns (tokens, basis, how) with basis "API tokens" when every arm has API counts, else "model tokens".
-    """
+    instruction: float
+    input: float
+    output: float
+    basis: str  # e.g. "API tokens (o200k_base)" or "model tokens (smollm2-135m)"
+    source: str = "measured"  # how it was obtained (e.g. "from the stored test items")
+
+    def __post_init__(self) -> None:
+        for n in ("instruction", "input", "output"):
+            _finite_nonneg(f"zero-shot request {n} tokens", getattr(self, n))
+
+    @property
+    def tokens(self) -> float:
+        return self.instruction + self.input + self.output
+
+    def describe(self) -> str:
+        return (f"zero-shot request = {_q(self.instruction)} instruction + {_q(self.input)} input + {_q(self.output)} "
+                f"output = {_q(self.tokens)} {self.basis} ({self.source})")
+
+
+def fallback_request(arms: Sequence[ArmMeasurement]) -> RequestSize:
+    """For measurements without a recorded zero-shot request: the arm with the smallest prompt without demonstrations
+    (its whole prompt is instruction + input; output as measured). Used only by callers that have nothing better."""
     if not arms:
         raise CostInputError("no arm measurements given")
     use_api = all(a.api_prompt_tokens_per_request is not None for a in arms)
-    sizes = []
+    best = None
     for a in arms:
-        if use_api:
-            p, s, o, _ = a.api_tokens()
-        else:
-            p, s, o = a.prompt_tokens_per_request, a.shared_prefix_tokens, a.output_tokens_per_request
-        sizes.append((p - s + o, a.name, p, s, o))
-    size, name, p, s, o = min(sizes, key=lambda t: t[0])
-    basis = "API tokens" if use_api else "model tokens"
-    how = (
-        f"baseline request = min over arms of (prompt - shared prefix + output) = {name}: "
-        f"{_q(p)} - {_q(s)} + {_q(o)} = {_q(size)} {basis}"
-    )
-    return size, basis, how
+        p, s, o, _ = a.api_tokens() if use_api else (a.prompt_tokens_per_request, a.shared_prefix_tokens,
+                                                      a.output_tokens_per_request, True)
+        if best is None or p - s + o < best[0]:
+            best = (p - s + o, p - s, o, a.name)
+    _, inp, out, name = best
+    return RequestSize(0.0, inp, out, "API tokens" if use_api else "model tokens",
+                       f"approximation from {name}: its prompt without demonstrations; instruction not recorded")
 
 
-def requests_per_day(inputs: CostInputs, arms: Sequence[ArmMeasurement]) -> tuple[float, float, str]:
-    """(requests/day, baseline tokens/request, how)."""
-    base, basis, how = baseline_tokens_per_request(arms)
+def requests_per_day(inputs: CostInputs, request: RequestSize) -> tuple[float, float, str]:
+    """(requests/day, zero-shot request tokens, how)."""
+    base = request.tokens
+    how = request.describe()
     if inputs.requests_per_day is not None:
         return (
             inputs.requests_per_day,
@@ -464,42 +501,58 @@ def requests_per_day(inputs: CostInputs, arms: Sequence[ArmMeasurement]) -> tupl
 
 @dataclass(frozen=True)
 class Throughput:
-    measured_rps: float
+    measured_rps: float  # requests / per-request seconds as measured (or the stated figure)
     cached_rps: float
     uncached_rps: float
     work_ratio: float  # (prompt - prefix + output) / (prompt + output), model tokens
-    estimated: str  # "uncached" or "cached": which of the two is the FLOP-proportional estimate ("" if equal)
+    estimated: str  # "uncached" or "cached": which of the two is a FLOP-proportional estimate ("" if none is)
     how: tuple[str, ...]
 
 
 def throughput(arm: ArmMeasurement) -> Throughput:
-    """Measured requests/s and the prefix-cached / uncached pair (one of them estimated, see module docstring)."""
+    """Requests/s with the shared prefix cached and without it (see the module docstring for which is measured)."""
     measured = arm.requests / arm.eval_seconds
     p, s, o = arm.prompt_tokens_per_request, arm.shared_prefix_tokens, arm.output_tokens_per_request
     total = p + o
     ratio = (p - s + o) / total if total > 0 else 1.0
     how = [
-        f"measured throughput = {arm.requests} requests ÷ {arm.eval_seconds:.4g} s = {measured:.4g} req/s "
-        f"on {arm.device}"
+        f"measured throughput = {arm.requests} requests ÷ {arm.eval_seconds:.4g} s of per-request work = "
+        f"{measured:.4g} req/s on {arm.device}"
+        + (" — a CPU figure, not a GPU serving throughput: state one with --throughput" if arm.on_cpu else "")
     ]
+    scale = 1.0
+    if arm.stated_rps is not None:
+        scale = arm.stated_rps / measured
+        how.append(f"serving throughput stated by the user: {arm.stated_rps:.4g} req/s (replaces the measured "
+                   f"{measured:.4g}; the uncached figure is scaled by the same factor {scale:.4g})")
     if s <= 0 or ratio >= 1.0:
-        return Throughput(measured, measured, measured, 1.0, "", tuple(how + ["no shared prefix: cached = uncached"]))
+        r = measured * scale
+        return Throughput(r, r, r, 1.0, "", tuple(how + ["no shared prefix: cached = uncached"]))
     if ratio <= 0:  # everything is prefix: nothing to compute per request uncached-vs-cached; keep measured
         ratio = 1.0
     ratio_how = f"work ratio = ({_q(p)} - {_q(s)} + {_q(o)}) / ({_q(p)} + {_q(o)}) = {ratio:.4g} (model tokens)"
+    if arm.prefix_cached and arm.prefix_seconds > 0:
+        per = arm.eval_seconds / arm.requests
+        unc = 1.0 / (per + arm.prefix_seconds)
+        how.append(
+            f"uncached throughput (every request encodes the {_q(s)}-token prefix again, from its measured encoding "
+            f"time) = 1 ÷ ({per:.4g} s + {arm.prefix_seconds:.4g} s) = {unc:.4g} req/s"
+        )
+        return Throughput(measured * scale, measured * scale, unc * scale, ratio, "", tuple(how))
     if arm.prefix_cached:
         unc = measured * ratio
         how += [
             ratio_how,
-            f"uncached throughput (estimate, FLOP-proportional) = {measured:.4g} × {ratio:.4g} = {unc:.4g} req/s",
+            f"uncached throughput (estimate, FLOP-proportional; no prefix encoding time recorded) = {measured:.4g} × "
+            f"{ratio:.4g} = {unc:.4g} req/s",
         ]
-        return Throughput(measured, measured, unc, ratio, "uncached", tuple(how))
+        return Throughput(measured * scale, measured * scale, unc * scale, ratio, "uncached", tuple(how))
     cached = measured / ratio
     how += [
         ratio_how,
         f"prefix-cached throughput (estimate, FLOP-proportional) = {measured:.4g} ÷ {ratio:.4g} = {cached:.4g} req/s",
     ]
-    return Throughput(measured, cached, measured, ratio, "cached", tuple(how))
+    return Throughput(measured * scale, cached * scale, measured * scale, ratio, "cached", tuple(how))
 
 
 @dataclass(frozen=True)
@@ -513,7 +566,8 @@ class SelfHostCost:
     training_usd_per_retrain: float
     training_usd_per_month: float  # amortised over refresh_months
     ops_usd_per_month: float
-    fixed_usd_per_month: float  # ops + amortised training
+    prefix_usd_per_month: float  # encoding the shared prefix once per replica per cache lifetime
+    fixed_usd_per_month: float  # ops + amortised training + prefix encodings
     gpus_needed: float  # at the volume, cached throughput, given utilisation (fractional)
     how: tuple[str, ...]
 
@@ -522,13 +576,14 @@ def training_cost(arm: ArmMeasurement, inputs: CostInputs) -> tuple[float, float
     """(gpu usd, engineering usd, usd per retrain, usd per month amortised, how) — zeros for arms without training."""
     if not arm.needs_training:
         return 0.0, 0.0, 0.0, 0.0, ()
-    gpu = arm.train_seconds / 3600.0 * inputs.gpu_hourly_usd * inputs.gpus
+    gpu = arm.train_seconds / 3600.0 * inputs.gpu_hourly_usd * arm.train_processes
     eng = inputs.engineering_hours_per_training * inputs.engineering_usd_per_hour
     per = gpu + eng
     monthly = per / inputs.refresh_months
     how = (
         f"training per retrain = {arm.train_seconds:.4g} s ÷ 3600 × ${inputs.gpu_hourly_usd:.4g}/GPU-h × "
-        f"{inputs.gpus} GPU = {_usd(gpu)} GPU + {inputs.engineering_hours_per_training:.4g} h × "
+        f"{arm.train_processes} process(es) that trained it = {_usd(gpu)} GPU + "
+        f"{inputs.engineering_hours_per_training:.4g} h × "
         f"${inputs.engineering_usd_per_hour:.4g}/h = {_usd(eng)} engineering → {_usd(per)}",
         f"training amortised = {_usd(per)} ÷ {inputs.refresh_months:.4g} months (base refresh: every new base "
         f"means retraining) = {_usd(monthly)}/month",
@@ -564,6 +619,7 @@ def selfhost_cost(arm: ArmMeasurement, inputs: CostInputs, rpd: float | None = N
     )
     how.extend(thow)
     gpus_needed = math.nan
+    prefix_month = 0.0
     if rpd is not None:
         replicas = rpd / (tp.cached_rps * 86400.0 * inputs.utilisation)
         gpus_needed = replicas * inputs.gpus
@@ -571,6 +627,15 @@ def selfhost_cost(arm: ArmMeasurement, inputs: CostInputs, rpd: float | None = N
             f"GPUs needed = {_q(rpd)} req/day ÷ ({tp.cached_rps:.4g} req/s × 86,400 s × {inputs.utilisation:.3g}) "
             f"× {inputs.gpus} GPU = {gpus_needed:.3g} (costs use fractional GPUs)"
         )
+        if arm.prefix_seconds > 0 and arm.shared_prefix_tokens > 0:
+            n_rep = max(1, math.ceil(replicas - 1e-9))
+            times = inputs.days_per_month * 24.0 / inputs.prefix_cache_hours
+            prefix_month = arm.prefix_seconds / 3600.0 * gpu_h * n_rep * times
+            how.append(
+                f"prefix encoding (one-off, not per request) = {arm.prefix_seconds:.4g} s ÷ 3600 × ${gpu_h:.4g}/h × "
+                f"{n_rep} replica(s) × {times:.4g} encodings/month (cache lifetime {inputs.prefix_cache_hours:.4g} h) "
+                f"= {_usd(prefix_month)}/month"
+            )
     return SelfHostCost(
         usd_per_request_cached=c,
         usd_per_request_uncached=u,
@@ -581,7 +646,8 @@ def selfhost_cost(arm: ArmMeasurement, inputs: CostInputs, rpd: float | None = N
         training_usd_per_retrain=tper,
         training_usd_per_month=tmonth,
         ops_usd_per_month=ops,
-        fixed_usd_per_month=ops + tmonth,
+        prefix_usd_per_month=prefix_month,
+        fixed_usd_per_month=ops + tmonth + prefix_month,
         gpus_needed=gpus_needed,
         how=tuple(how),
     )
@@ -788,6 +854,7 @@ class ArmCost:
     monthly_api: float | None
     annual_api: float | None
     how: tuple[str, ...]
+    on_cpu: bool = False  # the throughput behind it was measured on a CPU (and not replaced by a stated figure)
 
     @property
     def selfhost_line(self) -> CostLine:
@@ -813,12 +880,13 @@ class CostReport:
     inputs: CostInputs
     prices: ApiPrices | None
     requests_per_day: float
-    baseline_tokens_per_request: float
+    baseline_tokens_per_request: float  # = request.tokens
     arms: tuple[ArmCost, ...]
     break_evens: tuple[BreakEven, ...]  # each pair of arms (self-hosted, cached), then each arm vs its API line
     threshold: ThresholdCheck | None  # for the cheapest API line (the least you would spend renting)
     assumptions: tuple[str, ...]
     how: tuple[str, ...]
+    request: RequestSize | None = None
 
     def lines(self) -> list[CostLine]:
         """Every monthly-cost line (for cost-vs-volume plots): self-host cached, uncached, API per arm."""
@@ -833,12 +901,15 @@ class CostReport:
 
 
 def compute_costs(
-    arms: Sequence[ArmMeasurement], inputs: CostInputs | None = None, prices: ApiPrices | None = None
+    arms: Sequence[ArmMeasurement], inputs: CostInputs | None = None, prices: ApiPrices | None = None,
+    request: RequestSize | None = None,
 ) -> CostReport:
     """Monthly cost per arm at the stated volume, break-even volumes and the article's threshold.
 
     ``prices`` is the API price table entry (``evaluator.api_pricing.api_prices``); the overrides in ``inputs``
     are applied on top. Without prices (and without both input/output overrides) the API lines are omitted.
+    ``request`` is the zero-shot request that converts tokens/day into requests/day (one size for every arm);
+    without it :func:`fallback_request` approximates it from the arms (and says so).
     """
     inputs = inputs or CostInputs()
     arms = list(arms)
@@ -846,7 +917,10 @@ def compute_costs(
     if len(set(names)) != len(names):
         raise CostInputError(f"arm measurement names must be unique, got {names}")
     prices = resolve_prices(inputs, prices)
-    rpd, base, rpd_how = requests_per_day(inputs, arms)
+    if not arms:
+        raise CostInputError("no arm measurements given")
+    request = request or fallback_request(arms)
+    rpd, base, rpd_how = requests_per_day(inputs, request)
     d = inputs.days_per_month
     out: list[ArmCost] = []
     for a in arms:
@@ -862,6 +936,7 @@ def compute_costs(
         if a.needs_training or sh.ops_usd_per_month:
             how.append(
                 f"  fixed = {_usd(sh.ops_usd_per_month)} ops + {_usd(sh.training_usd_per_month)} amortised training"
+                + (f" + {_usd(sh.prefix_usd_per_month)} prefix encodings" if sh.prefix_usd_per_month else "")
             )
         if mu != mc:
             how.append(
@@ -876,7 +951,8 @@ def compute_costs(
             aa = 12 * ma
             how.extend(ac.how)
             how.append(f"monthly API = {_usd(ac.usd_per_request)}/req × {_q(rpd)} req/day × {d:.4g} d = {_usd(ma)}")
-        out.append(ArmCost(a.name, a.arm, a.device, rpd, throughput(a), sh, mc, mu, ac, ma, aa, tuple(how)))
+        out.append(ArmCost(a.name, a.arm, a.device, rpd, throughput(a), sh, mc, mu, ac, ma, aa, tuple(how),
+                           a.on_cpu and a.stated_rps is None))
     bes: list[BreakEven] = []
     for i in range(len(out)):
         for j in range(i + 1, len(out)):
@@ -889,17 +965,17 @@ def compute_costs(
     if api_arms:
         cheapest = min(api_arms, key=lambda x: x.api.usd_per_request)  # type: ignore[union-attr]
         thr = threshold_check(cheapest.api_line, rpd, inputs, base)  # type: ignore[arg-type]
-    assumptions = _assumptions(inputs, prices, rpd, base, rpd_how)
-    return CostReport(inputs, prices, rpd, base, tuple(out), tuple(bes), thr, assumptions, (rpd_how,))
+    assumptions = _assumptions(inputs, prices, rpd, request, arms)
+    return CostReport(inputs, prices, rpd, base, tuple(out), tuple(bes), thr, assumptions, (rpd_how,), request)
 
 
 def _assumptions(
-    inputs: CostInputs, prices: ApiPrices | None, rpd: float, base: float, rpd_how: str
+    inputs: CostInputs, prices: ApiPrices | None, rpd: float, request: RequestSize, arms: Sequence[ArmMeasurement]
 ) -> tuple[str, ...]:
+    measured_on = sorted({a.device for a in arms})
     a = [
         f"Volume: {_q(inputs.volume_tokens_per_day)} tokens/day of zero-shot-request traffic → "
-        f"{_q(rpd)} requests/day ({_q(base)} tokens per zero-shot request); many-shot arms send more tokens "
-        "for the same requests."
+        f"{_q(rpd)} requests/day; {request.describe()}; many-shot arms send more tokens for the same requests."
         if inputs.requests_per_day is None
         else f"Volume: {_q(rpd)} requests/day (given directly).",
         f"Month = {inputs.days_per_month:.4g} days; costs are linear in volume (fractional GPUs).",
@@ -908,9 +984,16 @@ def _assumptions(
         f"Engineering: ${inputs.engineering_usd_per_hour:.4g}/h; {inputs.engineering_hours_per_training:.4g} h per "
         f"(re)training; training amortised over a {inputs.refresh_months:.4g}-month base refresh period "
         f"(each new base release means retraining).",
-        "Self-hosted throughput is measured with the shared demonstration prefix computed once (prefix cache); "
-        "the uncached figure is a FLOP-proportional estimate.",
+        "Self-hosted throughput is per-request work measured with the shared demonstration prefix computed once "
+        "(prefix cache); the one-off prefix encoding and warm-up are excluded and the prefix is priced once per "
+        f"replica per {inputs.prefix_cache_hours:.4g}-hour cache lifetime; the uncached figure adds the measured "
+        "prefix encoding to every request.",
+        "Throughput measured on: " + "; ".join(measured_on) + ".",
     ]
+    if any(x.on_cpu and x.stated_rps is None for x in arms):
+        a.append("WARNING: throughput measured on a CPU is priced at a GPU hourly rate — not a GPU serving figure; "
+                 "re-run on the target GPU or state the serving throughput (tunecheck cost --throughput "
+                 "\"OPTION=REQ_PER_S\").")
     if prices is not None:
         a.append("API prices: " + prices.describe() + ".")
         a.extend(f"API price note: {n}" for n in prices.notes)
@@ -937,6 +1020,8 @@ def format_cost_report(report: CostReport) -> list[str]:
     i = report.inputs
     lines = [f"Costs at {_q(i.volume_tokens_per_day)} tokens/day = {_q(report.requests_per_day)} requests/day"
              if i.requests_per_day is None else f"Costs at {_q(report.requests_per_day)} requests/day"]
+    if report.request is not None:
+        lines.append(f"  {report.request.describe()} → {_q(report.requests_per_day)} requests/day")
     lines.append("Assumptions:")
     lines.extend(f"  - {a}" for a in report.assumptions)
     lines.append("")
@@ -951,8 +1036,12 @@ def format_cost_report(report: CostReport) -> list[str]:
             f"{_usd(a.monthly_selfhost_cached):>16} {_usd(a.monthly_selfhost_uncached):>16} "
             f"{_usd(a.api.usd_per_1k_requests if a.api else None):>10} {_usd(a.monthly_api):>11}"
         )
-    lines.append("  * FLOP-proportional estimate where the arm has a shared prefix; API = the API model with the same "
-                 "prompts (no adapter).")
+    lines.append("  * uncached = every request encodes the shared prefix again (from its measured encoding time; a "
+                 "FLOP-proportional estimate where none was recorded); API = the API model with the same prompts "
+                 "(no adapter).")
+    lines.append("Throughput measured with:")
+    lines.extend(f"  {a.name}: {a.device}" + ("  [CPU: not a GPU serving figure]" if a.on_cpu else "")
+                 for a in report.arms)
     if report.break_evens:
         lines.append("")
         lines.append("Break-even volumes:")
@@ -1016,6 +1105,22 @@ ARTICLE = _Article()
 
 
 @dataclass(frozen=True)
+class ScenarioPriceCase:
+    """The article scenario's break-even and $500K/year threshold at one API price (self-hosting unchanged)."""
+
+    label: str  # "the article's blended price", "list price, 3:1 input:output", ...
+    input_share: float | None  # fraction of tokens billed as input (None: one blended price for both)
+    api_usd_per_m: float  # effective API $ per M tokens at this mix
+    api_monthly_usd: float  # at the scenario's volume
+    selfhost_monthly_usd: float  # at the scenario's volume
+    break_even_tokens_per_day: float | None  # self-host = API; None: never (API cheaper at every volume)
+    break_even_annual_api_usd: float | None  # API spend per year at that volume
+    threshold_tokens_per_day: float | None  # volume at which API spend reaches the threshold
+    never_reason: str | None  # why the lines never cross (None when they do)
+    how: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ScenarioReport:
     name: str
     volume_tokens_per_day: float
@@ -1035,15 +1140,171 @@ class ScenarioReport:
     assumptions: tuple[str, ...]
     how: tuple[str, ...]
     report: CostReport
+    # break-even and threshold at each API price: [0] the article's blended price, then GPT-4o-mini list prices
+    # at the 3:1 mix, all input, all output (the range of any input:output mix)
+    selfhost_fixed_usd_per_month: float = 0.0
+    selfhost_usd_per_m: float = 0.0  # self-hosting's variable (GPU) cost per M tokens
+    price_cases: tuple[ScenarioPriceCase, ...] = ()
+    api_list_price_range_monthly_usd: tuple[float, float] = (0.0, 0.0)  # all-input .. all-output, same volume
+    break_even_api_usd_per_m: float | None = None  # API price at which self-hosting breaks even at this volume
+    reconciliation: str = ""  # the scenario's own break-even vs the article's $500K rule, and what to do
 
 
-def article_scenario(volume_tokens_per_day: float = ARTICLE.volume_tokens_per_day) -> ScenarioReport:
+def _usd_per_m(x: float) -> str:
+    """A $/M-tokens price: $1.50, $0.60, $0.2625."""
+    return f"${x:.2f}" if abs(round(x, 2) - x) < 1e-12 else f"${x:.4g}"
+
+
+def _scenario_price_case(
+    label: str, input_share: float | None, api_usd_per_m: float, selfhost: CostLine, tokens_per_req: float,
+    volume_tokens_per_day: float, days_per_month: float, threshold_usd_per_year: float,
+) -> ScenarioPriceCase:
+    """Break-even (self-host vs API) and the threshold volume for one API price, in tokens/day."""
+    d = days_per_month
+    api = CostLine(label, "API", 0.0, api_usd_per_m * tokens_per_req / 1e6)
+    be = break_even(selfhost, api, d, tokens_per_req)
+    sh_per_m = selfhost.usd_per_request / tokens_per_req * 1e6
+    fixed = selfhost.fixed_usd_per_month
+    api_m = api.monthly_at_tokens(volume_tokens_per_day, tokens_per_req, d)
+    sh_m = selfhost.monthly_at_tokens(volume_tokens_per_day, tokens_per_req, d)
+    how = [
+        f"[{label}] API = {_q(volume_tokens_per_day)} tokens/day × {d:.4g} d × {_usd_per_m(api_usd_per_m)}/M = "
+        f"{_usd(api_m)}/month; self-host = {_usd(fixed)} + {_q(volume_tokens_per_day)} × {d:.4g} d × "
+        f"{_usd_per_m(sh_per_m)}/M = {_usd(sh_m)}/month"
+    ]
+    t = be.tokens_per_day
+    never = None
+    be_tok = be_annual = None
+    if t is None or math.isinf(t):
+        never = (
+            f"API {_usd_per_m(api_usd_per_m)}/M "
+            + ("<" if api_usd_per_m < sh_per_m else "=")
+            + f" self-hosting's {_usd_per_m(sh_per_m)}/M for GPU time alone"
+            + (f", before its {_usd(fixed)}/month fixed overhead" if fixed > 0 else "")
+        )
+        how.append(f"[{label}] break-even: never — {never}")
+    else:
+        be_tok = t
+        be_annual = 12 * api.monthly_at_tokens(t, tokens_per_req, d)
+        how.append(
+            f"[{label}] break-even = {_usd(fixed)} / (({_usd_per_m(api_usd_per_m)} - {_usd_per_m(sh_per_m)})/M × "
+            f"{d:.4g} d) = {_q(t)} tokens/day; API spend there = {_q(t)} × {d:.4g} d × 12 × "
+            f"{_usd_per_m(api_usd_per_m)}/M = {_usd(be_annual)}/year"
+        )
+    thr_tok = None
+    if api_usd_per_m > 0:
+        thr_tok = threshold_usd_per_year / (12 * d * api_usd_per_m / 1e6)
+        how.append(
+            f"[{label}] {_usd(threshold_usd_per_year)}/year of API spend reached at {_usd(threshold_usd_per_year)} / "
+            f"(12 × {d:.4g} d × {_usd_per_m(api_usd_per_m)}/M) = {_q(thr_tok)} tokens/day"
+        )
+    return ScenarioPriceCase(
+        label, input_share, api_usd_per_m, api_m, sh_m, be_tok, be_annual, thr_tok, never, tuple(how)
+    )
+
+
+def _scenario_reconciliation(
+    volume_tokens_per_day: float, threshold_usd_per_year: float, cases: Sequence[ScenarioPriceCase],
+    selfhost_usd_per_m: float, selfhost_fixed_usd_per_month: float, break_even_api_usd_per_m: float | None,
+) -> str:
+    """One sentence: the worked example's own break-even vs the $500K rule, at list prices, and what to do."""
+    art, lists = cases[0], list(cases[1:])
+    thr = _usd(threshold_usd_per_year)
+    # 1. the article's own numbers against its rule
+    if art.break_even_tokens_per_day is None:
+        p1 = (
+            f"On the article's own numbers ({_usd_per_m(art.api_usd_per_m)}/M) self-hosting never pays on cost "
+            f"({art.never_reason}), so its {thr}/year rule is, if anything, too generous to self-hosting"
+        )
+    elif art.break_even_tokens_per_day == 0 or not art.break_even_annual_api_usd:
+        p1 = (
+            f"On the article's own numbers ({_usd_per_m(art.api_usd_per_m)}/M) self-hosting is cheaper at every "
+            f"volume, so its {thr}/year rule does not follow from its worked example"
+        )
+    else:
+        ratio = threshold_usd_per_year / art.break_even_annual_api_usd
+        cmp = (
+            f"≈{ratio:.3g}× more conservative than its worked example" if ratio > 1.005
+            else f"≈{1 / ratio:.3g}× less conservative than its worked example" if ratio < 1 / 1.005
+            else "in line with its worked example"
+        )
+        p1 = (
+            f"On the article's own numbers ({_usd_per_m(art.api_usd_per_m)}/M API vs "
+            f"{_usd(selfhost_fixed_usd_per_month)}/month + {_usd_per_m(selfhost_usd_per_m)}/M self-hosted) "
+            f"self-hosting pays above ≈{_q(art.break_even_tokens_per_day)} tokens/day "
+            f"(≈{_usd(art.break_even_annual_api_usd)}/year of API spend), so the {thr}/year rule "
+            f"(≈{_q(art.threshold_tokens_per_day)} tokens/day at that price) is {cmp}"
+        )
+    # 2. at list prices, over the whole input:output range
+    lo_p = min(c.api_usd_per_m for c in lists)
+    hi_p = max(c.api_usd_per_m for c in lists)
+    crossing = [c for c in lists if c.break_even_tokens_per_day is not None]
+    if not crossing:
+        p2 = (
+            f"at GPT-4o-mini list prices ({_usd_per_m(lo_p)}–{_usd_per_m(hi_p)}/M for any input:output mix, all "
+            f"below self-hosting's {_usd_per_m(selfhost_usd_per_m)}/M of GPU time alone) self-hosting never pays "
+            f"on cost"
+        )
+    else:
+        vols = [c.break_even_tokens_per_day or 0.0 for c in crossing]
+        spend = [c.break_even_annual_api_usd or 0.0 for c in crossing]
+        where = (
+            f"above ≈{_q(min(vols))}–{_q(max(vols))} tokens/day depending on the mix "
+            f"(≈{_usd(min(spend))}–{_usd(max(spend))}/year of API spend)"
+            if len(crossing) > 1
+            else f"above ≈{_q(vols[0])} tokens/day (≈{_usd(spend[0])}/year of API spend)"
+        )
+        if len(crossing) == len(lists):
+            p2 = f"at GPT-4o-mini list prices self-hosting pays {where}"
+        else:
+            nev = [c for c in lists if c.break_even_tokens_per_day is None]
+            p2 = (
+                f"at GPT-4o-mini list prices self-hosting pays only for the "
+                f"{', '.join(c.label.split(', ', 1)[-1] for c in crossing)} mix, {where}, and never for "
+                f"{', '.join(c.label.split(', ', 1)[-1] for c in nev)}"
+            )
+    # 3. what to do at this volume
+    sh = lists[0].selfhost_monthly_usd
+    lo_m = min(c.api_monthly_usd for c in lists)
+    hi_m = max(c.api_monthly_usd for c in lists)
+    v = _q(volume_tokens_per_day)
+    bp = break_even_api_usd_per_m
+    need = (
+        f"you pay more than {_usd_per_m(bp)}/M for it (the article's {_usd_per_m(art.api_usd_per_m)}/M "
+        + ("does" if art.api_usd_per_m > bp else "does not") + ") or " if bp is not None else ""
+    )
+    if sh >= hi_m:
+        p3 = (
+            f"so at {v} tokens/day (self-hosting {_usd(sh)}/month vs {_usd(lo_m)}–{_usd(hi_m)}/month of API at list "
+            f"prices) keep the API unless {need}you need compliance (HIPAA, SOC 2), latency or behaviour prompting "
+            f"cannot reach"
+        )
+    elif sh < lo_m:
+        p3 = (
+            f"so at {v} tokens/day self-hosting ({_usd(sh)}/month) is cheaper than the API at list prices for any "
+            f"mix ({_usd(lo_m)}–{_usd(hi_m)}/month): examine it on cost, with your measured throughput and "
+            f"utilisation in place of the article's"
+        )
+    else:
+        p3 = (
+            f"so at {v} tokens/day self-hosting ({_usd(sh)}/month) beats the API at list prices only for some mixes "
+            f"({_usd(lo_m)}–{_usd(hi_m)}/month) — measure your real input:output split and price before moving"
+        )
+    return f"{p1}; {p2}, {p3}."
+
+
+def article_scenario(
+    volume_tokens_per_day: float = ARTICLE.volume_tokens_per_day, *, article: _Article | None = None
+) -> ScenarioReport:
     """The article's worked example rebuilt from stated assumptions with this module's cost model.
 
     At the default 50M tokens/day: API ≈ $2,250/month, self-hosting on four mid-tier GPUs ≈ $5,175/month
     ($1,800 GPU rental + $3,375 engineering overhead). Other volumes scale the variable parts linearly.
+    The break-even and the $500K/year threshold are given both at the article's blended $1.50/M and at
+    GPT-4o-mini's list prices (3:1 mix, all input, all output), with a sentence reconciling them.
+    ``article`` overrides the assumptions (``dataclasses.replace(ARTICLE, ...)``).
     """
-    A = ARTICLE
+    A = article if article is not None else ARTICLE
     tokens_per_req = A.prompt_tokens + A.output_tokens
     # the throughput that makes 4 GPUs exactly enough at 50M tokens/day and 25% utilisation
     full_load_tok_s_per_gpu = A.volume_tokens_per_day / (86400 * A.gpus * A.utilisation)
@@ -1124,8 +1385,39 @@ def article_scenario(volume_tokens_per_day: float = ARTICLE.volume_tokens_per_da
     if be is not None:
         how.append("break-even: " + be.how)
     how.append(thr.sentence)
+    # the break-even and the threshold at the article's price and at list prices over the input:output range
+    sh_line = ac.selfhost_line
+    sh_fixed = sh_line.fixed_usd_per_month
+    sh_per_m = sh_line.usd_per_request / tokens_per_req * 1e6
+    in_share = A.prompt_tokens / tokens_per_req
+    mixes = (
+        ("the article's blended price", None, A.api_blended_usd_per_m),
+        (f"list price, {A.prompt_tokens / A.output_tokens:.3g}:1 input:output" if A.output_tokens else
+         "list price, as the request shape", in_share,
+         in_share * A.list_input_usd_per_m + (1 - in_share) * A.list_output_usd_per_m),
+        ("list price, all input", 1.0, A.list_input_usd_per_m),
+        ("list price, all output", 0.0, A.list_output_usd_per_m),
+    )
+    cases = tuple(
+        _scenario_price_case(lbl, share, p, sh_line, tokens_per_req, volume_tokens_per_day, d,
+                             A.threshold_usd_per_year)
+        for lbl, share, p in mixes
+    )
+    for c in cases:
+        how.extend(c.how)
+    vol_m = volume_tokens_per_day * d / 1e6  # M tokens/month
+    be_price = ac.monthly_selfhost_cached / vol_m if vol_m > 0 else None
+    if be_price is not None:
+        how.append(
+            f"API price at which self-hosting breaks even at {_q(volume_tokens_per_day)} tokens/day = "
+            f"{_usd(ac.monthly_selfhost_cached)} / {_q(vol_m)}M tokens/month = {_usd_per_m(be_price)}/M"
+        )
+    list_range = (min(c.api_monthly_usd for c in cases[1:]), max(c.api_monthly_usd for c in cases[1:]))
+    reconciliation = _scenario_reconciliation(
+        volume_tokens_per_day, A.threshold_usd_per_year, cases, sh_per_m, sh_fixed, be_price
+    )
     return ScenarioReport(
-        name="article: 50M tokens/day, GPT-4o-mini API vs four mid-tier GPUs",
+        name=f"article: {_q(volume_tokens_per_day)} tokens/day, GPT-4o-mini API vs mid-tier GPUs",
         volume_tokens_per_day=volume_tokens_per_day,
         requests_per_day=rpd,
         api_monthly_usd=ac.monthly_api,
@@ -1143,6 +1435,12 @@ def article_scenario(volume_tokens_per_day: float = ARTICLE.volume_tokens_per_da
         assumptions=assumptions,
         how=tuple(how),
         report=rep,
+        selfhost_fixed_usd_per_month=sh_fixed,
+        selfhost_usd_per_m=sh_per_m,
+        price_cases=cases,
+        api_list_price_range_monthly_usd=list_range,
+        break_even_api_usd_per_m=be_price,
+        reconciliation=reconciliation,
     )
 
 
@@ -1156,15 +1454,43 @@ def format_scenario(s: ScenarioReport) -> list[str]:
         f"  hosted API                  {_usd(s.api_monthly_usd)}/month  (${s.api_blended_usd_per_m:.2f}/M blended)",
         f"  {f'self-hosted, {s.selfhost_gpus_needed:.3g} GPUs':<28}{_usd(s.selfhost_monthly_usd)}/month  "
         f"= {_usd(s.selfhost_gpu_monthly_usd)} GPU rental + {_usd(s.selfhost_engineering_monthly_usd)} engineering",
-        f"  GPT-4o-mini at list prices  {_usd(s.api_list_price_monthly_usd)}/month",
+        f"  GPT-4o-mini at list prices  {_usd(s.api_list_price_monthly_usd)}/month"
+        + (f" at {s.price_cases[1].label.split(', ', 1)[-1]}; {_usd(s.api_list_price_range_monthly_usd[0])}–"
+           f"{_usd(s.api_list_price_range_monthly_usd[1])}/month from all input to all output"
+           if len(s.price_cases) > 1 else ""),
         f"  break-even (self-host=API)  "
         + (f"{_q(be)} tokens/day" if be is not None and not math.isinf(be) else "never"),
         f"  annual API spend            {_usd(s.annual_api_usd)} vs {_usd(s.threshold_usd_per_year)}/year threshold "
         f"→ {'self-hosting worth examining' if s.over_threshold else 'API stays the default'}"
         + (f" (threshold reached at ≈{_q(s.threshold_tokens_per_day)} tokens/day)"
            if s.threshold_tokens_per_day is not None and not s.over_threshold else ""),
-        "Assumptions:",
     ]
+    if s.price_cases:
+        lines.append(
+            f"Break-even and the {_usd(s.threshold_usd_per_year)}/year rule at each API price "
+            f"(self-hosting: {_usd(s.selfhost_fixed_usd_per_month)}/month + "
+            f"{_usd_per_m(s.selfhost_usd_per_m)}/M tokens):"
+        )
+        for c in s.price_cases:
+            be_s = (
+                f"break-even never: the API is cheaper at every volume ({c.never_reason})"
+                if c.never_reason is not None
+                else f"break-even: self-hosting pays above ≈{_q(c.break_even_tokens_per_day)} tokens/day "
+                f"(≈{_usd(c.break_even_annual_api_usd)}/year of API spend)"
+            )
+            thr_s = (
+                f"; {_usd(s.threshold_usd_per_year)}/year of API spend at "
+                f"≈{_q(c.threshold_tokens_per_day)} tokens/day"
+                if c.threshold_tokens_per_day is not None else ""
+            )
+            lines.append(
+                f"  {c.label + ', ' + _usd_per_m(c.api_usd_per_m) + '/M':<44}API {_usd(c.api_monthly_usd)}/month vs "
+                f"self-host {_usd(c.selfhost_monthly_usd)}/month"
+            )
+            lines.append(f"  {'':<44}{be_s}{thr_s}")
+    if s.reconciliation:
+        lines.append("Reconciliation: " + s.reconciliation)
+    lines.append("Assumptions:")
     lines.extend(f"  - {a}" for a in s.assumptions)
     lines.append("How:")
     lines.extend(f"  {h}" for h in s.how)

@@ -86,8 +86,8 @@ def write_lmeval_task(
         raise ValueError(f"task {task.name}: the lm-eval bridge handles choice tasks only")
     if not items:
         raise ValueError("no items")
-    if k > len(task.train):
-        raise ValueError(f"k={k} > {len(task.train)} training items")
+    if k > len(task.demo_pool):
+        raise ValueError(f"k={k} > {len(task.demo_pool)} demonstration items")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = lmeval_task_name(task, k)

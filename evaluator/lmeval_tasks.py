@@ -11,11 +11,22 @@ What is taken from lm-eval, and what is tunecheck's:
 * test items: the test split if the task has one, else the validation split (lm-eval's `eval_docs`);
 * training items (demonstrations and LoRA data): the training split, else the few-shot split, else the validation split
   when the test split is the one evaluated; a task with none of these can only run zero-shot, without LoRA;
-* demonstrations: tunecheck's seeded permutation of the training items (the same k-shot prefix for every test item,
-  as for any tunecheck task), not lm-eval's per-doc sampler;
+* demonstrations follow the task's `fewshot_config.sampler`. `first_n`: the first k of lm-eval's own few-shot docs
+  (`fewshot_docs()`: the few-shot split, else `fewshot_config.samples`, else the training split, else validation) in
+  file order — the prefix lm-eval builds, checked on load against its `fewshot_context(doc, 2)`; the spec says
+  `demonstrations: first_n` (when those docs are not the training items, they are `Task.fewshot` and LoRA still
+  trains on the training items). When the few-shot split is the test split — or neither is set — lm-eval drops a
+  few-shot doc equal to the test doc from that doc's prefix; a few-shot doc equal to a test doc is named in the note
+  and warned about. lm-eval's default sampler draws other demonstrations for every test doc
+  (`random.Random(fewshot seed).sample` per doc), which no shared prefix can reproduce: tunecheck then keeps its own
+  seeded permutation of the training items (one k-shot prefix for all items, as for any tunecheck task), records
+  `demonstrations: seeded` and the reason in `demonstrations_note`, and logs one warning. So does a `first_n` task
+  whose few-shot docs are the evaluated split itself (no shared prefix of lm-eval's is leak-free there);
+* `target` per test item: the answer text (what is scored), and, as `Item.lmeval_target`, the raw `doc_to_target(doc)`
+  lm-eval logs in its samples (an index, the text, …);
 * the layout is lm-eval's (description + delimiter, k × (query + target_delimiter + answer + fewshot_delimiter),
-  query); on load, tunecheck checks that its zero-shot context equals lm-eval's `fewshot_context(doc, 0)` for the
-  first test doc, so a template tunecheck cannot reproduce is refused, not silently scored differently.
+  query); on load, tunecheck checks that its zero-shot context (and a `first_n` 2-shot one) equals lm-eval's
+  `fewshot_context(doc, k)` for the first test doc, so a template tunecheck cannot reproduce is refused, not silently scored differently.
 Supported: `multiple_choice` (accuracy) and `generate_until` (greedy, cut at the task's `until` strings, exact match
 of the stripped answer). Refused, with the reason: `loglikelihood*` tasks, multiple-input tasks (Winogrande-style),
 tasks with `gen_prefix`, generation tasks with answer `filter_list`s (their metric is not exact match of the
@@ -28,6 +39,8 @@ task folders you trust.
 from __future__ import annotations
 
 import difflib
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +155,81 @@ def _splits(obj, name: str) -> tuple[str, list, str | None, list]:
     return eval_split, eval_docs, None, []
 
 
+def _sampler_name(obj) -> str:
+    """The task's `fewshot_config.sampler` as a name: "default", "first_n", or a custom class's name."""
+    fs = obj.fewshot_cfg if obj.config.fewshot_config else None
+    sampler = getattr(fs, "sampler", "default") if fs is not None else "default"
+    if isinstance(sampler, str):
+        return sampler
+    from lm_eval.api import samplers
+
+    if sampler is samplers.FirstNSampler:
+        return "first_n"
+    return getattr(sampler, "__name__", str(sampler))
+
+
+def _fewshot_source(obj) -> str | None:
+    """The split lm-eval's `fewshot_docs()` reads (0.4.13: few-shot split, else `fewshot_config.samples` → None,
+    else training, else validation, else test)."""
+    cfg = obj.config
+    fs = obj.fewshot_cfg if cfg.fewshot_config else None
+    if getattr(fs, "split", None) is not None:
+        return str(fs.split)
+    if getattr(fs, "samples", None) is not None:
+        return None
+    if obj.has_training_docs():
+        return str(cfg.training_split)
+    if obj.has_validation_docs():
+        return str(cfg.validation_split)
+    return str(cfg.test_split)
+
+
+def _doc_key(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _demonstrations(obj, name: str, kind: str, eval_split: str, eval_docs: list, train_split: str | None, train_docs: list):
+    """(demonstrations, demonstrations_note, few-shot pool items or None = the training items, warn?) by lm-eval's sampler."""
+    sampler = _sampler_name(obj)
+    ours = f"the training items (split {train_split!r})" if train_split else "the training items (none: zero-shot only)"
+    if sampler != "first_n":
+        return "seeded", (
+            f"lm-eval's {sampler!r} few-shot sampler draws different demonstrations for every test doc (seeded by "
+            f"lm-eval's fewshot seed); one shared prefix cannot reproduce that, so tunecheck uses its own seeded "
+            f"permutation of {ours}, the same k for every item: at k > 0 scores are not lm-eval's (fewshot_config: "
+            "{sampler: first_n} in the task gives lm-eval's prefix exactly)"
+        ), None, True
+    cfg = obj.config
+    src = _fewshot_source(obj)
+    where = f"its few-shot docs (split {src!r})" if src else "its few-shot docs (fewshot_config.samples)"
+    if src is not None and src == str(eval_split):
+        return "seeded", (
+            f"lm-eval's first_n sampler takes the demonstrations from the evaluated split {src!r} itself (a test doc is "
+            f"dropped from its own prefix when that split is named as the few-shot split, else it can be its own "
+            f"demonstration), so no shared, leak-free prefix is lm-eval's; tunecheck uses its own seeded permutation of "
+            f"{ours}, the same k for every item: at k > 0 scores are not lm-eval's"
+        ), None, True
+    pool_docs = [dict(d) for d in obj.fewshot_docs()]
+    note = f"lm-eval's first_n sampler: the first k of {where} in file order — the prefix lm-eval builds for every test doc"
+    warn = False
+    fs = obj.fewshot_cfg if cfg.fewshot_config else None
+    if getattr(fs, "split", None) == cfg.test_split:  # lm-eval then removes docs equal to the test doc from the pool
+        keys = {_doc_key(d) for d in eval_docs}
+        clash = next((j for j, d in enumerate(pool_docs) if _doc_key(d) in keys), None)
+        if clash is not None:
+            note += (
+                f"; but few-shot doc {clash} equals a test doc, which lm-eval drops from that doc's own prefix: for "
+                f"k > {clash} that item's lm-eval prefix differs from the shared one"
+            )
+            warn = True
+    if pool_docs == [dict(d) for d in train_docs]:
+        return "first_n", note, None, warn
+    pool = tuple(_item(obj, name, kind, d, src or "fewshot", i, fewshot=True) for i, d in enumerate(pool_docs))
+    if train_docs:
+        note += f" (LoRA still trains on {ours})"
+    return "first_n", note, pool, warn
+
+
 def _field_name(value: Any) -> str:
     """A readable, stable record of a doc_to_* setting (a column, a template, or a function's name)."""
     if value is None:
@@ -151,20 +239,33 @@ def _field_name(value: Any) -> str:
     return str(value)[:200]
 
 
+def _jsonable(value: Any) -> Any:
+    """A doc_to_target value as JSON keeps it, so that `str()` of it (lm-eval's logged target) does not change."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    from lm_eval.utils import handle_non_serializable  # numpy scalars → int/float, anything else → str
+
+    return handle_non_serializable(value)
+
+
 def _item(obj, name: str, kind: str, doc: dict, split: str, i: int, *, fewshot: bool) -> Item:
     fs = obj.fewshot_cfg if fewshot and obj.config.fewshot_config else None
     query = obj.doc_to_text(doc, fs.doc_to_text) if fs is not None and fs.doc_to_text else obj.doc_to_text(doc)
     if not isinstance(query, str):
         raise UserError(f"lm-eval task {name}: doc_to_text gave {type(query).__name__}, not text — multiple-input tasks are not supported")
     target = obj.doc_to_target(doc, fs.doc_to_target) if fs is not None and fs.doc_to_target else obj.doc_to_target(doc)
+    raw = None if fewshot else _jsonable(target)  # what lm-eval logs for a test doc
     rid = f"{split}-{i}"
     if isinstance(target, list):
         if len(target) != 1:
             raise UserError(f"lm-eval task {name}: doc {rid} has {len(target)} gold answers — tasks with several golds are not supported")
         target = target[0]
     if kind == "generate":
-        return Item(id=rid, input=query, target=str(target))
-    choices = tuple(str(c) for c in obj.doc_to_choice(doc))
+        return Item(id=rid, input=query, target=str(target), lmeval_target=raw)
+    choice_field = fs.doc_to_choice if fs is not None and fs.doc_to_choice else None  # as lm-eval renders demonstrations
+    choices = tuple(str(c) for c in (obj.doc_to_choice(doc, choice_field) if choice_field else obj.doc_to_choice(doc)))
     if isinstance(target, int) or (isinstance(target, str) and target.isdigit() and target not in choices):
         idx = int(target)
         if not 0 <= idx < len(choices):
@@ -173,7 +274,7 @@ def _item(obj, name: str, kind: str, doc: dict, split: str, i: int, *, fewshot: 
     target = str(target)
     if target not in choices:
         raise UserError(f"lm-eval task {name}: doc {rid} target {target!r} is not among its choices")
-    return Item(id=rid, input=query, target=target, choices=choices)
+    return Item(id=rid, input=query, target=target, choices=choices, lmeval_target=raw)
 
 
 def _description(obj, name: str, docs: list) -> str:
@@ -211,6 +312,7 @@ def task_from_lmeval(obj, ref: str) -> Task:
         raise UserError(f"lm-eval task {name}: split {eval_split!r} is empty — it needs at least one doc")
     test = tuple(_item(obj, name, kind, d, str(eval_split), i, fewshot=False) for i, d in enumerate(eval_docs))
     train = tuple(_item(obj, name, kind, d, str(train_split), i, fewshot=True) for i, d in enumerate(train_docs))
+    order, note, pool, warn = _demonstrations(obj, name, kind, str(eval_split), eval_docs, train_split, train_docs)
     gen = dict(cfg.generation_kwargs or {})
     until = gen.get("until")
     stops = [until] if isinstance(until, str) else (list(until) if until else None)
@@ -235,11 +337,15 @@ def task_from_lmeval(obj, ref: str) -> Task:
         metric="accuracy" if kind == "choice" else "exact_match",
         max_new_tokens=int(gen.get("max_gen_toks", 256)),
         stop_sequences=stops if kind == "generate" else None,
+        demonstrations=order,  # type: ignore[arg-type]
+        demonstrations_note=note,
         lmeval_task=name,
     )
     yaml_path = getattr(cfg, "_yaml_path", None)
-    task = Task(spec=spec, path=Path(yaml_path) if yaml_path else Path(ref[len(PREFIX) :]), train=train, test=test)
-    _check_layout(obj, task, eval_docs[0])
+    task = Task(spec=spec, path=Path(yaml_path) if yaml_path else Path(ref[len(PREFIX) :]), train=train, test=test, fewshot=pool)
+    _check_layout(obj, task, eval_docs[0], fewshot=order == "first_n" and not warn)
+    if warn:
+        logging.getLogger("tunecheck").warning(f"lm-eval task {name}: demonstrations {order}: {note}")
     return task
 
 
@@ -249,17 +355,24 @@ def _safe(name: str) -> str:
     return (re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.-") or "lmeval_task")[:80]
 
 
-def _check_layout(obj, task: Task, doc: dict) -> None:
-    """Our zero-shot context must be lm-eval's, character for character."""
+def _check_layout(obj, task: Task, doc: dict, *, fewshot: bool = False) -> None:
+    """Our zero-shot context must be lm-eval's, character for character; with `fewshot` (first_n demonstrations),
+    so must our few-shot context (k = 2, or fewer when there are fewer few-shot docs)."""
     from evaluator.prompts import PromptBuilder
 
-    ours = PromptBuilder(task, 0).prefix(0) + task.test[0].input
-    theirs = obj.fewshot_context(doc, 0)
-    if theirs != ours:
-        raise UserError(
-            f"lm-eval task {task.spec.lmeval_task}: its zero-shot context differs from tunecheck's layout "
-            f"(lm-eval {theirs[:60]!r}… vs {ours[:60]!r}…) — not supported"
-        )
+    builder = PromptBuilder(task, 0)
+    ks = [0]
+    if fewshot and task.demo_pool:
+        ks.append(min(2, len(task.demo_pool)))
+    for k in ks:
+        ours = builder.prefix(k) + task.test[0].input
+        theirs = obj.fewshot_context(doc, k)
+        if theirs != ours:
+            what = "zero-shot context" if k == 0 else f"{k}-shot context (first_n sampler)"
+            raise UserError(
+                f"lm-eval task {task.spec.lmeval_task}: its {what} differs from tunecheck's layout "
+                f"(lm-eval {theirs[:60]!r}… vs {ours[:60]!r}…) — not supported"
+            )
 
 
 def list_lmeval_tasks(include: list[Path]) -> list[tuple[str, str, str]]:

@@ -19,7 +19,6 @@ import matplotlib.ticker  # noqa: E402
 
 from matplotlib.figure import Figure  # noqa: E402  (Figure() needs no pyplot state: thread-safe, no leaks)
 
-from evaluator.paired import crossover  # noqa: E402
 
 __all__ = ["learning_curves_png", "quality_vs_cost_png", "cost_vs_volume_png", "pareto_frontier", "ARM_COLOURS"]
 
@@ -102,12 +101,14 @@ def _curve_series(units: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def learning_curves_png(units: Sequence[Mapping[str, Any]], *, title: str | None = None) -> bytes:
+def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mapping[str, Any] | None = None,
+                        title: str | None = None) -> bytes:
     """Prompting quality vs k (A, and C per newer base) and LoRA quality vs n (B) on one log-scaled axis.
 
     ``units``: the report's unit records (``arm``, ``model``, ``point``, ``value``, ``ci_low``, ``ci_high``).
     Shaded bands are the per-point 95% CIs; the dotted line is the best prompting point of the base (A); the star
-    is the crossover, where LoRA (zero-shot) first reaches it (see :func:`evaluator.paired.crossover`).
+    is the report's crossover (``crossover``: :func:`evaluator.curves.crossover_with_uncertainty`), where LoRA
+    (zero-shot) first reaches it, with its bootstrap interval as a horizontal bar; the plot never recomputes it.
     """
     fig = Figure(figsize=(7.2, 4.4))
     ax = fig.add_subplot()
@@ -150,14 +151,21 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, title: str | None
         k_best, q_best = max(prompt, key=lambda t: (t[1], -t[0]))
         ax.axhline(q_best, color=ARM_COLOURS["A"], linestyle=":", linewidth=1,
                    label=f"best prompting (k={k_best:.0f}): {q_best:.3f}")
-        if lora:
-            cx = crossover([(int(k), q) for k, q in prompt], [(int(n), q) for n, q in lora])
-            if cx.get("n") is not None:
-                ax.plot([cx["n"]], [q_best], marker="*", markersize=15, color="black", linestyle="none",
-                        label=f"crossover: n ≈ {cx['n']:,.0f}" + (" (or below)" if cx.get("at_or_below") else ""),
-                        zorder=5)
-            else:
-                ax.plot([], [], linestyle="none", marker="", label=f"no crossover up to n={max(n for n, _ in lora):.0f}")
+        cx = crossover or {}
+        if lora and cx.get("n") is not None:
+            sure = cx.get("distinguishable", True)
+            label = f"crossover: n ≈ {cx['n']:,.0f}" + (" (or below)" if cx.get("at_or_below") else "")
+            if not sure:
+                label += " — not distinguishable"
+            ax.plot([cx["n"]], [q_best], marker="*", markersize=15, color="black" if sure else "grey",
+                    linestyle="none", label=label, zorder=5)
+            iv = cx.get("interval") or [None, None]
+            lo = iv[0] if iv[0] is not None else min(n for n, _ in lora)
+            hi = iv[1] if iv[1] is not None else max(n for n, _ in lora) * 1.5
+            ax.plot([lo, hi], [q_best, q_best], color="black" if sure else "grey", linewidth=3, alpha=0.35,
+                    solid_capstyle="butt", zorder=4)
+        elif lora:
+            ax.plot([], [], linestyle="none", marker="", label=f"no crossover up to n={max(n for n, _ in lora):.0f}")
     all_x = [p["x"] for s in series for p in s["points"]]
     ax.set_xscale("symlog", linthresh=1.0)  # k = 0 (zero-shot) stays on the axis
     ax.set_xlim(-0.3 if min(all_x) <= 0 else None, max(all_x) * 1.6 if max(all_x) > 0 else 1)

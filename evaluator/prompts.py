@@ -11,8 +11,9 @@ whitespace, usually the delimiter (the shared ids end with the last demonstratio
 the delimiter): byte-level BPE
 pre-tokenisers split a whitespace run differently at the end of a string than before a word ("\n\n" alone is one
 token, "\n\nUtterance" is "\n" + "\nUtterance"), so cutting after the delimiter would give other ids than the
-whole prompt; cutting between an answer and whitespace gives the same ids as tokenising the whole prompt. Demonstrations are ONE fixed, seeded
-permutation of the train split; k shots take its first k (so k=5 ⊂ k=32).
+whole prompt; cutting between an answer and whitespace gives the same ids as tokenising the whole prompt. Demonstrations are ONE fixed order
+of the train split — a seeded permutation (`demonstrations: seeded`, the default) or file order (`first_n`); k shots
+take its first k (so k=5 ⊂ k=32).
 """
 
 from __future__ import annotations
@@ -71,11 +72,18 @@ class PromptBuilder:
             raise UserError(f"task {self.task.name}: prompt template failed on item {item.id}: {exc}") from None
 
     def demos(self, k: int) -> list[Item]:
+        """The k demonstrations, in prefix order, by the task's `demonstrations` setting: `seeded` (default) = the
+        first k of ONE permutation of the training items by `seed` (so k=5 ⊂ k=32, the same for every item);
+        `first_n` = the first k in file order (lm-eval's `first_n` sampler; for an lm-eval task, of its few-shot docs)."""
         if "order" not in self._memo:
-            order = list(self.task.train)
-            random.Random(self.seed).shuffle(order)
+            order = list(self.task.demo_pool)
+            if self.task.spec.demonstrations != "first_n":
+                random.Random(self.seed).shuffle(order)
             self._memo["order"] = order
-        return self._memo["order"][:k]
+        order = self._memo["order"]
+        if k > len(order) and self.task.fewshot is not None:  # callers check k against the training items only
+            raise UserError(f"task {self.task.name}: shots={k} but its few-shot docs are only {len(order)} — lower shots")
+        return order[:k]
 
     def head(self) -> str:
         """The instruction and what separates it from the first demonstration or query ("" without one)."""
@@ -145,7 +153,7 @@ class TokenizedPrompts:
     def max_shots_that_fit(self, context: int, items, cap: int) -> int:
         """Largest k (≤ cap, ≤ train size) with len(prefix(k)) + longest request ≤ context, by token count."""
         room = context - self.longest_request(items)
-        lo, hi = 0, min(cap, len(self.builder.task.train))
+        lo, hi = 0, min(cap, len(self.builder.task.demo_pool))
         if len(self.prefix_ids(0)) > room:
             return -1
         while lo < hi:  # prefix length is monotonic in k

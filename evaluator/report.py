@@ -14,56 +14,105 @@ from evaluator import __version__
 from evaluator.errors import UserError
 from evaluator.store import RunStore, atomic_write_json, atomic_write_text, read_json
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "3.0"
 
 
-def _scores(store: RunStore, units: list[dict]) -> dict[str, dict[str, float]]:
-    return {u["unit"]: {r["item_id"]: float(r["score"]) for r in store.items(u["unit"])} for u in units}
+def _baselines(task_cfg: dict, rows: dict[str, list[dict]]):
+    """Chance and the training split's majority class, from config.json (older runs: chance from stored choices)."""
+    from evaluator.baselines import baselines
+
+    n_choices = task_cfg.get("n_choices")
+    counts = task_cfg.get("train_label_counts") or {}
+    if n_choices is None:
+        lens = {len(r["choices"]) for rs in rows.values() for r in rs if r.get("choices")}
+        if len(lens) != 1:
+            return None
+        n_choices = lens.pop()
+    targets = [t for t, c in sorted(counts.items()) for _ in range(int(c))]
+    return baselines(int(n_choices), targets)
 
 
-def _curves(units: list[dict]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    prompt = sorted((u["point"]["shots"], u["value"]) for u in units if u["arm"] == "A")
-    lora = sorted((u["point"]["train_size"], u["value"]) for u in units if u["arm"] == "B" and u["point"]["shots"] == 0)
-    return prompt, lora
+def _crossover(units: list[dict], scores: dict[str, dict[str, float]], alpha: float, seed: int) -> dict | None:
+    from evaluator.curves import crossover_with_uncertainty
+
+    prompt = {u["point"]["shots"]: scores[u["unit"]] for u in units if u["arm"] == "A"}
+    lora = {u["point"]["train_size"]: scores[u["unit"]] for u in units if u["arm"] == "B" and u["point"]["shots"] == 0}
+    if not prompt or not lora:
+        return None
+    return crossover_with_uncertainty(prompt, lora, alpha=alpha, reps=1000, seed=seed)
 
 
-def _task_section(store: RunStore, task: str, units: list[dict], cost_report, job: dict) -> dict[str, Any]:
+def _costs_section(cost_report) -> dict[str, Any]:
     from evaluator.costs import to_jsonable
-    from evaluator.paired import crossover
-    from evaluator.run_costs import unit_label
-    from evaluator.verdict import decide
 
-    scores = _scores(store, units)
-    vcfg = job.get("verdict", {})
-    verdict = decide(units, scores, cost_report, unit_label, margin=vcfg.get("margin", 0.02), alpha=vcfg.get("alpha", 0.05))
-    prompt_curve, lora_curve = _curves(units)
+    c = to_jsonable(cost_report)
+    return {
+        "inputs": c["inputs"],
+        "prices": c["prices"],
+        "requests_per_day": c["requests_per_day"],
+        "zero_shot_request": (c["request"] or {}) | (
+            {"tokens": cost_report.request.tokens, "statement": cost_report.request.describe()}
+            if cost_report.request else {}),
+        "arms": [
+            {k: a[k] for k in ("name", "arm", "device", "on_cpu", "monthly_selfhost_cached", "monthly_selfhost_uncached",
+                               "monthly_api", "annual_api")}
+            | {"usd_per_1k_requests_cached": a["selfhost"]["usd_per_1k_requests_cached"],
+               "requests_per_second": a["throughput"]["cached_rps"],
+               "requests_per_second_uncached": a["throughput"]["uncached_rps"],
+               "prefix_usd_per_month": a["selfhost"]["prefix_usd_per_month"],
+               "training_usd_per_month": a["selfhost"]["training_usd_per_month"], "how": a["how"]}
+            for a in c["arms"]
+        ],
+        "break_evens": c["break_evens"],
+        "threshold": c["threshold"],
+        "assumptions": c["assumptions"],
+        "lines": [to_jsonable(line) | {"label": line.label} for line in cost_report.lines()],
+    }
+
+
+def _task_section(store: RunStore, task: str, units: list[dict], cost_report, job: dict, task_cfg: dict) -> dict[str, Any]:
+    from evaluator.baselines import answer_spread
+    from evaluator.run_costs import unit_label
+    from evaluator.selection import choose, verdict_settings
+    from evaluator.verdict import decide, option_flags
+
+    rows = {u["unit"]: store.items(u["unit"]) for u in units}
+    scores = {uid: {r["item_id"]: float(r["score"]) for r in rs} for uid, rs in rows.items()}
+    st = verdict_settings(job)
+    choice = choose(units, scores, st)
+    bl = _baselines(task_cfg, rows)
+    monthly = {a.name: a.monthly_selfhost_cached for a in cost_report.arms} if cost_report is not None else None
+    verdict = decide(units, scores, choice, unit_label, cost_monthly=monthly, baselines=bl, margin=st["margin"],
+                     alpha=st["alpha"], reps=st["bootstrap_reps"], seed=st["selection_seed"])
+    flags = option_flags(units, scores, bl, st["alpha"])
+    chosen = {u["unit"]: k for k, u in choice.points.items() if ":" not in k}
+    out_units = []
+    for u in units:
+        spread = answer_spread([str(r.get("prediction", "")) for r in rows[u["unit"]]])
+        out_units.append(u | {
+            "label": unit_label(u), "ci_low": flags[u["unit"]]["ci_low"], "ci_high": flags[u["unit"]]["ci_high"],
+            "ci_level": 1 - st["alpha"], "at_chance": flags[u["unit"]]["at_chance"],
+            "operating_point": u["unit"] in chosen,
+            "answer_spread": {"top_answer": spread.top_answer, "top_share": spread.top_share,
+                              "constant": spread.constant, "statement": spread.statement,
+                              "counts": spread.counts},
+        })
     section: dict[str, Any] = {
-        "units": [u | {"label": unit_label(u)} for u in units],
+        "units": out_units,
         "verdict": verdict,
+        "selection": verdict["selection"],
+        "baselines": verdict.get("baselines"),
         "paired": verdict.get("paired", []),
-        "crossover": crossover(prompt_curve, lora_curve) if prompt_curve and lora_curve else None,
+        "paired_optimistic": verdict.get("optimistic", []),
+        "crossover": _crossover(units, scores, st["alpha"], st["selection_seed"]),
         "obsolescence": verdict.get("obsolescence"),
     }
     if cost_report is not None:
-        c = to_jsonable(cost_report)
-        section["costs"] = {
-            "inputs": c["inputs"],
-            "prices": c["prices"],
-            "requests_per_day": c["requests_per_day"],
-            "arms": [
-                {k: a[k] for k in ("name", "arm", "device", "monthly_selfhost_cached", "monthly_selfhost_uncached", "monthly_api", "annual_api")}
-                | {"usd_per_1k_requests_cached": a["selfhost"]["usd_per_1k_requests_cached"], "requests_per_second": a["throughput"]["cached_rps"], "how": a["how"]}
-                for a in c["arms"]
-            ],
-            "break_evens": c["break_evens"],
-            "threshold": c["threshold"],
-            "assumptions": c["assumptions"],
-            "lines": [to_jsonable(line) | {"label": line.label} for line in cost_report.lines()],
-        }
+        section["costs"] = _costs_section(cost_report)
     return section
 
 
-def build_report(store: RunStore, cost_overrides: dict | None = None) -> dict:
+def build_report(store: RunStore, cost_overrides: dict | None = None, throughput: dict | None = None) -> dict:
     from evaluator.run_costs import run_costs
 
     cfg = store.config
@@ -75,7 +124,7 @@ def build_report(store: RunStore, cost_overrides: dict | None = None) -> dict:
         by_task.setdefault(u["task"], []).append(u)
     costs_error = None
     try:
-        cost_reports = run_costs(store, cost_overrides) if units else {}
+        cost_reports = run_costs(store, cost_overrides, throughput=throughput) if units else {}
     except UserError as exc:  # e.g. an API model with no price: the report still shows quality
         cost_reports, costs_error = {}, str(exc)
     env = read_json(store.root / "env.json") if (store.root / "env.json").exists() else {}
@@ -88,7 +137,8 @@ def build_report(store: RunStore, cost_overrides: dict | None = None) -> dict:
         "environment": env,
         "complete": len(units) == len(cfg.get("units", [])),
         "units_planned": len(cfg.get("units", [])),
-        "tasks": {t: _task_section(store, t, us, cost_reports.get(t), cfg.get("job", {})) for t, us in by_task.items()},
+        "tasks": {t: _task_section(store, t, us, cost_reports.get(t), cfg.get("job", {}), (cfg.get("tasks") or {}).get(t, {}))
+                  for t, us in by_task.items()},
     }
     if costs_error:
         rep["costs_error"] = costs_error
@@ -124,58 +174,109 @@ def render_markdown(rep: dict) -> str:
     if rep.get("costs_error"):
         lines += ["", f"Costs not computed: {rep['costs_error']}"]
     for task, t in rep["tasks"].items():
-        v = t["verdict"]
-        lines += ["", f"## Task `{task}`", "", f"**Verdict: {v['title']}** — {v['reason']}."]
-        if t.get("obsolescence"):
-            lines += ["", f"**Obsolescence:** {t['obsolescence']['statement']}"]
-        if t.get("crossover"):
-            lines += ["", f"**Crossover:** {t['crossover'].get('statement', t['crossover'])}"]
+        lines += ["", f"## Task `{task}`", ""] + task_markdown(t)
+    return "\n".join(lines) + "\n"
+
+
+def _pct(level: float) -> str:
+    return f"{level * 100:.4g}%"
+
+
+def task_markdown(t: dict) -> list[str]:
+    """One task's section: verdict, selection (honest beside optimistic), baselines, points, paired tests, costs."""
+    v = t["verdict"]
+    ci = _pct(1 - v.get("alpha", 0.05))
+    lines = [f"**Verdict: {v['title']}** — {v['reason']}."]
+    need = v.get("items_needed") or {}
+    if need.get("n"):
+        lines += ["", f"**What would settle it:** about {need['n']:,} paired test items"
+                  + (f" ({need['total_items']:,} with the selection share)" if need.get("total_items") else "")
+                  + f" (have {(t.get('selection') or {}).get('test_items', '?')}) — {need.get('method', '')}."]
+    sel = t.get("selection") or {}
+    if sel:
+        lines += ["", f"**Selection:** {sel.get('reason', '')}. Decided by: {v.get('decided_by', '—')}."]
+        arms = sel.get("arms") or {}
+        if arms:
+            lines += ["", "| arm | operating point (honest) | quality on test items | best on all items (optimistic) "
+                      "| quality on all items |", "|---|---|---|---|---|"]
+            for arm, a in arms.items():
+                tv = "—" if a.get("test_value") is None else f"{a['test_value']:.3f} ({a['test_items']})"
+                lines.append(f"| {arm} | {a['chosen']} | {tv} | {a['optimistic_point']} | {a['optimistic_value']:.3f} |")
+    b = t.get("baselines")
+    if b:
+        at = ", ".join(b.get("at_chance") or []) or "none"
+        lines += ["", f"**Baselines:** {b['how']}; an option must clear {b['bar']:.3f}. At chance (the {ci} "
+                  f"interval does not clear it): {at}."]
+    flat = [u for u in t["units"] if (u.get("answer_spread") or {}).get("constant")]
+    for u in flat:
+        lines += ["", f"**Constant answer:** {u['label']} {u['answer_spread']['statement']}."]
+    if t.get("obsolescence"):
+        lines += ["", f"**Obsolescence:** {t['obsolescence']['statement']}"]
+    if t.get("crossover"):
+        lines += ["", f"**Crossover:** {t['crossover'].get('statement', t['crossover'])}"]
+    lines += [
+        "",
+        "A = prompting the base with k shared demonstrations; B = LoRA on the first n training items; C = prompting "
+        f"the newer base. Quality on all test items with a {ci} CI (Wilson); ★ = operating point (chosen by the "
+        "selection rule); *chance* = the interval does not clear the baseline.",
+        "",
+        f"| arm | model | point | quality | {ci} CI | items | prompt tok/req | shared prefix tok | eval s | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for u in t["units"]:
+        train = u.get("training", {}).get("train_seconds")
+        mark = (" ★" if u.get("operating_point") else "") + (" *chance*" if u.get("at_chance") else "")
+        lines.append(
+            f"| {u['arm']} | {u['model']} | {_point(u)}{mark} | {u['value']:.3f} | [{u['ci_low']:.3f}, {u['ci_high']:.3f}] "
+            f"| {u['n_items']} | {u['tokens']['prompt_tokens_per_request']:.0f} | {u['tokens']['shared_prefix_tokens']} "
+            f"| {u['timings']['eval_seconds']:.1f} | {'' if train is None else f'{train:.1f}'} |"
+        )
+    for u in t["units"]:
+        if u["point"]["shots_requested"] == "max":
+            lines.append(f"\n`max` for {u['model']}: k={u['point']['shots']} — {u['point']['shots_how']}.")
+    if t["paired"]:
+        lines += ["", "### Paired comparisons that decide (same items)", "",
+                  f"| comparison | difference | {ci} CI | McNemar p | b only / a only | n | interval |",
+                  "|---|---|---|---|---|---|---|"]
+        rows = [(d, d.get("interval_of", "")) for d in t["paired"]]
+        rows += [(d, "optimistic (chosen and tested on all items; does not decide)") for d in t.get("paired_optimistic", [])]
+        for d, how in rows:
+            p = "—" if d.get("mcnemar_p") is None else f"{d['mcnemar_p']:.3g}"
+            how = {"split": "Newcombe, test items", "bootstrap": "procedure bootstrap ∪ Newcombe",
+                   "none": "Newcombe, all items"}.get(how, how)
+            lines.append(f"| {d['b']} − {d['a']} | {d['diff']:+.3f} | [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {p} "
+                         f"| {d['b_only']} / {d['a_only']} | {d['n']} | {how} |")
+    c = t.get("costs")
+    if c:
+        vol = c["inputs"]["volume_tokens_per_day"]
+        z = c.get("zero_shot_request") or {}
         lines += [
             "",
-            "A = prompting the base with k shared demonstrations; B = LoRA on the first n training items; C = prompting "
-            "the newer base. Quality with a 95% CI (Wilson).",
+            f"### Costs at {vol / 1e6:g}M tokens/day ({c['requests_per_day']:,.0f} requests/day), operating point of each arm",
             "",
-            "| arm | model | point | quality | 95% CI | items | prompt tok/req | shared prefix tok | eval s | train s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for u in t["units"]:
-            train = u.get("training", {}).get("train_seconds")
+        if z.get("statement"):
+            lines += [f"Requests/day from the {z['statement']}.", ""]
+        lines += [
+            "| option | req/s (per-request work) | $/1k req (self-host) | self-host $/month | no prefix cache $/month | "
+            "API $/month (same prompts) | measured with |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for a in c["arms"]:
+            dev = a.get("device", "") + (" — **CPU: not a GPU serving figure**" if a.get("on_cpu") else "")
             lines.append(
-                f"| {u['arm']} | {u['model']} | {_point(u)} | {u['value']:.3f} | [{u['ci_low']:.3f}, {u['ci_high']:.3f}] "
-                f"| {u['n_items']} | {u['tokens']['prompt_tokens_per_request']:.0f} | {u['tokens']['shared_prefix_tokens']} "
-                f"| {u['timings']['eval_seconds']:.1f} | {'' if train is None else f'{train:.1f}'} |"
+                f"| {a['name']} | {a['requests_per_second']:.3g} | ${a['usd_per_1k_requests_cached']:.4g} "
+                f"| {_money(a['monthly_selfhost_cached'])} | {_money(a['monthly_selfhost_uncached'])} "
+                f"| {_money(a['monthly_api'])} | {dev} |"
             )
-        for u in t["units"]:
-            if u["point"]["shots_requested"] == "max":
-                lines.append(f"\n`max` for {u['model']}: k={u['point']['shots']} — {u['point']['shots_how']}.")
-        if t["paired"]:
-            lines += ["", "### Paired comparisons (same items)", "", "| comparison | difference | 95% CI | McNemar p | n |", "|---|---|---|---|---|"]
-            for d in t["paired"]:
-                p = "—" if d.get("mcnemar_p") is None else f"{d['mcnemar_p']:.3g}"
-                lines.append(f"| {d['b']} − {d['a']} | {d['diff']:+.3f} | [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {p} | {d['n']} |")
-        c = t.get("costs")
-        if c:
-            vol = c["inputs"]["volume_tokens_per_day"]
-            lines += [
-                "",
-                f"### Costs at {vol / 1e6:g}M tokens/day ({c['requests_per_day']:,.0f} requests/day), best point of each arm",
-                "",
-                "| option | req/s measured | $/1k req (self-host) | self-host $/month | API $/month (same prompts) |",
-                "|---|---|---|---|---|",
-            ]
-            for a in c["arms"]:
-                lines.append(
-                    f"| {a['name']} | {a['requests_per_second']:.3g} | ${a['usd_per_1k_requests_cached']:.4g} "
-                    f"| {_money(a['monthly_selfhost_cached'])} | {_money(a['monthly_api'])} |"
-                )
-            lines += ["", "Break-even volumes:"]
-            for b in c["break_evens"]:
-                lines.append(f"- {b['how']}")
-            if c.get("threshold"):
-                lines += ["", f"Article threshold: {c['threshold']['sentence']}"]
-            lines += ["", "Assumptions:"] + [f"- {a}" for a in c["assumptions"]]
-        lines += ["", f"_{v.get('framework', '')}_"]
-    return "\n".join(lines) + "\n"
+        lines += ["", "Break-even volumes:"]
+        for b_ in c["break_evens"]:
+            lines.append(f"- {b_['how']}")
+        if c.get("threshold"):
+            lines += ["", f"Article threshold: {c['threshold']['sentence']}"]
+        lines += ["", "Assumptions:"] + [f"- {a}" for a in c["assumptions"]]
+    lines += ["", f"_{v.get('framework', '')}_"]
+    return lines
 
 
 def figures_for(rep: dict) -> dict[str, bytes]:
@@ -184,7 +285,7 @@ def figures_for(rep: dict) -> dict[str, bytes]:
 
     figs: dict[str, bytes] = {}
     for task, t in rep["tasks"].items():
-        figs[f"{task}/learning_curves"] = plots.learning_curves_png(t["units"])
+        figs[f"{task}/learning_curves"] = plots.learning_curves_png(t["units"], crossover=t.get("crossover"))
         c = t.get("costs")
         if c:
             by_name = {a["name"]: a for a in c["arms"]}
@@ -200,8 +301,9 @@ def figures_for(rep: dict) -> dict[str, bytes]:
     return figs
 
 
-def write_reports(store: RunStore, cost_overrides: dict | None = None, write: bool = True) -> dict:
-    rep = build_report(store, cost_overrides)
+def write_reports(store: RunStore, cost_overrides: dict | None = None, write: bool = True,
+                  throughput: dict | None = None) -> dict:
+    rep = build_report(store, cost_overrides, throughput)
     if write:
         from evaluator.html_report import render_html
 

@@ -159,6 +159,18 @@ class Runner:
                 del lm
 
 
+def label_stats(task: Task) -> dict:
+    """For the report's baselines: the number of choices, and the training split's label counts when every item
+    chooses from the same label set (a classification task; per-item choices have no majority class)."""
+    sets = {tuple(it.choices) for it in [*task.train, *task.test]}
+    if task.spec.kind != "choice" or len(sets) != 1:
+        return {}
+    counts: dict[str, int] = {}
+    for it in task.train:
+        counts[it.target] = counts.get(it.target, 0) + 1
+    return {"n_choices": len(next(iter(sets))), "train_label_counts": counts}
+
+
 def resolved_config(p: RunPlan, run_dir: Path) -> dict:
     job = p.job
     return {
@@ -167,6 +179,7 @@ def resolved_config(p: RunPlan, run_dir: Path) -> dict:
         "job": job.model_dump(mode="json"),
         "tasks": {
             n: {"path": str(t.path), "spec": t.spec.model_dump(mode="json"), "n_train": len(t.train), "n_test": len(t.test)}
+            | label_stats(t)
             for n, t in p.tasks.items()
         },
         "models": {"base": p.base.__dict__, "newer": [s.__dict__ for s in p.newer]},

@@ -10,25 +10,33 @@ The record is the one ``lm_eval.evaluator.evaluate(log_samples=True)`` builds (0
 
 choice task (lm-eval ``multiple_choice``)          generate task (lm-eval ``generate_until``)
   doc     {id, query, choices, target}              {id, query, target}
-  target  index of the gold choice                  the gold text
+  target  the gold as ``doc_to_target(doc)`` gives it  the same (see below)
   arguments  one (context, target_delimiter + choice) per choice    one (context, generation kwargs)
   resps   per choice [(loglik, is_greedy)]          [[prediction]]
   filtered_resps  per choice (loglik, is_greedy)    [prediction]
   filter  "none"                                    "none"
   metrics ["acc"], acc = the item's score           ["exact_match"], exact_match = the item's score
 
+target: lm-eval logs ``task.doc_to_target(doc)`` as is and hashes ``str()`` of it. For a native tunecheck task that is
+the gold label text (its ``target_field``: a task's natural lm-eval form has ``doc_to_target: <label column>``). For
+an ``lm-eval:<task>`` task it is whatever that task's ``doc_to_target`` returns — an index, the text, a one-element
+list: a row's ``lmeval_target`` when the results carry it, else the item's ``Item.lmeval_target`` from the task
+loaded again, else (the task cannot be loaded any more) the gold text.
+
 context = the unit's shared prefix text (``prefixes/<unit>.txt``) + the item's query — the string lm-eval builds
 for the same demonstrations (see :mod:`evaluator.lmeval_bridge`). The hashes are lm-eval's (sha256 of: the doc as
-``json.dumps(indent=2, ensure_ascii=False)``, the first request's context, ``str(target)``); ``doc_hash`` differs
-from a bridge-run lm-eval's only because the doc is ours (lm-eval's holds the bridge's columns).
+``json.dumps(indent=2, ensure_ascii=False)``, the first request's context, ``str(target)``). Against a bridge-run
+lm-eval (``--engine lm-eval``) ``doc_hash`` differs because the doc is ours (lm-eval's holds the bridge's columns),
+and ``target``/``target_hash`` because the bridge's task file scores with ``doc_to_target: label`` (the index).
 
-:func:`unit_samples` returns the records as ``simple_evaluate`` returns them in ``results["samples"]`` (tuples,
-int target); :func:`jsonl_record` turns one into the line lm-eval's ``EvaluationTracker.save_results_samples``
+:func:`unit_samples` returns the records as ``simple_evaluate`` returns them in ``results["samples"]`` (tuples, the
+raw target); :func:`jsonl_record` turns one into the line lm-eval's ``EvaluationTracker.save_results_samples``
 writes (arguments as ``{"gen_args_i": {"arg_j": ...}}``, resps and filtered_resps stringified by
 ``sanitize_list``, target as a string). :func:`export_samples` writes the files (atomically).
 
-What the stored rows lack: per-item choices (``choices_field`` tasks and ``lm-eval:<task>`` tasks; a fixed
-``choices`` list is in the task spec in ``config.json``). A row that carries ``choices`` is used as is; otherwise the
+What the stored rows may lack: per-item choices (``choices_field`` tasks and ``lm-eval:<task>`` tasks; a fixed
+``choices`` list is in the task spec in ``config.json``) and an lm-eval task's raw target (``lmeval_target``). A row
+that carries them is used as is; otherwise the
 task is loaded again from the file (or lm-eval task) named in ``config.json`` and the item looked up by id — a
 UserError when that is no longer possible. Likewise a row without its ``query`` or a unit without its prefix file is
 rebuilt from the task.
@@ -219,6 +227,21 @@ def _choices(row: dict[str, Any], info: _TaskInfo) -> list[str]:
     return [str(c) for c in info.spec["choices"]]
 
 
+def _logged_target(row: dict[str, Any], info: _TaskInfo) -> Any:
+    """The sample's ``target`` as lm-eval logs it (see the module docstring): lm-eval's raw doc_to_target, or the text."""
+    if row.get("lmeval_target") is not None:
+        return row["lmeval_target"]
+    text = str(row["target"])
+    if info.spec.get("lmeval_task"):
+        try:
+            raw = info.item(str(row["item_id"]), "lm-eval's raw targets are not stored in the results").lmeval_target
+        except UserError:  # the task is gone: the text (right for the usual `doc_to_target: "{{label}}"`)
+            return text
+        if raw is not None:
+            return raw
+    return text
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------------------------------------
@@ -235,14 +258,14 @@ def _choice_sample(i: int, row: dict[str, Any], context: str, query: str, info: 
             f"unit {unit_id}: item {row['item_id']} has {len(loglik or [])} log-likelihoods for {len(choices)} choices — "
             "the results do not match the task; rerun the unit"
         )
-    gold = choices.index(target_text)
+    target = _logged_target(row, info)
     delim = info.spec.get("target_delimiter", " ")
     doc = {"id": str(row["item_id"]), "query": query, "choices": choices, "target": target_text}
     pairs = [(float(ll), bool(g)) for ll, g in zip(loglik, greedy)]
     return {
         "doc_id": i,
         "doc": doc,
-        "target": gold,
+        "target": target,
         "arguments": [(context, delim + c) for c in choices],
         "resps": [[p] for p in pairs],
         "filtered_resps": pairs,
@@ -250,15 +273,15 @@ def _choice_sample(i: int, row: dict[str, Any], context: str, query: str, info: 
         "metrics": [METRIC_NAMES["choice"]],
         "doc_hash": doc_hash(doc),
         "prompt_hash": hash_string(context),
-        "target_hash": hash_string(str(gold)),
+        "target_hash": hash_string(str(target)),
         METRIC_NAMES["choice"]: float(row["score"]),
     }
 
 
 def _generate_sample(i: int, row: dict[str, Any], context: str, query: str, info: _TaskInfo) -> dict[str, Any]:
-    target = str(row["target"])
+    target = _logged_target(row, info)
     pred = str(row.get("prediction", ""))
-    doc = {"id": str(row["item_id"]), "query": query, "target": target}
+    doc = {"id": str(row["item_id"]), "query": query, "target": str(row["target"])}
     stops = info.spec.get("stop_sequences")
     until = stops if stops is not None else info.spec.get("fewshot_delimiter", "\n\n")
     gen = _gen_kwargs(until, int(info.spec.get("max_new_tokens", DEFAULT_MAX_GEN_TOKS)))
@@ -273,7 +296,7 @@ def _generate_sample(i: int, row: dict[str, Any], context: str, query: str, info
         "metrics": [METRIC_NAMES["generate"]],
         "doc_hash": doc_hash(doc),
         "prompt_hash": hash_string(context),
-        "target_hash": hash_string(target),
+        "target_hash": hash_string(str(target)),
         METRIC_NAMES["generate"]: float(row["score"]),
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +49,12 @@ class TaskSpec(BaseModel):
     metric: Literal["accuracy", "exact_match"] = "accuracy"
     max_new_tokens: int = Field(default=32, ge=1)
     stop_sequences: list[str] | None = None  # generate: the answer ends at the first of these (None: fewshot_delimiter)
+    # Which training items are the k demonstrations: `seeded` = one fixed permutation of the train split by the job's
+    # seed, k shots take its first k (k=5 ⊂ k=32); `first_n` = the train split in file order (lm-eval's `first_n`
+    # sampler). LoRA always trains on the first n training items in file order, whatever this says.
+    demonstrations: Literal["seeded", "first_n"] = "seeded"
+    # Why that order (set by tunecheck for `lm-eval:<task>` references: lm-eval's sampler and what tunecheck does with it).
+    demonstrations_note: str | None = None
     # Set by tunecheck for `lm-eval:<task>` references (evaluator/lmeval_tasks.py): items then carry the query text
     # lm-eval's own doc_to_text rendered, and their choices, so no prompt file or choices list is involved.
     lmeval_task: str | None = None
@@ -80,6 +86,10 @@ class Item:
     input: str
     target: str
     choices: tuple[str, ...] = ()
+    # lm-eval tasks: the test doc's gold exactly as lm-eval's `doc_to_target(doc)` gives it (an index, the label text,
+    # a one-element list…), made JSON-safe — what lm-eval logs as a sample's `target` and hashes as `target_hash`.
+    # None for native tasks, whose target is the label text. Not part of equality, hashing or `Task.data_hash`.
+    lmeval_target: Any = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -88,10 +98,18 @@ class Task:
     path: Path
     train: tuple[Item, ...]
     test: tuple[Item, ...]
+    # The pool demonstrations are drawn from when it is not `train` (lm-eval tasks with the `first_n` sampler whose
+    # few-shot docs are another split than the training data); None: `train`.
+    fewshot: tuple[Item, ...] | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def demo_pool(self) -> tuple[Item, ...]:
+        """The items demonstrations come from (in file order; `PromptBuilder.demos` orders them)."""
+        return self.train if self.fewshot is None else self.fewshot
 
     def data_hash(self, items: tuple[Item, ...] | list[Item]) -> str:
         """Content hash of items, so adapters are keyed by exactly the data they saw."""

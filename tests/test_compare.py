@@ -35,15 +35,19 @@ def test_same_items_gives_paired_table(runs, tmp_path):
         assert p["n"] == 120 and p["ci_low"] <= p["diff"] <= p["ci_high"]
         assert p["diff"] == pytest.approx(p["mean_b"] - p["mean_a"])  # RUN_B minus RUN_A
         assert p["mcnemar_p"] is not None
-    # the headline: last quarter's best adapter (0.75) vs the new base's best prompting point (0.80)
+    # the headline: last quarter's best adapter (0.75) vs the new base's best prompting point (0.80), both chosen on
+    # the 36 selection items and tested on the other 84: +0.05 there does not yet show "no worse by 0.02"
     h = t["headline"]
     assert h["a"].startswith("B n=256") and h["b"].startswith("A k=32")
-    assert h["outcome"] == "matches_or_beats"
+    assert h["selection"]["method"] == "split" and h["selection"]["test_items"] == 84
+    assert h["outcome"] == "inconclusive" and h["judged"]["lean"] == "within"
+    assert h["items_needed"]["n"] > 84
     assert "q2-new-base" in h["statement"] and "q1-adapter" in h["statement"]
     assert t["same_point"] == []  # different models: no unit in common
     md = format_compare(r)
     assert md.startswith("# tunecheck compare — q1-adapter vs q2-new-base")
     assert "| comparison | RUN_A option | RUN_B option | A | B | B − A | 95% CI | McNemar p |" in md
+    assert "Newcombe" in md
     assert "**Headline:**" in md
     json.dumps(r)  # plain data
     md_path, js_path = write_compare(r, b)
@@ -66,7 +70,36 @@ def test_inconclusive_headline_says_how_many_items(tmp_path):
     b = make_run(tmp_path, "new", items, [{"arm": "A", "model": "n", "shots": 8, "q": 0.50}], seed=3)
     h = compare_runs(a, b)["tasks"]["toy_intents"]["headline"]
     assert h["outcome"] == "inconclusive"
-    assert h["items_needed"]["n"] > 40 and "test items would separate" in h["statement"]
+    assert h["items_needed"]["n"] > 40 and "paired test items would settle it" in h["statement"]
+    assert h["selection"]["method"] == "none"  # one point each side: nothing chosen, every item tests
+
+
+def test_headline_matches_when_the_interval_is_within_the_margin(tmp_path):
+    items = item_ids(600)
+    a = make_run(tmp_path, "old", items, [{"arm": "B", "model": "m", "shots": 0, "train_size": 64, "q": 0.60}], seed=2)
+    b = make_run(tmp_path, "new", items, [{"arm": "A", "model": "n", "shots": 8, "q": 0.70}], seed=2)
+    h = compare_runs(a, b)["tasks"]["toy_intents"]["headline"]
+    assert h["outcome"] == "matches_or_beats" and h["significantly_better"] and h["ci_low"] > 0
+
+
+def test_compare_and_verdict_give_the_same_items_needed_for_the_same_pair(tmp_path):
+    """A run compared with itself: the headline pair (best adapter vs best prompting) is the verdict's pair, and both
+    size the test the same way (same criterion, same items, same simulation)."""
+    from evaluator.report import build_report
+    from evaluator.store import RunStore
+
+    items = item_ids(90)
+    run = make_run(tmp_path, "solo", items, [
+        {"arm": "A", "model": "m", "shots": 0, "q": 0.40}, {"arm": "A", "model": "m", "shots": 8, "q": 0.58},
+        {"arm": "B", "model": "m", "shots": 0, "train_size": 16, "q": 0.50},
+        {"arm": "B", "model": "m", "shots": 0, "train_size": 64, "q": 0.62},
+    ], seed=4)
+    v = build_report(RunStore.open(run))["tasks"]["toy_intents"]["verdict"]
+    h = compare_runs(run, run)["tasks"]["toy_intents"]["headline"]
+    assert v["outcome"] == "inconclusive" and h["outcome"] == "inconclusive"
+    assert v["selection"]["chosen"]["A"] in h["b"] and v["selection"]["chosen"]["B"] in h["a"]
+    assert v["items_needed"]["n"] == h["items_needed"]["n"] and v["items_needed"]["n"] is not None
+    assert v["items_needed"]["criterion"] == h["items_needed"]["criterion"]
 
 
 def test_same_run_twice_pairs_identical_points(runs):

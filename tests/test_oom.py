@@ -162,7 +162,7 @@ def test_scoring_halves_the_batch_and_matches_a_run_without_oom(tmp_path, tiny_l
 
 def test_scoring_oom_without_a_log_callback_warns_through_the_logger(tmp_path, tiny_llama_dir, setup, caplog):
     model = _model(tiny_llama_dir)
-    sim = SimulatedOOM(model.model.layers[-1], fail_calls={2})  # call 1 encodes the prefix
+    sim = SimulatedOOM(model.model.layers[-1], fail_calls={3})  # call 1 encodes the prefix, call 2 the warm-up item
     with caplog.at_level("WARNING", logger="tunecheck"):
         rec, _ = _evaluate(tmp_path, model, setup, "packed", "oom")
     assert sim.raised == 1 and rec["oom_retries"] == 1
@@ -171,7 +171,7 @@ def test_scoring_oom_without_a_log_callback_warns_through_the_logger(tmp_path, t
 
 def test_scoring_other_errors_are_not_retried(tmp_path, tiny_llama_dir, setup):
     model = _model(tiny_llama_dir)
-    SimulatedOOM(model.model.layers[-1], fail_calls={2}, error=ValueError)
+    SimulatedOOM(model.model.layers[-1], fail_calls={3}, error=ValueError)
     with pytest.raises(ValueError):
         _evaluate(tmp_path, model, setup, "packed", "err")
 

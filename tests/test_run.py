@@ -85,15 +85,15 @@ def test_three_arms_write_per_item_results_and_report(full_run):
         assert meta["train_size"] == u["point"]["train_size"] and meta["training"]["train_seconds"] > 0
         assert ad.is_relative_to(tmp / "adapters" / "snips_intents")
     rep = json.loads((rd / "report.json").read_text())
-    assert rep["schema_version"] == "2.0" and rep["complete"]
+    assert rep["schema_version"] == "3.0" and rep["complete"]
     from tests.test_report_schema import schema
     import jsonschema
 
     jsonschema.validate(rep, schema())
     assert (rd / "report.html").is_file() and "data:image/png;base64" in (rd / "report.html").read_text()
-    assert rep["tasks"]["snips_intents"]["verdict"]["outcome"] in {"not_needed", "not_needed_newer_base", "justified", "inconclusive"}
+    assert rep["tasks"]["snips_intents"]["verdict"]["outcome"] in {"no_option_works", "not_needed", "not_needed_newer_base", "justified", "inconclusive"}
     md = (rd / "report.md").read_text()
-    assert "Verdict:" in md and md.count("| B |") == 2
+    assert "Verdict:" in md and md.count("| B |") == 3  # two B points + the B row of the selection table
 
 
 def test_rerun_skips_everything_and_reuses_adapters(full_run):

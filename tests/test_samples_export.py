@@ -118,17 +118,16 @@ def test_choice_records_have_lmeval_shape(tmp_path):
     for i, (s, row) in enumerate(zip(got, rows)):
         assert tuple(s) == SAMPLE_KEYS + ("acc",)  # lm-eval's key order, metric last
         ctx = PREFIX + row["query"]
-        gold = LABELS.index(row["target"])
         assert s["doc_id"] == i
         assert s["doc"] == {"id": row["item_id"], "query": row["query"], "choices": LABELS, "target": row["target"]}
-        assert s["target"] == gold
+        assert s["target"] == row["target"]  # a native task's doc_to_target is its label text, as lm-eval logs it
         assert s["arguments"] == [(ctx, " " + c) for c in LABELS]
         assert s["resps"] == [[(ll, g)] for ll, g in zip(row["loglik"], row["is_greedy"])]
         assert s["filtered_resps"] == [(ll, g) for ll, g in zip(row["loglik"], row["is_greedy"])]
         assert s["filter"] == "none" and s["metrics"] == ["acc"] and s["acc"] == row["score"]
         assert s["doc_hash"] == _sha(json.dumps(s["doc"], indent=2, ensure_ascii=False))
         assert s["prompt_hash"] == _sha(ctx)
-        assert s["target_hash"] == _sha(str(gold))
+        assert s["target_hash"] == _sha(row["target"])
     assert [s["acc"] for s in got] == [r["score"] for r in rows] and 0 < sum(s["acc"] for s in got) < len(rows)
 
 
@@ -144,7 +143,7 @@ def test_written_file_is_byte_identical_to_lmeval_tracker_output(tmp_path):
     line = json.loads((run / "samples" / samples_file_name(CHOICE_UNIT)).read_text().splitlines()[0])
     assert list(line["arguments"]) == ["gen_args_0", "gen_args_1", "gen_args_2"]
     assert line["arguments"]["gen_args_1"] == {"arg_0": PREFIX + "Utterance: say 0\nIntent:", "arg_1": " play"}
-    assert line["target"] == "0" and line["filtered_resps"][0] == ["-0.123456", "True"]
+    assert line["target"] == "book" and line["target_hash"] == _sha("book") and line["filtered_resps"][0] == ["-0.123456", "True"]
     assert line["resps"][0] == [["-0.123456", "True"]]
 
 
@@ -229,7 +228,7 @@ def test_per_row_choices_are_read_from_the_task_data(tmp_path):
     run = make_run(tmp_path / "a", choice_spec=spec, task_path=str(task_yaml), rows=rows)
     got = unit_samples(run, CHOICE_UNIT)
     assert [s["doc"]["choices"] for s in got] == [r["opts"] for r in data]
-    assert [s["target"] for s in got] == [0, 1]
+    assert [s["target"] for s in got] == ["yes", "blue"]
     assert got[1]["arguments"] == [(PREFIX + "Q: second\nA:", " " + c) for c in data[1]["opts"]]
 
     # rows that carry their choices (and query) need no task data
@@ -308,8 +307,13 @@ def test_export_matches_real_lmeval_samples(tmp_path, tiny_llama_dir):
         assert o["doc"]["query"] == r["doc"]["query"] and o["doc"]["choices"] == r["doc"]["choices"]
         assert [tuple(a) for a in o["arguments"]] == [tuple(a) for a in r["arguments"]]  # context strings identical
         assert oj["arguments"] == rj["arguments"]
-        assert o["target"] == r["target"] and oj["target"] == rj["target"]
-        assert o["prompt_hash"] == r["prompt_hash"] and o["target_hash"] == r["target_hash"]
+        # The bridge's task file scores with `doc_to_target: label`, the gold *index*: lm-eval logs that index. A
+        # native task's own lm-eval form would have the label text there, which is what the export writes — so
+        # target/target_hash are compared through the choice (this test once compared index with index, and missed
+        # that an lm-eval task with a text target logs the text; see test_lmeval_task_export_equals_lmeval_log).
+        assert r["doc"]["choices"][r["target"]] == o["target"] == oj["target"] == o["doc"]["target"]
+        assert o["target_hash"] == _sha(o["target"]) and r["target_hash"] == _sha(str(r["target"]))
+        assert o["prompt_hash"] == r["prompt_hash"]
         assert o["filter"] == r["filter"] and o["metrics"] == r["metrics"] == ["acc"]
         assert o["acc"] == r["acc"] and oj["acc"] == rj["acc"]
         for mine, theirs in ((o["filtered_resps"], r["filtered_resps"]), ([x[0] for x in o["resps"]], [x[0] for x in r["resps"]]),
@@ -319,3 +323,66 @@ def test_export_matches_real_lmeval_samples(tmp_path, tiny_llama_dir):
             assert [a[1] for a in mine] == [b[1] for b in theirs]
         # the doc is ours (lm-eval's holds the bridge's columns), hashed lm-eval's way
         assert o["doc_hash"] == _sha(json.dumps(o["doc"], indent=2, ensure_ascii=False))
+
+
+def test_lmeval_raw_target_carried_by_rows_or_fallback_to_text(tmp_path):
+    """An lm-eval task: a row's `lmeval_target` (lm-eval's raw doc_to_target) is what is logged and hashed; without it
+    and without the task any more, the gold text."""
+    spec = _spec(lmeval_task="toy", prompt=None, choices=None)
+    rows = [dict(r, choices=LABELS, lmeval_target=LABELS.index(r["target"])) for r in _choice_rows()]
+    run = make_run(tmp_path / "a", choice_spec=spec, rows=rows)
+    got = unit_samples(run, CHOICE_UNIT)
+    assert [s["target"] for s in got] == [0, 1, 2, 0] and [s["target_hash"] for s in got] == [_sha(str(i)) for i in (0, 1, 2, 0)]
+    assert json.loads(jsonl_record(got[1])["target"]) == 1 and got[1]["doc"]["target"] == "play"
+    bare = [dict(r, choices=LABELS) for r in _choice_rows()]
+    run_b = make_run(tmp_path / "b", choice_spec=spec, rows=bare)  # its task file does not exist
+    assert [s["target"] for s in unit_samples(run_b, CHOICE_UNIT)] == [r["target"] for r in bare]
+
+
+@pytest.mark.parametrize("target_kind", ["text", "index"])
+def test_lmeval_task_export_equals_lmeval_log(target_kind, tmp_path, tiny_llama_dir):
+    """An `lm-eval:` task (first_n sampler) run by our engine and exported, vs lm-eval's own log_samples for the same
+    task file, model and k: target (text or index, as its doc_to_target gives), every hash but doc_hash, contexts."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from tests.test_lmeval_tasks import LABELS as SNIPS_LABELS, lmeval_yaml
+
+    over = {"fewshot_config": {"sampler": "first_n"}}
+    if target_kind == "index":
+        over["doc_to_target"] = "{{" + json.dumps(SNIPS_LABELS) + ".index(label)}}"
+    path = lmeval_yaml(tmp_path / "lm", name=f"snips_{target_kind}", **over)
+    job = {
+        "name": "lmsamples", "tasks": [f"lm-eval:{path}"], "base": str(tiny_llama_dir), "newer": [], "seed": SEED,
+        "limit": LIMIT, "device": "cpu", "arms": {"prompting": {"shots": [K]}, "lora": {"enabled": False}},
+        "output_dir": str(tmp_path / "runs"), "adapters_dir": str(tmp_path / "adapters"),
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "job.yaml")])
+    assert res.exit_code == 0, res.output
+    (run,) = list((tmp_path / "runs").iterdir())
+    exp = CliRunner().invoke(app, ["samples", str(run)])
+    assert exp.exit_code == 0, exp.output
+    (out,) = [Path(p) for p in exp.stdout.splitlines()]
+    (uid,) = [json.loads(p.read_text())["unit"] for p in (run / "units").glob("*.json")]
+    ours = unit_samples(run, uid)
+    ours_jsonl = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+
+    name = f"snips_{target_kind}"
+    raw = lm_eval.simple_evaluate(
+        model=HFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=8), tasks=[name], num_fewshot=K,
+        limit=LIMIT, log_samples=True, bootstrap_iters=0, task_manager=TaskManager(include_path=str(path.parent)),
+        random_seed=None, numpy_random_seed=None, torch_random_seed=None,
+    )
+    ref = sorted(raw["samples"][name], key=lambda x: x["doc_id"])
+    ref_jsonl = [json.loads(x) for x in lmeval_tracker_jsonl(ref, tmp_path / "lm-out", name).splitlines()]
+    assert len(ours) == len(ref) == len(ours_jsonl) == len(ref_jsonl) == LIMIT
+    for o, r, oj, rj in zip(ours, ref, ours_jsonl, ref_jsonl):
+        assert type(o["target"]) is (int if target_kind == "index" else str)
+        assert o["target"] == r["target"] and oj["target"] == rj["target"]
+        assert o["target_hash"] == r["target_hash"] == oj["target_hash"] == rj["target_hash"]
+        assert o["prompt_hash"] == r["prompt_hash"]  # first_n: lm-eval's prefix is ours
+        assert [tuple(a) for a in o["arguments"]] == [tuple(a) for a in r["arguments"]] and oj["arguments"] == rj["arguments"]
+        assert o["acc"] == r["acc"] and o["metrics"] == r["metrics"] and o["filter"] == r["filter"]
+        assert max(abs(a[0] - b[0]) for a, b in zip(o["filtered_resps"], r["filtered_resps"])) < 1e-3

@@ -40,6 +40,7 @@ FIGURE_TITLES = {
 }
 
 OUTCOME_CLASS = {
+    "no_option_works": "warn",
     "not_needed": "good",
     "not_needed_newer_base": "good",
     "justified": "warn",
@@ -205,9 +206,12 @@ def _verdict(v: Mapping[str, Any]) -> str:
         parts.append(_ul(numbers))
     need = v.get("items_needed")
     if isinstance(need, Mapping) and need.get("n"):
+        total = f" ({need['total_items']:,} with the selection share)" if need.get("total_items") else ""
+        count = f"{need['n']:,}"
         parts.append(
-            f"<p><strong>What would settle it:</strong> about {e(need.get('n'))} test items (have "
-            f"{e(need.get('have'))}) to detect a difference of {_f(need.get('detect_difference'))} with 80% power.</p>"
+            f"<p><strong>What would settle it:</strong> about {e(count)} paired test items{e(total)} "
+            f"for the criterion it leans to ({e(need.get('criterion'))}, margin {_f(need.get('margin'), '+.2f')}) "
+            f"with {_f(need.get('power'), '.0%')} power. <span class=\"small\">{e(need.get('method'))}</span></p>"
         )
     cc = v.get("cost_case")
     if isinstance(cc, Mapping) and cc.get("statement"):
@@ -216,8 +220,34 @@ def _verdict(v: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _selection(t: Mapping[str, Any], v: Mapping[str, Any]) -> str:
+    sel = t.get("selection") or {}
+    if not sel:
+        return ""
+    out = [f"<p><strong>Selection:</strong> {e(sel.get('reason'))}. Decided by: {e(v.get('decided_by', '—'))}.</p>"]
+    arms = sel.get("arms") or {}
+    if arms:
+        headers = [("arm", ""), ("operating point (honest)", ""), ("quality on test items", "num"),
+                   ("best on all items (optimistic)", ""), ("quality on all items", "num")]
+        rows = [[(e(arm), ""), (e(a.get("chosen")), ""),
+                 (f"{_f(a.get('test_value'))} ({e(a.get('test_items'))})", "num"), (e(a.get("optimistic_point")), ""),
+                 (_f(a.get("optimistic_value")), "num")] for arm, a in arms.items()]
+        out.append(_table(headers, rows))
+    b = t.get("baselines")
+    if isinstance(b, Mapping):
+        at = ", ".join(b.get("at_chance") or []) or "none"
+        out.append(f"<p><strong>Baselines:</strong> {e(b.get('how'))}; an option must clear {_f(b.get('bar'))}. "
+                   f"At chance: {e(at)}.</p>")
+    for u in t.get("units") or []:
+        sp = u.get("answer_spread") or {}
+        if sp.get("constant"):
+            out.append(f"<p><strong>Constant answer:</strong> {e(u.get('label'))} {e(sp.get('statement'))}.</p>")
+    return "".join(out)
+
+
 def _units_table(units: list[Mapping[str, Any]]) -> str:
-    headers = [("arm", ""), ("model", ""), ("point", ""), ("quality", "num"), ("95% CI", ""), ("items", "num"),
+    level = next((u.get("ci_level") for u in units if u.get("ci_level")), 0.95)
+    headers = [("arm", ""), ("model", ""), ("point", ""), ("quality", "num"), (f"{level * 100:.4g}% CI", ""), ("items", "num"),
                ("prompt tok/req", "num"), ("shared prefix tok", "num"), ("eval s", "num"), ("train s", "num")]
     rows = []
     for u in units:
@@ -225,7 +255,9 @@ def _units_table(units: list[Mapping[str, Any]]) -> str:
         tim = u.get("timings") or {}
         train = (u.get("training") or {}).get("train_seconds")
         rows.append([
-            (e(u.get("arm")), ""), (e(u.get("model")), ""), (e(_point(u)), ""), (_f(u.get("value")), "num"),
+            (e(u.get("arm")), ""), (e(u.get("model")), ""),
+            (e(_point(u) + (" ★" if u.get("operating_point") else "") + (" · at chance" if u.get("at_chance") else "")), ""),
+            (_f(u.get("value")), "num"),
             (f"[{_f(u.get('ci_low'))}, {_f(u.get('ci_high'))}]", ""), (e(u.get("n_items", u.get("n"))), "num"),
             (_f(tok.get("prompt_tokens_per_request"), ".0f"), "num"), (e(tok.get("shared_prefix_tokens", "—")), "num"),
             (_f(tim.get("eval_seconds"), ".1f"), "num"), ("" if train is None else _f(train, ".1f"), "num"),
@@ -234,8 +266,11 @@ def _units_table(units: list[Mapping[str, Any]]) -> str:
 
 
 def _paired_table(paired: list[Mapping[str, Any]]) -> str:
-    headers = [("comparison (b − a)", ""), ("difference", "num"), ("95% CI (bootstrap)", ""), ("McNemar p", "num"),
-               ("b only / a only", "num"), ("n", "num")]
+    level = next((1 - d["alpha"] for d in paired if d.get("alpha")), 0.95)
+    headers = [("comparison (b − a)", ""), ("difference", "num"), (f"{level * 100:.4g}% CI", ""), ("McNemar p", "num"),
+               ("b only / a only", "num"), ("n", "num"), ("interval", "")]
+    how = {"split": "Newcombe, test items (decides)", "bootstrap": "procedure bootstrap ∪ Newcombe (decides)",
+           "none": "Newcombe, all items (decides)"}
     rows = []
     for d in paired:
         p = d.get("mcnemar_p")
@@ -244,6 +279,7 @@ def _paired_table(paired: list[Mapping[str, Any]]) -> str:
             (f"[{_f(d.get('ci_low'), '+.3f')}, {_f(d.get('ci_high'), '+.3f')}]", ""),
             ("—" if p is None else e(f"{p:.3g}"), "num"), (f"{e(d.get('b_only'))} / {e(d.get('a_only'))}", "num"),
             (e(d.get("n")), "num"),
+            (e(how.get(d.get("interval_of"), "optimistic: chosen and tested on all items (does not decide)")), ""),
         ])
     return _table(headers, rows)
 
@@ -254,18 +290,24 @@ def _costs(c: Mapping[str, Any]) -> str:
     head = (f"Costs at {_qty(vol)} tokens/day ({_qty(c.get('requests_per_day'))} requests/day), best point of each arm"
             if vol is not None else "Costs, best point of each arm")
     out = [f"<h3>{e(head)}</h3>"]
-    headers = [("option", ""), ("req/s measured", "num"), ("$/1k req (self-host)", "num"),
-               ("self-host $/month", "num"), ("no prefix cache $/month*", "num"), ("API $/month (same prompts)", "num")]
+    z = c.get("zero_shot_request") or {}
+    if z.get("statement"):
+        out.append(f"<p>Requests/day from the {e(z['statement'])}.</p>")
+    headers = [("option", ""), ("req/s (per-request work)", "num"), ("$/1k req (self-host)", "num"),
+               ("self-host $/month", "num"), ("no prefix cache $/month*", "num"), ("API $/month (same prompts)", "num"),
+               ("measured with", "")]
     rows = []
     for a in c.get("arms") or []:
+        dev = e(a.get("device")) + (" <strong>— CPU: not a GPU serving figure</strong>" if a.get("on_cpu") else "")
         rows.append([
             (e(a.get("name")), ""), (_f(a.get("requests_per_second"), ".3g"), "num"),
             (_money(a.get("usd_per_1k_requests_cached")), "num"), (_money(a.get("monthly_selfhost_cached")), "num"),
-            (_money(a.get("monthly_selfhost_uncached")), "num"), (_money(a.get("monthly_api")), "num"),
+            (_money(a.get("monthly_selfhost_uncached")), "num"), (_money(a.get("monthly_api")), "num"), (dev, "wrap"),
         ])
     out.append(_table(headers, rows))
-    out.append('<p class="small">* FLOP-proportional estimate where the option has a shared prefix. API = the API '
-               "model sent the same prompts (a LoRA adapter cannot run there).</p>")
+    out.append('<p class="small">* every request encodes the shared prefix again (from its measured encoding time; a '
+               "FLOP-proportional estimate where none was recorded). API = the API model sent the same prompts (a LoRA "
+               "adapter cannot run there).</p>")
     bes = c.get("break_evens") or []
     if bes:
         out.append("<h3>Break-even volumes</h3>")
@@ -308,9 +350,13 @@ def _task(task: str, t: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
     out = [f'<section id="task-{e(task)}"><h2>Task <code>{e(task)}</code></h2>']
     if isinstance(t.get("verdict"), Mapping):
         out.append(_verdict(t["verdict"]))
+        out.append(_selection(t, t["verdict"]))
     obs = t.get("obsolescence")
     if isinstance(obs, Mapping) and obs.get("statement"):
         out.append(f"<p><strong>Obsolescence:</strong> {e(obs['statement'])}</p>")
+    dm = t.get("demonstrations")
+    if isinstance(dm, Mapping):
+        out.append(f"<p><strong>Demonstrations:</strong> <code>{e(dm.get('order'))}</code> — {e(dm.get('note'))}.</p>")
     cx = t.get("crossover")
     if isinstance(cx, Mapping):
         out.append(f"<p><strong>Crossover:</strong> {e(cx.get('statement') or cx.get('reason') or '')}</p>")
@@ -319,18 +365,21 @@ def _task(task: str, t: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
     if units:
         out.append("<h3>Arm points</h3>")
         out.append('<p class="small">A = prompting the base with k shared demonstrations; B = LoRA on the first n '
-                   "training items; C = prompting the newer base. Quality with a 95% CI (Wilson for accuracy).</p>")
+                   "training items; C = prompting the newer base. Quality on all test items with its Wilson interval "
+                   "at the job's level; ★ = operating point; at chance = the interval does not clear the baseline.</p>")
         out.append(_units_table(units))
         for u in units:
             pt = u.get("point") or {}
             if pt.get("shots_requested") == "max":
                 out.append(f'<p class="small"><code>max</code> for {e(u.get("model"))}: k={e(pt.get("shots"))} — '
                            f"{e(pt.get('shots_how'))}.</p>")
-    paired = t.get("paired") or []
+    paired = list(t.get("paired") or []) + list(t.get("paired_optimistic") or [])
     if paired:
         out.append("<h3>Paired comparisons (same items)</h3>")
-        out.append('<p class="small">Difference of mean quality, b minus a, on the same test items; 95% CI by '
-                   "bootstrap over items; McNemar's exact test on the discordant items (b only / a only).</p>")
+        out.append('<p class="small">Difference of mean quality, b minus a, on the same test items; interval by '
+                   "Newcombe's method 10 for accuracy (bootstrap over items otherwise); McNemar's exact test on the "
+                   "discordant items (b only / a only). The optimistic rows choose and test on the same items and "
+                   "never decide.</p>")
         out.append(_paired_table(paired))
     if isinstance(t.get("costs"), Mapping):
         out.append(_costs(t["costs"]))

@@ -107,6 +107,12 @@ def _task_section(store: RunStore, task: str, units: list[dict], cost_report, jo
         "crossover": _crossover(units, scores, st["alpha"], st["selection_seed"]),
         "obsolescence": verdict.get("obsolescence"),
     }
+    spec = task_cfg.get("spec") or {}
+    if spec:
+        order = spec.get("demonstrations", "seeded")
+        section["demonstrations"] = {"order": order, "note": spec.get("demonstrations_note") or {
+            "seeded": f"one fixed permutation of the training split (seed {job.get('seed')}); k shots take its first k",
+            "first_n": "the training split in file order; k shots take its first k"}.get(order, "")}
     if cost_report is not None:
         section["costs"] = _costs_section(cost_report)
     return section
@@ -214,6 +220,9 @@ def task_markdown(t: dict) -> list[str]:
         lines += ["", f"**Obsolescence:** {t['obsolescence']['statement']}"]
     if t.get("crossover"):
         lines += ["", f"**Crossover:** {t['crossover'].get('statement', t['crossover'])}"]
+    if t.get("demonstrations"):
+        d = t["demonstrations"]
+        lines += ["", f"**Demonstrations:** `{d['order']}` — {d['note']}."]
     lines += [
         "",
         "A = prompting the base with k shared demonstrations; B = LoRA on the first n training items; C = prompting "

@@ -407,3 +407,69 @@ def test_article_scenario_other_volume():
     assert s.selfhost_monthly_usd == pytest.approx(6_975.0, rel=1e-9)
     assert s.selfhost_gpus_needed == pytest.approx(8.0, rel=1e-9)
     assert ARTICLE.volume_tokens_per_day == 50e6
+
+
+# -- the zero-shot request, per-request throughput, training processes, CPU figures, stated throughput ------------
+
+from evaluator.costs import RequestSize  # noqa: E402
+
+
+def test_requests_per_day_use_the_full_zero_shot_request():
+    """The old rule took prompt − shared prefix + output: at k=0 the shared prefix IS the instruction, so a 78-token
+    request counted as ~21 tokens (2.4M requests/day instead of ~640K). The request is instruction + input + output."""
+    req = RequestSize(55, 20, 3, "model tokens (demo)")
+    arm = ArmMeasurement("A k=0", "A", 60, 6.0, "cpu", prompt_tokens_per_request=75, shared_prefix_tokens=55,
+                         output_tokens_per_request=0)
+    r = compute_costs([arm], CostInputs(), None, req)
+    # 50M / (55 + 20 + 3) = 641,025.6 requests/day
+    assert r.requests_per_day == pytest.approx(50e6 / 78, rel=REL) and r.baseline_tokens_per_request == 78
+    text = "\n".join(format_cost_report(r))
+    assert "zero-shot request = 55 instruction + 20 input + 3 output = 78 model tokens" in text
+    assert "641,026 requests/day" in text
+    # every arm converts with the same request: a 32-shot arm changes tokens per request, not requests per day
+    arm32 = ArmMeasurement("A k=32", "A", 60, 8.0, "cpu", 964, 941, 0)
+    assert compute_costs([arm, arm32], CostInputs(), None, req).requests_per_day == r.requests_per_day
+
+
+def test_per_request_throughput_and_the_uncached_figure_from_the_measured_prefix():
+    """A k=128 unit: 20 requests in 97 s of per-request work (4.85 s each) after a 103 s prefix encoding. Cached
+    throughput excludes the one-off encoding; uncached adds it to every request: 1 / (4.85 + 103) req/s — not the
+    FLOP extrapolation (which gave ~1,480 s per request)."""
+    arm = ArmMeasurement("A k=128", "A", 20, 97.0, "cpu", 3500, 3477, 0, prefix_seconds=103.0)
+    tp = throughput(arm)
+    assert tp.cached_rps == pytest.approx(20 / 97) and tp.estimated == ""
+    assert tp.uncached_rps == pytest.approx(1 / (4.85 + 103.0))
+    # the prefix is priced once per replica per cache lifetime: 103 s / 3600 × $2 × 1 replica × 30 encodings/month
+    sh = compute_costs([arm], CostInputs(volume_tokens_per_day=1000.0), None, RequestSize(55, 20, 3, "t")).arms[0]
+    assert sh.selfhost.prefix_usd_per_month == pytest.approx(103 / 3600 * 2.0 * 1 * 30)
+
+
+def test_training_is_priced_by_the_processes_that_trained_not_the_serving_gpus():
+    arm = ArmMeasurement("B n=100", "B", 10, 1.0, "cpu", 10, 0, 1, train_seconds=3600, train_processes=4)
+    gpu, *_ = training_cost(arm, CostInputs(gpu_hourly_usd=2.0, gpus=8))
+    assert gpu == pytest.approx(1.0 * 2.0 * 4)  # 1 h × $2 × 4 processes, whatever the 8 serving GPUs
+    gpu1, *_ = training_cost(dataclasses_replace(arm, train_processes=1), CostInputs(gpu_hourly_usd=2.0, gpus=8))
+    assert gpu1 == pytest.approx(2.0)
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+def test_a_cpu_throughput_is_marked_and_a_stated_one_replaces_it():
+    req = RequestSize(55, 20, 3, "t")
+    cpu = ArmMeasurement("B n=100", "B", 60, 6.0, "CPU (2 cores), float32", 78, 0, 0, on_cpu=True)
+    r = compute_costs([cpu], CostInputs(), None, req)
+    text = "\n".join(format_cost_report(r))
+    assert "[CPU: not a GPU serving figure]" in text and r.arms[0].on_cpu
+    assert any("WARNING: throughput measured on a CPU" in a for a in r.assumptions)
+    stated = dataclasses_replace(cpu, stated_rps=850.0)
+    r2 = compute_costs([stated], CostInputs(), None, req)
+    assert r2.arms[0].throughput.cached_rps == 850.0 and not r2.arms[0].on_cpu
+    assert not any("WARNING: throughput measured on a CPU" in a for a in r2.assumptions)
+    # $/request = $2 / (850 × 3600 × 0.5)
+    assert r2.arms[0].selfhost.usd_per_request_cached == pytest.approx(2.0 / (850 * 3600 * 0.5))
+    with pytest.raises(CostInputError):
+        dataclasses_replace(cpu, stated_rps=0.0)

@@ -231,6 +231,34 @@ def test_cost_command_recosts_a_run_without_models(full_run):
     assert time.perf_counter() - t0 < 10  # no model is loaded (the budget is for a cold import on a slow CI box)
 
 
+def test_cost_prints_the_zero_shot_request_and_takes_stated_throughputs(full_run):
+    """Requests/day come from instruction + input + reference answer (tiktoken), the same for every option; each
+    option says what its throughput was measured with; a CPU figure is marked; --throughput replaces it."""
+    import re
+
+    _, rd = full_run
+    res = CliRunner().invoke(app, ["cost", str(rd)])
+    assert res.exit_code == 0, res.output
+    m = re.search(r"zero-shot request = ([\d.]+) instruction \+ ([\d.]+) input \+ ([\d.]+) output = ([\d.]+) API "
+                  r"tokens \(o200k_base\)", res.output)
+    assert m, res.output
+    instr, inp, outp, total = map(float, m.groups())
+    assert instr > 0 and inp > 0 and outp > 0 and total == pytest.approx(instr + inp + outp, abs=0.01)
+    rpd = re.search(r"→ ([\d,.]+[MK]?) requests/day", res.output).group(1)
+    assert "[CPU: not a GPU serving figure]" in res.output and "float32" in res.output
+    rep = json.loads((rd / "report.json").read_text())
+    costs = rep["tasks"]["snips_intents"]["costs"]
+    assert costs["requests_per_day"] == pytest.approx(50e6 / total, rel=1e-3)
+    b = next(a["name"] for a in costs["arms"] if a["arm"] == "B")
+    res2 = CliRunner().invoke(app, ["cost", str(rd), "--throughput", f"{b}=850"])
+    assert res2.exit_code == 0, res2.output
+    assert "serving throughput stated by the user: 850 req/s" in res2.output and rpd in res2.output
+    bad = CliRunner().invoke(app, ["cost", str(rd), "--throughput", "B n=999=850"])
+    assert bad.exit_code == 2 and "not a costed option" in bad.output
+    bad = CliRunner().invoke(app, ["cost", str(rd), "--throughput", "B n=16=fast"])
+    assert bad.exit_code == 2 and "OPTION=REQ_PER_S" in bad.output
+
+
 def test_cost_article_scenario():
     res = CliRunner().invoke(app, ["cost", "--scenario", "article"])
     assert res.exit_code == 0, res.output

@@ -122,6 +122,7 @@ class VerdictConfig(_Strict):
 
 class Job(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=80)]
+    description: Annotated[str, Field(max_length=1000)] | None = None  # shown at the top of the report
     tasks: list[str] = Field(min_length=1)  # names in tasks/, task YAML paths, or lm-eval:<task> / lm-eval:<file>.yaml
     lm_eval_include: list[str] = Field(default_factory=list)  # folders of lm-eval task YAMLs (relative to the job file)
     base: str
@@ -154,7 +155,7 @@ class Job(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not output_dir): the same job resumes the same run."""
-        payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs", "verdict"})
+        payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs", "verdict", "description"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 

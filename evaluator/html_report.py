@@ -428,6 +428,8 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
         f"transformers {e(pk.get('transformers'))} · peft {e(pk.get('peft'))}</p>",
     ]
     tasks = report.get("tasks") or {}
+    if job.get("description"):
+        parts.append(f'<p class="banner">{e(job["description"])}</p>')
     if report.get("complete") is False:
         done = sum(len(t.get("units") or []) for t in tasks.values())
         parts.append(f'<p class="banner"><strong>Incomplete run:</strong> {done} of {e(report.get("units_planned"))} '

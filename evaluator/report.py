@@ -174,6 +174,8 @@ def render_markdown(rep: dict) -> str:
         f"Device: {dev.get('gpu', 'CPU')} ({dev.get('cpu_count')} CPU cores) · torch {pk.get('torch')} · "
         f"transformers {pk.get('transformers')} · peft {pk.get('peft')}",
     ]
+    if job.get("description"):
+        lines += ["", f"> {job['description']}"]
     if not rep["complete"]:
         done = sum(len(t["units"]) for t in rep["tasks"].values())
         lines += ["", f"**Incomplete run**: {done} of {rep['units_planned']} units finished."]

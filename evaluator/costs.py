@@ -1458,7 +1458,7 @@ def format_scenario(s: ScenarioReport) -> list[str]:
         + (f" at {s.price_cases[1].label.split(', ', 1)[-1]}; {_usd(s.api_list_price_range_monthly_usd[0])}–"
            f"{_usd(s.api_list_price_range_monthly_usd[1])}/month from all input to all output"
            if len(s.price_cases) > 1 else ""),
-        f"  break-even (self-host=API)  "
+        "  break-even (self-host=API)  "
         + (f"{_q(be)} tokens/day" if be is not None and not math.isinf(be) else "never"),
         f"  annual API spend            {_usd(s.annual_api_usd)} vs {_usd(s.threshold_usd_per_year)}/year threshold "
         f"→ {'self-hosting worth examining' if s.over_threshold else 'API stays the default'}"

@@ -272,6 +272,20 @@ def test_cli_writes_and_lists_files_and_rejects_non_run_dirs(tmp_path):
 K, LIMIT, SEED = 2, 5, 7
 
 
+def _run_and_export(tmp_path, job: dict):
+    """Run a one-unit job through the CLI, export it with `tunecheck samples`: (run dir, unit id, the unit's samples
+    in memory, the exported JSONL records)."""
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "job.yaml")])
+    assert res.exit_code == 0, res.output
+    (run,) = list((tmp_path / "runs").iterdir())
+    exp = CliRunner().invoke(app, ["samples", str(run)])
+    assert exp.exit_code == 0, exp.output
+    (path,) = [Path(p) for p in exp.stdout.splitlines()]
+    (uid,) = [json.loads(p.read_text())["unit"] for p in (run / "units").glob("*.json")]
+    return run, uid, unit_samples(run, uid), [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
 def test_export_matches_real_lmeval_samples(tmp_path, tiny_llama_dir):
     """A real run (our engine) exported, vs lm-eval's simple_evaluate on the same model, items and demonstrations."""
     from evaluator.lmeval_bridge import run_lmeval
@@ -283,16 +297,7 @@ def test_export_matches_real_lmeval_samples(tmp_path, tiny_llama_dir):
         "limit": LIMIT, "device": "cpu", "arms": {"prompting": {"shots": [K]}, "lora": {"enabled": False}},
         "output_dir": str(tmp_path / "runs"), "adapters_dir": str(tmp_path / "adapters"),
     }
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
-    res = CliRunner().invoke(app, ["run", str(tmp_path / "job.yaml")])
-    assert res.exit_code == 0, res.output
-    (run,) = list((tmp_path / "runs").iterdir())
-    exp = CliRunner().invoke(app, ["samples", str(run)])
-    assert exp.exit_code == 0, exp.output
-    (path,) = [Path(p) for p in exp.stdout.splitlines()]
-    (uid,) = [json.loads(p.read_text())["unit"] for p in (run / "units").glob("*.json")]
-    ours_mem = unit_samples(run, uid)
-    ours_jsonl = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    run, uid, ours_mem, ours_jsonl = _run_and_export(tmp_path, job)
 
     task = load_task("snips_intents")
     ref = run_lmeval(str(tiny_llama_dir), None, task, PromptBuilder(task, SEED), list(task.test[:LIMIT]), K,
@@ -358,16 +363,7 @@ def test_lmeval_task_export_equals_lmeval_log(target_kind, tmp_path, tiny_llama_
         "limit": LIMIT, "device": "cpu", "arms": {"prompting": {"shots": [K]}, "lora": {"enabled": False}},
         "output_dir": str(tmp_path / "runs"), "adapters_dir": str(tmp_path / "adapters"),
     }
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
-    res = CliRunner().invoke(app, ["run", str(tmp_path / "job.yaml")])
-    assert res.exit_code == 0, res.output
-    (run,) = list((tmp_path / "runs").iterdir())
-    exp = CliRunner().invoke(app, ["samples", str(run)])
-    assert exp.exit_code == 0, exp.output
-    (out,) = [Path(p) for p in exp.stdout.splitlines()]
-    (uid,) = [json.loads(p.read_text())["unit"] for p in (run / "units").glob("*.json")]
-    ours = unit_samples(run, uid)
-    ours_jsonl = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    run, uid, ours, ours_jsonl = _run_and_export(tmp_path, job)
 
     name = f"snips_{target_kind}"
     raw = lm_eval.simple_evaluate(

@@ -2,7 +2,7 @@
 
 The use case: RUN_A is last quarter's run (the base, its LoRA adapter), RUN_B a run on a new base release (the new
 model prompted, maybe a new adapter). Differences are always **RUN_B minus RUN_A** ("after − before"), paired by
-item id, with the bootstrap 95% CI and McNemar's exact test of :mod:`evaluator.paired`.
+item id, with the paired interval (Newcombe for accuracy) and McNemar's exact test of :mod:`evaluator.paired`.
 
 Per task present in both runs, the comparisons made:
 
@@ -178,7 +178,7 @@ def _headline(ra: _Run, adapters: list[dict], rb: _Run, prompting: list[dict], n
     ci = f"{pct(alpha)} CI {-hi:+.3f} to {-lo:+.3f}, n={d.n}" + (
         f", McNemar p={d.mcnemar_p:.3g}" if d.mcnemar_p is not None else "")
     subject = f"{_label(ub)} in {names[1]}"
-    obj = f"the adapter {_label(ua)} in {names[0]}"
+    obj = f"{'the adapter' if ua['arm'] == 'B' else 'the option'} {_label(ua)} in {names[0]}"
     diff = -d.diff  # RUN_B − RUN_A
     out: dict[str, Any] = {"pair": "headline", "a": la, "b": lb, "unit_a": ua["unit"], "unit_b": ub["unit"],
                            "diff": diff, "ci_low": -hi, "ci_high": -lo, "margin": margin, "alpha": alpha,
@@ -315,8 +315,9 @@ def _money(x: Any) -> str:
 
 def _rows(pairs: list[dict[str, Any]], with_kind: bool) -> list[str]:
     costs = any(p.get("monthly_usd_a") is not None or p.get("monthly_usd_b") is not None for p in pairs)
+    level = pct(pairs[0].get("alpha", 0.05)) if pairs else "95%"
     head = ("| comparison | " if with_kind else "| ") + (
-        "RUN_A option | RUN_B option | A | B | B − A | 95% CI | McNemar p | B only / A only |"
+        f"RUN_A option | RUN_B option | A | B | B − A | {level} CI | McNemar p | B only / A only |"
         + (" A $/month | B $/month |" if costs else ""))
     sep = "|" + "---|" * (head.count("|") - 1)
     lines = [head, sep]

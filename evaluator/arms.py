@@ -246,8 +246,8 @@ def measured_with(model, engine: str, batch_tokens: int | None) -> dict:
         name = str(dev)
     return {"device": name, "device_type": dev.type, "dtype": str(w.dtype).removeprefix("torch."), "engine": engine,
             "batch_tokens": batch_tokens, "chunk_items": CHUNK_ITEMS,
-            "batch_note": (f"items scored in chunks of {CHUNK_ITEMS}, packed up to {batch_tokens} tokens per forward "
-                           "(an offline scoring batch, not a serving batch)") if batch_tokens else
+            "batch_note": (f"chunks of {CHUNK_ITEMS} items, ≤ {batch_tokens} tokens per forward (an offline scoring "
+                           "batch, not a serving batch)") if batch_tokens else
                           "lm-eval's own batching (an offline scoring batch, not a serving batch)"}
 
 

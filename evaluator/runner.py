@@ -14,12 +14,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from evaluator import identity
 from evaluator.arms import Unit, evaluate_unit
 from evaluator.config import Job
 from evaluator.errors import UserError
 from evaluator.models import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
 from evaluator.prompts import PromptBuilder, TokenizedPrompts
-from evaluator.store import RunStore, atomic_write_json, safe_name
+from evaluator.store import RunStore, atomic_write_json, atomic_write_text, read_json, safe_name
 from evaluator.tasks import Item, Task, load_task, task_search_dirs
 
 console = Console(stderr=True, soft_wrap=True)
@@ -34,6 +35,10 @@ class RunPlan:
     base: ModelSource
     newer: list[ModelSource]
     units: list[Unit] = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)  # identity.run_inputs: what the run measures beyond the job file
+
+    def unit_fingerprint(self, u: Unit) -> str:
+        return identity.unit_fingerprint(self.job.fingerprint(), u.id, u.task, u.model, self.inputs)
 
 
 def plan(job: Job, job_dir: Path) -> RunPlan:
@@ -53,6 +58,7 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
     for src in [base, *newer]:
         check_loadable(src, job.trust_remote_code, job.allow_pickle)
     p = RunPlan(job, job_dir, tasks, base, newer)
+    p.inputs = identity.run_inputs(tasks, {s.spec: (s.kind, s.ref) for s in [base, *newer]})
     for name in tasks:
         for k in job.arms.prompting.shots:
             p.units.append(Unit(name, "A", base.spec, base.slug, k))
@@ -71,11 +77,19 @@ def test_items(task: Task, limit: int | None) -> list[Item]:
     return list(task.test[:limit] if limit else task.test)
 
 
-def run_dir_for(job: Job, job_dir: Path, run_id: str | None) -> Path:
+def run_dir_for(job: Job, job_dir: Path, run_id: str | None, inputs: dict | None = None) -> Path:
     out = Path(job.output_dir)
     if not out.is_absolute():
         out = Path.cwd() / out
-    return out / safe_name(run_id or f"{job.name}-{job.fingerprint()}")
+    return out / safe_name(run_id or f"{job.name}-{run_fingerprint(job, inputs)}")
+
+
+def run_fingerprint(job: Job, inputs: dict | None) -> str:
+    """The default run id's hash: the job file's fingerprint and what the run measures (task data, template,
+    demonstrations, model weights, scoring version) — a changed input gets a new run, never a silent resume."""
+    if not inputs:
+        return job.fingerprint()
+    return identity.inputs_digest({"job": job.fingerprint(), "inputs": identity.inputs_digest(inputs)})[:8]
 
 
 class Runner:
@@ -102,11 +116,13 @@ class Runner:
         items = test_items(task, job.limit)
         tp = TokenizedPrompts(PromptBuilder(task, job.seed), lm.tokenizer)
         bar = progress.add_task(unit.id, total=len(items))
+        fp = self.p.unit_fingerprint(unit)
+        atomic_write_text(inputs_path(self.store, unit.id), fp + "\n")  # before the first result row is appended
         rec = evaluate_unit(
             unit, task, items, tp, model, lm.tokenizer, lm.context_window, self.store,
             engine=job.engine, batch_tokens=job.batch_tokens, shots_cap=job.arms.prompting.max_shots,
-            extra=extra, progress=lambda n: progress.advance(bar, n), log=lambda m: progress.console.print(f"[yellow]{m}[/]"),
-            model_path=lm.path,
+            extra={**(extra or {}), "inputs_fingerprint": fp}, progress=lambda n: progress.advance(bar, n),
+            log=lambda m: progress.console.print(f"[yellow]{m}[/]"), model_path=lm.path,
         )
         self.computed.append(unit.id)
         progress.console.print(
@@ -184,17 +200,79 @@ def resolved_config(p: RunPlan, run_dir: Path) -> dict:
         },
         "models": {"base": p.base.__dict__, "newer": [s.__dict__ for s in p.newer]},
         "units": [u.id for u in p.units],
+        "inputs": p.inputs,
     }
 
 
-def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None) -> Path:
-    """Plan, create or resume the run dir, evaluate what is not done, write the reports. Returns the run dir."""
+def inputs_path(store: RunStore, unit_id: str) -> Path:
+    """The fingerprint of the inputs a unit's (possibly partial) results were computed from."""
+    return store.root / "inputs" / f"{safe_name(unit_id)}.txt"
+
+
+def stale_units(p: RunPlan, store: RunStore) -> dict[str, str]:
+    """Units with stored results (finished or partial) whose recorded inputs differ from this run's: {unit: why}."""
+    out: dict[str, str] = {}
+    for u in p.units:
+        want = p.unit_fingerprint(u)
+        if store.is_done(u.id):
+            got = read_json(store.unit_path(u.id)).get("inputs_fingerprint")
+            if got != want:
+                out[u.id] = "finished with other inputs" if got else "finished before inputs were recorded"
+        elif store.results_path(u.id).exists():
+            ip = inputs_path(store, u.id)
+            got = ip.read_text(encoding="utf-8").strip() if ip.is_file() else None
+            if got != want:
+                out[u.id] = "partly computed with other inputs" if got else "partly computed, inputs not recorded"
+    return out
+
+
+def _set_aside(store: RunStore, units: list[str]) -> Path:
+    """Move the stale units' files into replaced/<time>/ (kept, not deleted) so they are recomputed."""
+    dest = store.root / "replaced" / time.strftime("%Y%m%dT%H%M%S")
+    for uid in units:
+        for src in (store.unit_path(uid), store.results_path(uid), inputs_path(store, uid),
+                    store.root / "prefixes" / f"{safe_name(uid)}.txt"):
+            if src.exists():
+                target = dest / src.parent.name / src.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src.replace(target)
+    return dest
+
+
+def check_inputs(p: RunPlan, store: RunStore, recompute: bool) -> list[str]:
+    """Refuse to mix results computed from other inputs (one line naming what changed), or — with `recompute` — set
+    the stale units aside and record the new inputs. Returns the units set aside."""
+    cfg = store.config
+    what = identity.changed(cfg.get("inputs"), p.inputs) if cfg.get("inputs") != p.inputs else []
+    stale = stale_units(p, store)
+    if not what and not stale:
+        return []
+    if not recompute:
+        reason = "; ".join(what) or f"{len(stale)} unit(s) {next(iter(stale.values()))}"
+        raise UserError(
+            f"{store.root} was computed from other inputs than this job now has — {reason}: its results would be mixed "
+            "with new ones. Drop --run-id to start a new run, or pass --recompute to recompute the affected units "
+            "(the old files are kept under replaced/)"
+        )
+    dest = _set_aside(store, sorted(stale))
+    atomic_write_json(store.root / "config.json", cfg | {"inputs": p.inputs})
+    console.print(f"[yellow]inputs changed ({'; '.join(what) or 'unit records'}): {len(stale)} unit(s) set aside in "
+                  f"{dest} and recomputed[/]")
+    return sorted(stale)
+
+
+def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *, recompute: bool = False) -> Path:
+    """Plan, create or resume the run dir, evaluate what is not done, write the reports. Returns the run dir.
+
+    A resumed run whose recorded inputs differ from the job's now is refused, or (``recompute``) has the affected
+    units set aside and recomputed — results of different inputs are never mixed."""
     from evaluator.report import write_reports
 
     with console.status("checking tasks, data and models"):
         p = plan(job, job_dir)
-    run_dir = run_dir_for(job, job_dir, run_id)
+    run_dir = run_dir_for(job, job_dir, run_id, p.inputs)
     store = RunStore.create_or_resume(run_dir, job_text, resolved_config(p, run_dir))
+    check_inputs(p, store, recompute)
     console.print(f"run dir {run_dir}: {len(p.units)} units over {len(p.tasks)} task(s)")
     cache = Path(job.model_cache).expanduser() if job.model_cache else None
     runner = Runner(p, store, cache)

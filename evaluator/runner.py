@@ -36,6 +36,14 @@ class RunPlan:
     newer: list[ModelSource]
     units: list[Unit] = field(default_factory=list)
     inputs: dict = field(default_factory=dict)  # identity.run_inputs: what the run measures beyond the job file
+    notes: list[str] = field(default_factory=list)  # e.g. sizes that collapsed to the same unit
+
+    def add(self, unit: Unit, asked: str) -> None:
+        """Plan a unit once: sizes or shots that resolve to the same unit (n=all = the whole split) are noted."""
+        if any(u.id == unit.id for u in self.units):
+            self.notes.append(f"{asked} is the same unit as one already planned ({unit.id}): planned once")
+            return
+        self.units.append(unit)
 
     def unit_fingerprint(self, u: Unit) -> str:
         return identity.unit_fingerprint(self.job.fingerprint(), u.id, u.task, u.model, self.inputs)
@@ -61,15 +69,17 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
     p.inputs = identity.run_inputs(tasks, {s.spec: (s.kind, s.ref) for s in [base, *newer]})
     for name in tasks:
         for k in job.arms.prompting.shots:
-            p.units.append(Unit(name, "A", base.spec, base.slug, k))
+            p.add(Unit(name, "A", base.spec, base.slug, k), f"{name}: prompting shots {k}")
         if job.arms.lora.enabled:
+            n_train = len(tasks[name].train)
             for n in job.arms.lora.train_sizes:
-                n_eff = len(tasks[name].train) if n == "all" else min(int(n), len(tasks[name].train))
+                n_eff = n_train if n == "all" else min(int(n), n_train)
                 for k in job.arms.lora.eval_shots:
-                    p.units.append(Unit(name, "B", base.spec, base.slug, k, n_eff))
+                    asked = f"{name}: train size {n}" + (f" (the training split has {n_train} items)" if n_eff != n else "")
+                    p.add(Unit(name, "B", base.spec, base.slug, k, n_eff), asked)
         for src in newer:
             for k in job.newer_shots():
-                p.units.append(Unit(name, "C", src.spec, src.slug, k))
+                p.add(Unit(name, "C", src.spec, src.slug, k), f"{name}: newer base {src.spec} shots {k}")
     return p
 
 
@@ -273,6 +283,8 @@ def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *
     run_dir = run_dir_for(job, job_dir, run_id, p.inputs)
     store = RunStore.create_or_resume(run_dir, job_text, resolved_config(p, run_dir))
     check_inputs(p, store, recompute)
+    for note in p.notes:
+        console.print(f"[yellow]note:[/] {note}")
     console.print(f"run dir {run_dir}: {len(p.units)} units over {len(p.tasks)} task(s)")
     cache = Path(job.model_cache).expanduser() if job.model_cache else None
     runner = Runner(p, store, cache)

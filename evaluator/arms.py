@@ -49,7 +49,7 @@ def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k:
 
     reqs, conts = [], []
     for it in items:
-        cont = [tp.continuation_ids(c) for c in it.choices]
+        cont = [tp.continuation_ids(c, it, k) for c in it.choices]
         reqs.append(ChoiceRequest(item_ids=tp.item_ids(it, k), choice_ids=cont))
         conts.append(cont)
     scores = scorer.score(reqs)
@@ -261,7 +261,7 @@ def zero_shot_request(tp: TokenizedPrompts, items: list[Item]) -> dict:
         "target_delimiter": s.target_delimiter,
         "instruction_tokens": len(tp.prefix_ids(0)),
         "input_tokens_per_request": sum(len(tp.item_ids(it, 0)) for it in items) / n,
-        "answer_tokens_per_request": sum(len(tp.continuation_ids(it.target)) for it in items) / n,
+        "answer_tokens_per_request": sum(len(tp.continuation_ids(it.target, it, 0)) for it in items) / n,
     }
 
 
@@ -360,6 +360,7 @@ def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_se
     }
     if tp is not None:
         record["zero_shot_request"] = zero_shot_request(tp, items)
+        record["tokenisation"] = dict(tp.tokenisation)
     if extra:
         record.update(extra)
     store.finish_unit(unit.id, record)

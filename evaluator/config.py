@@ -1,27 +1,141 @@
 """The job file: what to evaluate, how, and with which cost assumptions. Validated on load.
 
 A job names task(s), a base model, newer base model(s), the three arms' sweeps, a seed and the cost inputs.
-A bad file is reported as one line naming the field and the fix (UserError → exit 2).
+A bad file is reported as one line naming the field and the fix (UserError → exit 2). Everything that can be checked
+without data or a model is checked here: a YAML boolean where a number or text is expected (`shots: [yes]` is not
+k=1), `MAX` for `max`, a repeated shot count or training size (it would plan the same unit twice), an API model the
+price table does not know, a key given twice in the YAML (YAML itself keeps the last one silently).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from evaluator import costs
 from evaluator.errors import UserError
 
-Shots = int | Literal["max"]
+
+def _err(msg: str, *loc_extra: Any) -> PydanticCustomError:
+    """A validation error with our own one-line message (and, optionally, a finer position inside the field)."""
+    return PydanticCustomError("tunecheck", "{msg}", {"msg": msg, "loc_extra": tuple(loc_extra)})
+
+
+# --- YAML booleans where numbers or text are expected --------------------------------------------------------------
+
+BOOL_HINT_TEXT = 'quote YAML booleans ("yes" / "no"): unquoted yes/no/on/off/true/false are read as True/False'
+BOOL_HINT_NUMBER = "write a number: unquoted yes/no/on/off/true/false are YAML booleans (True/False), not numbers"
+
+
+def _accepts(tp: Any, kind: type) -> bool:
+    """Whether the annotation `tp` takes values of `kind` (bool, int, float or str) anywhere in it."""
+    if tp is kind or tp is Any:
+        return True
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _accepts(get_args(tp)[0], kind)
+    if origin is Literal:
+        return any(isinstance(a, kind) for a in get_args(tp))
+    return any(_accepts(a, kind) for a in get_args(tp))
+
+
+def _has_model(tp: Any) -> bool:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return True
+    return any(_has_model(a) for a in get_args(tp))
+
+
+def _find_bool(value: Any, path: tuple = ()) -> tuple | None:
+    """Where the first bool sits inside a plain YAML value (lists and mappings), or None."""
+    if isinstance(value, bool):
+        return path
+    items = enumerate(value) if isinstance(value, (list, tuple)) else value.items() if isinstance(value, dict) else ()
+    for k, v in items:
+        if (p := _find_bool(v, (*path, k))) is not None:
+            return p
+    return None
+
+
+def refuse_yaml_booleans(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A `mode="before"` check for every field of a model: a bool where the field takes none is refused, with the hint
+    to write a number or to quote the word (`shots: [yes]` would silently be k=1, `choices: [yes, no]` True/False)."""
+    fi = cls.model_fields.get(info.field_name or "")
+    if fi is None or _has_model(fi.annotation) or _accepts(fi.annotation, bool):
+        return value
+    at = _find_bool(value)
+    if at is None:
+        return value
+    got = value
+    for p in at:
+        got = got[p]
+    numeric = _accepts(fi.annotation, int) or _accepts(fi.annotation, float)
+    hint = BOOL_HINT_NUMBER if numeric or not _accepts(fi.annotation, str) else BOOL_HINT_TEXT
+    raise _err(f"got the YAML boolean {got!r} — {hint}", *at)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, v: Any, info: ValidationInfo) -> Any:
+        return refuse_yaml_booleans(cls, v, info)
+
+
+# --- shot counts and training sizes --------------------------------------------------------------------------------
+
+
+def _word(v: Any, word: str, what: str) -> Any:
+    """`max` / `all` in another case, or text that is neither a number nor the word: one clear message."""
+    if not isinstance(v, str):
+        return v
+    s = v.strip()
+    if s == word:
+        return s
+    if s.lower() == word:
+        raise _err(f"{v!r}: use '{word}' (lower case)")
+    try:
+        return int(s)
+    except ValueError:
+        raise _err(f"{v!r} is not {what} — write a number or '{word}'") from None
+
+
+Shots = Annotated[int | Literal["max"], BeforeValidator(lambda v: _word(v, "max", "a shot count"))]
+TrainSize = Annotated[Annotated[int, Field(ge=1)] | Literal["all"], BeforeValidator(lambda v: _word(v, "all", "a training size"))]
+
+
+def _no_repeats(values: list | None, what: str) -> None:
+    seen: list = []
+    for i, v in enumerate(values or []):
+        if v in seen:
+            raise _err(f"{v!r} is listed twice — {what} must be distinct (each is one unit of the run); remove the repeat", i)
+        seen.append(v)
+
+
+def _check_shots(v: list) -> list:
+    if not v:
+        raise _err("needs at least one shot count, e.g. [0, 5, max]")
+    for i, k in enumerate(v):
+        if isinstance(k, int) and k < 0:
+            raise _err(f"shot count {k} is negative; use 0, a positive number or 'max'", i)
+    _no_repeats(v, "shot counts")
+    return v
 
 
 class PromptingArm(_Strict):
@@ -32,20 +146,15 @@ class PromptingArm(_Strict):
 
     @field_validator("shots")
     @classmethod
-    def _non_negative(cls, v: list[Shots]) -> list[Shots]:
-        if not v:
-            raise ValueError("needs at least one shot count, e.g. [0, 5, max]")
-        for k in v:
-            if isinstance(k, int) and k < 0:
-                raise ValueError(f"shot count {k} is negative; use 0, a positive number or 'max'")
-        return v
+    def _shots(cls, v: list[Shots]) -> list[Shots]:
+        return _check_shots(v)
 
 
 class LoraArm(_Strict):
     """Arm B: one LoRA adapter per training size n, trained on the first n training items."""
 
     enabled: bool = True
-    train_sizes: list[Annotated[int, Field(ge=1)] | Literal["all"]] = Field(default_factory=lambda: [64])
+    train_sizes: list[TrainSize] = Field(default_factory=lambda: [64])
     r: Annotated[int, Field(ge=1)] = 8
     alpha: Annotated[float, Field(gt=0)] = 16.0
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
@@ -66,17 +175,110 @@ class LoraArm(_Strict):
     gradient_checkpointing: bool = False  # trade compute for activation memory (long prompts, big models)
     group_by_length: bool = True  # length-grouped batches (False: plain shuffled batches, padded to the longest)
 
+    @field_validator("train_sizes")
+    @classmethod
+    def _sizes(cls, v: list) -> list:
+        if not v:
+            raise _err("needs at least one training size, e.g. [16, 64, all]")
+        _no_repeats(v, "training sizes")
+        return v
+
+    @field_validator("eval_shots")
+    @classmethod
+    def _eval_shots(cls, v: list) -> list:
+        if not v:
+            raise _err("needs at least one shot count, e.g. [0]")
+        _no_repeats(v, "shot counts")
+        return v
+
+
+def effective_train_sizes(train_sizes: list[int | str], n_train: int, task: str = "the task") -> tuple[list[int], list[str]]:
+    """The distinct numbers of training items `train_sizes` trains on once the training split has `n_train` items
+    (`all` and every size above `n_train` are `n_train`), in the job's order, and one note per size that collapsed
+    onto an earlier one — so the planner plans each adapter once (a unit planned twice never finishes)."""
+    out: list[int] = []
+    notes: list[str] = []
+    first: dict[int, int | str] = {}
+    for n in train_sizes:
+        eff = n_train if n == "all" else min(int(n), n_train)
+        if eff in first:
+            notes.append(
+                f"arms.lora.train_sizes: {n!r} trains on the same {eff} items of {task} as {first[eff]!r} (its training "
+                f"split has {n_train} items) — planned once"
+            )
+            continue
+        first[eff] = n
+        out.append(eff)
+    return out, notes
+
+
+def dedupe_units_note(units: list) -> tuple[list, list[str]]:
+    """`units` without repeats of the same unit id (the first is kept, in order), and one note per dropped unit."""
+    kept, seen, notes = [], set(), []
+    for u in units:
+        uid = getattr(u, "id", u)
+        if uid in seen:
+            notes.append(f"unit {uid} was planned twice (two settings give the same unit) — planned once")
+            continue
+        seen.add(uid)
+        kept.append(u)
+    return kept, notes
+
 
 class NewerArm(_Strict):
     """Arm C: each newer base with a prompting sweep (default: the same shots as arm A)."""
 
     shots: list[Shots] | None = None
 
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, v: list[Shots] | None) -> list[Shots] | None:
+        return None if v is None else _check_shots(v)
+
 
 class Arms(_Strict):
     prompting: PromptingArm = Field(default_factory=PromptingArm)
     lora: LoraArm = Field(default_factory=LoraArm)
     newer: NewerArm = Field(default_factory=NewerArm)
+
+
+def api_model_problem(model: str, provider: str | None, input_usd_per_m: float | None = None,
+                      output_usd_per_m: float | None = None) -> tuple[str, str] | None:
+    """None when the price table prices `model` (or both prices are given), else (field, one-line reason with the
+    closest names) — the check `tunecheck cost --api-model` makes, done when the job loads."""
+    try:
+        from evaluator.api_pricing import ApiPriceError, _bundled_snapshot, api_prices
+
+        api_prices(model, provider, {"input_usd_per_m": input_usd_per_m, "output_usd_per_m": output_usd_per_m})
+        return None
+    except ImportError:  # pragma: no cover - genai-prices is a dependency; without it `tunecheck cost` says so
+        return None
+    except ApiPriceError:
+        pass
+    try:
+        providers = list(_bundled_snapshot().providers)
+    except Exception:  # noqa: BLE001  # pragma: no cover - the bundled table always loads
+        providers = []
+    prov_ids = [p.id for p in providers]
+    if provider and provider not in prov_ids:
+        near = difflib.get_close_matches(provider, prov_ids, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(near)}?" if near else "e.g. openai, anthropic, google"
+        return "api_provider", f"unknown API provider {provider!r} in the price table — {hint}"
+    if provider:
+        try:
+            other = api_prices(model, None).provider
+            return "api_model", (f"API model {model!r} is not priced under provider {provider!r} but under {other!r} — "
+                                 f"set costs.api_provider: {other}")
+        except ApiPriceError:
+            pass
+    names = sorted({m.id for p in providers if not provider or p.id == provider for m in p.models})
+    near = difflib.get_close_matches(model, names, n=3, cutoff=0.5)
+    where = f"provider {provider!r}" if provider else "any provider"
+    hint = f"did you mean {', '.join(near)}?" if near else "check the model id"
+    return "api_model", (
+        f"no price for API model {model!r} ({where}) in the price table — {hint} (or give both "
+        "costs.api_input_usd_per_m and costs.api_output_usd_per_m)"
+    )
 
 
 class CostConfig(_Strict):
@@ -101,6 +303,13 @@ class CostConfig(_Strict):
     self_host_threshold_usd_per_year: Annotated[float, Field(gt=0)] = costs.DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR
     days_per_month: Annotated[float, Field(gt=0)] = 30.0
     prefix_cache_hours: Annotated[float, Field(gt=0)] = costs.DEFAULT_PREFIX_CACHE_HOURS
+
+    @model_validator(mode="after")
+    def _api_model_priced(self) -> CostConfig:
+        problem = api_model_problem(self.api_model, self.api_provider, self.api_input_usd_per_m, self.api_output_usd_per_m)
+        if problem is not None:
+            raise _err(problem[1], problem[0])
+        return self
 
 
 class VerdictConfig(_Strict):
@@ -150,6 +359,22 @@ class Job(_Strict):
             raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda, cuda:N or mps")
         return v
 
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        for i, t in enumerate(v):
+            if t in v[:i]:
+                raise _err(f"task {t!r} is listed twice in tasks — remove one", i)
+        return v
+
+    @field_validator("newer")
+    @classmethod
+    def _newer(cls, v: list[str]) -> list[str]:
+        for i, m in enumerate(v):
+            if m in v[:i]:
+                raise _err(f"model {m!r} is listed twice in newer — remove one", i)
+        return v
+
     def newer_shots(self) -> list[Shots]:
         return self.arms.newer.shots or self.arms.prompting.shots
 
@@ -159,31 +384,118 @@ class Job(_Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
+# --- one line per validation problem -------------------------------------------------------------------------------
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts the union member it tried into the error location (`int`, `constrained-int`, `literal['max']`,
+    `function-after[...]`, …): not a field, so not shown."""
+    if not isinstance(part, str):
+        return False
+    return (
+        part in {"int", "str", "float", "bool", "none", "bytes", "list", "dict"}
+        or "[" in part
+        or part.startswith(("constrained-", "function-", "lax-", "json-", "is-instance", "chain", "nullable"))
+    )
+
+
+def clean_loc(loc: tuple) -> str:
+    """A field path as the user wrote it: `arms.lora.train_sizes.0`, without pydantic's union-member tags."""
+    return ".".join(str(p) for p in loc if not _is_union_tag(p))
+
+
+def _loc_of(e: dict) -> str:
+    extra = (e.get("ctx") or {}).get("loc_extra") or ()
+    return clean_loc((*e["loc"], *extra))
+
+
+def _pick(errors: list[dict]) -> dict:
+    """Of one field's union-member errors, the most telling: ours, then a bound (>= 1), then the first."""
+    ranked = sorted(errors, key=lambda e: (e["type"] != "tunecheck", e["type"] == "literal_error", e["type"].endswith("_parsing")))
+    return ranked[0]
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line: the first problem, its field path and how to fix it."""
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in {"int", "literal['max']"}))
-    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    errors = err.errors()
+    first_loc = _loc_of(errors[0])
+    same = [e for e in errors if _loc_of(e) == first_loc]  # one field, several union members: one problem
+    e = _pick(same)
+    loc = first_loc
+    others = len({_loc_of(x) for x in errors}) - 1
+    more = f" (and {others} more problem(s))" if others > 0 else ""
     if e["type"] == "extra_forbidden":
         return f"{source}: unknown field '{loc}' — remove it or check its spelling{more}"
     if e["type"] == "missing":
         return f"{source}: missing required field '{loc}' — add it{more}"
+    if e["type"] == "tunecheck":
+        return f"{source}: field '{loc}': {e['msg']}{more}"
     msg = e["msg"].removeprefix("Value error, ")
-    return f"{source}: field '{loc}': {msg} (got {e.get('input')!r}){more}"
+    got = e.get("input")
+    hint = ""
+    if got is None and e["type"] not in {"value_error"}:
+        hint = " — the field is empty in the YAML: give it a value or remove the line"
+    if len(same) > 1 and any(x["type"] == "literal_error" for x in same) and e["type"] != "literal_error":
+        words = [x.get("ctx", {}).get("expected") for x in same if x["type"] == "literal_error"]
+        hint = f" — or {' or '.join(w for w in words if w)}"
+    return f"{source}: field '{loc}': {msg} (got {got!r}){hint}{more}"
+
+
+# --- YAML ----------------------------------------------------------------------------------------------------------
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    def __init__(self, key: Any, first_line: int, line: int) -> None:
+        super().__init__(None, None, f"key {key!r} is given twice (lines {first_line} and {line})", None)
+        self.key, self.first_line, self.line = key, first_line, line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping key given twice (plain YAML keeps the last value silently); keys
+    brought in by a `<<` merge may still be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise DuplicateKeyError(key, seen[key], key_node.start_mark.line + 1)
+                except TypeError:  # unhashable: the base class says so
+                    continue
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str, what: str) -> Any:
+    """YAML text → data with UniqueKeyLoader; a syntax error or a repeated key is one UserError line."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except DuplicateKeyError as exc:
+        raise UserError(f"{what} {source}: line {exc.line}: key {exc.key!r} is given twice (first on line "
+                        f"{exc.first_line}) — keep one") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{what} {source}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
 def load_yaml(path: Path, what: str) -> dict[str, Any]:
     """Read a YAML mapping safely, turning every read/parse problem into one UserError line."""
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file — give the path of the YAML file")
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist — check the path")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not UTF-8 text — re-save it as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{what} {path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = parse_yaml(text, str(path), what)
+    if data is None:
+        raise UserError(f"{what} {path} is empty — write its fields (see README)")
     if not isinstance(data, dict):
         raise UserError(f"{what} {path} must be a YAML mapping of fields, got {type(data).__name__}")
     return data

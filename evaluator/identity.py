@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 #: Bump when a change to prompts, tokenisation or scoring can move a per-item result: runs recorded under another
 #: version stop resuming silently.
-SCORING_VERSION = "2026-12-01.1"
+SCORING_VERSION = "2026-12-01.2"  # .2: whole-string tokenisation where piecewise ids differ
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                     "vocab.json", "merges.txt", "chat_template.jinja", "generation_config.json")

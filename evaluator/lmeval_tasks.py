@@ -70,10 +70,74 @@ def _first_line(exc: BaseException) -> str:
 
 def _resolve_yaml(ref: str, search_dirs: list[Path]) -> Path:
     p = Path(ref).expanduser()
-    for cand in [p, *(d / p for d in search_dirs)] if not p.is_absolute() else [p]:
+    cands = [p, *(d / p for d in search_dirs)] if not p.is_absolute() else [p]
+    for cand in cands:
         if cand.is_file():
             return cand.resolve()
+    for cand in cands:
+        if cand.is_dir():
+            raise UserError(f"lm-eval task file {cand} is a directory, not a file — give the task's YAML file after "
+                            "'lm-eval:', or list the folder under lm_eval_include and name the task")
     raise UserError(f"lm-eval task file {ref} does not exist — check the path after 'lm-eval:'")
+
+
+def yaml_problem(path: Path) -> str | None:
+    """Why an lm-eval task YAML cannot be parsed (one line with its line number), or None. Syntax only: lm-eval's own
+    tags (`!function`) need no constructor to be composed."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return f"lm-eval task file {path} is not UTF-8 text — re-save it as UTF-8"
+    except OSError as exc:
+        return f"lm-eval task file {path} cannot be read ({exc.strerror or exc})"
+    try:
+        yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        return f"lm-eval task file {path}{where} is not valid YAML ({getattr(exc, 'problem', None) or exc}) — fix the file"
+    return None
+
+
+def _included(path: Path) -> list[Path]:
+    """The files an lm-eval task YAML names under `include:` (relative to its folder), if any."""
+    import yaml
+
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except Exception:  # noqa: BLE001 - unreadable: yaml_problem reports it
+        return []
+    out = []
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if getattr(k, "value", None) == "include" and isinstance(v, yaml.ScalarNode):
+                inc = Path(v.value).expanduser()
+                out.append(inc if inc.is_absolute() else path.parent / inc)
+    return out
+
+
+def check_yaml_files(path: Path, depth: int = 0) -> None:
+    """A task YAML and the base files it includes parse as YAML: else one UserError line naming the file and line
+    (lm-eval would otherwise fail, or skip the file, with a message about the dataset or the task's name)."""
+    problem = yaml_problem(path)
+    if problem:
+        raise UserError(problem)
+    if depth < 8:
+        for inc in _included(path):
+            if inc.is_file():
+                check_yaml_files(inc, depth + 1)
+
+
+def _broken_yaml_in(include: list[Path]) -> str | None:
+    """The first task YAML in the include folders that does not parse (lm-eval skips such a file while indexing)."""
+    for d in include:
+        for f in sorted([*d.rglob("*.yaml"), *d.rglob("*.yml")]):
+            problem = yaml_problem(f)
+            if problem:
+                return problem
+    return None
 
 
 def _task_manager(include: list[Path], defaults: bool):
@@ -94,12 +158,20 @@ def load_lmeval_object(ref: str, include: list[Path], search_dirs: list[Path]):
     for d in include:
         if not d.is_dir():
             raise UserError(f"lm_eval_include folder {d} does not exist — fix lm_eval_include in the job")
+    if ("/" in target or "\\" in target) and Path(target).expanduser().is_dir():
+        raise UserError(f"lm-eval reference {target} is a directory — list it under lm_eval_include and write "
+                        "lm-eval:<task name>, or name one YAML file: lm-eval:<file>.yaml")
     if Path(target).suffix in {".yaml", ".yml"}:
         path = _resolve_yaml(target, search_dirs)
+        check_yaml_files(path)
         tm = _task_manager([path.parent, *include], defaults=False)
         spec: str = str(path)
     else:
         tm = _task_manager(include, defaults=False) if include else None
+        if tm is not None and target not in tm.all_tasks:
+            broken = _broken_yaml_in(include)
+            if broken:  # lm-eval skipped it while indexing: that is why the name is not found
+                raise UserError(f"{broken} (lm-eval skips a task file it cannot parse, so task {target!r} was not found)")
         if tm is None or target not in tm.all_tasks:
             tm = _task_manager(include, defaults=True)  # lm-eval's registry (indexing it takes a few seconds)
         if target not in tm.all_tasks:
@@ -112,12 +184,23 @@ def load_lmeval_object(ref: str, include: list[Path], search_dirs: list[Path]):
             )
         if target in tm.all_groups or target in tm.all_tags:
             raise UserError(f"lm-eval name {target!r} is a group or tag of several tasks — name one of its tasks")
+        entry = tm.task_index.get(target) if hasattr(tm, "task_index") else None
+        yaml_path = getattr(entry, "yaml_path", None)
+        if yaml_path and Path(str(yaml_path)).is_file():
+            check_yaml_files(Path(str(yaml_path)))
         spec = target
     try:
         loaded = tm.load([spec])
     except UserError:
         raise
     except Exception as exc:
+        import yaml
+
+        if isinstance(exc, yaml.YAMLError):
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise UserError(f"lm-eval task {target!r}: a task YAML{where} is not valid YAML "
+                            f"({getattr(exc, 'problem', None) or _first_line(exc)}) — fix the file") from None
         raise UserError(
             f"lm-eval could not load task {target!r}: {_first_line(exc)} — check its dataset is reachable (hub or local files)"
         ) from None

@@ -1,17 +1,34 @@
-"""A task is data + a prompt + a scorer: a YAML file in `tasks/` naming a `datasets` source and its fields."""
+"""A task is data + a prompt + a scorer: a YAML file in `tasks/` naming a `datasets` source and its fields.
+
+Loading a task checks everything that needs no model: the task file (one line per problem), each split's data files
+(JSON / JSON Lines are read here, row by row, so a bad row is named by its file and line; CSV files are checked
+before `datasets` reads them), every row's fields (a null id, a nested field, per-row choices that are not a list of
+strings), and the prompt template, rendered on every training and test item (the rendered queries are kept on the
+`Task`, so the run does not render them again).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from evaluator.config import format_validation_error, load_yaml
+from evaluator.config import format_validation_error, load_yaml, refuse_yaml_booleans
 from evaluator.errors import UserError
 
 REPO_TASKS = Path(__file__).resolve().parents[1] / "tasks"
@@ -24,8 +41,13 @@ class DataSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     path: str
     name: str | None = None
-    data_files: dict[str, str | list[str]] | None = None  # relative to the task file
+    data_files: dict[str, str | list[str]] | None = None  # relative to the task file (glob patterns allowed)
     revision: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, v: Any, info: ValidationInfo) -> Any:
+        return refuse_yaml_booleans(cls, v, info)
 
 
 class TaskSpec(BaseModel):
@@ -59,14 +81,29 @@ class TaskSpec(BaseModel):
     # lm-eval's own doc_to_text rendered, and their choices, so no prompt file or choices list is involved.
     lmeval_task: str | None = None
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, v: Any, info: ValidationInfo) -> Any:
+        return refuse_yaml_booleans(cls, v, info)
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct_choices(cls, v: list[str] | None) -> list[str] | None:
+        for i, c in enumerate(v or []):
+            if c in v[:i]:
+                raise ValueError(f"choice {c!r} is listed twice — choices must be distinct")
+        return v
+
     @model_validator(mode="after")
-    def _prompt_and_choices(self) -> "TaskSpec":
+    def _prompt_and_choices(self) -> TaskSpec:
         if self.lmeval_task is not None:
             return self
         if self.prompt is None:
             raise ValueError("a task needs `prompt`: a Jinja2 file name in prompts/")
         if self.kind == "choice" and not (self.choices or self.choices_field):
             raise ValueError("a choice task needs `choices` (a label list) or `choices_field`")
+        if self.kind == "choice" and self.choices and not self.choices_field and len(self.choices) < 2:
+            raise ValueError("a choice task needs at least 2 choices")
         return self
 
     @property
@@ -101,6 +138,9 @@ class Task:
     # The pool demonstrations are drawn from when it is not `train` (lm-eval tasks with the `first_n` sampler whose
     # few-shot docs are another split than the training data); None: `train`.
     fewshot: tuple[Item, ...] | None = None
+    # Each item's rendered query (prompt template), filled when the task is loaded (evaluator.prompts.check_prompt)
+    # and read by PromptBuilder.query, so the run never renders an item twice. Not part of equality or hashing.
+    rendered: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @property
     def name(self) -> str:
@@ -126,6 +166,9 @@ def find_task_file(ref: str, search_dirs: list[Path]) -> Path:
         for cand in [p, *(d / p for d in search_dirs)]:
             if cand.is_file():
                 return cand
+        for cand in [p, *(d / p for d in search_dirs)]:
+            if cand.is_dir():
+                raise UserError(f"task file {cand} is a directory, not a file — give the path of the task YAML")
         raise UserError(f"task file {ref} does not exist — check the path")
     if not SAFE_NAME.match(ref):
         raise UserError(f"task name {ref!r} is not a plain name — use letters, digits, '_', '-' or a .yaml path")
@@ -133,6 +176,10 @@ def find_task_file(ref: str, search_dirs: list[Path]) -> Path:
         for ext in (".yaml", ".yml"):
             if (d / f"{ref}{ext}").is_file():
                 return d / f"{ref}{ext}"
+    for d in search_dirs:
+        for ext in (".yaml", ".yml"):
+            if (d / f"{ref}{ext}").is_dir():
+                raise UserError(f"task file {d / f'{ref}{ext}'} is a directory, not a file — the task {ref!r} must be a YAML file")
     raise UserError(f"unknown task {ref!r} — see `tunecheck tasks` for the available ones")
 
 
@@ -156,88 +203,309 @@ def load_spec(path: Path) -> TaskSpec:
         raise UserError(format_validation_error(err, str(path))) from None
 
 
-def _resolve_data_files(spec: TaskSpec, task_dir: Path) -> dict[str, Any] | None:
-    if spec.data.data_files is None:
-        return None
-    out: dict[str, Any] = {}
-    for split, files in spec.data.data_files.items():
-        names = [files] if isinstance(files, str) else files
-        resolved = []
-        for f in names:
-            fp = (task_dir / f).resolve()
-            if not fp.is_file():
-                raise UserError(f"task {spec.name}: data file {fp} (split {split!r}) does not exist — fix data.data_files")
-            with open(fp, "rb") as fh:  # `datasets` fails on an empty file with a bare StopIteration
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".tar")
+LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow"}
+
+
+def _data_file_list(spec: TaskSpec, task_dir: Path, split: str, files: str | list[str]) -> list[Path]:
+    """One split's data files, resolved against the task folder (a glob pattern expands to its files, sorted)."""
+    names = [files] if isinstance(files, str) else files
+    out: list[Path] = []
+    for f in names:
+        fp = (task_dir / f).resolve()
+        if fp.is_dir():
+            raise UserError(
+                f"task {spec.name}: data file {fp} (split {split!r}) is a directory, not a file — name the file(s) "
+                "inside it in data.data_files (e.g. data/train.jsonl or data/*.jsonl)"
+            )
+        if fp.is_file():
+            found = [fp]
+        elif any(c in str(f) for c in "*?["):
+            found = sorted(p for p in fp.parent.glob(fp.name) if p.is_file())
+            if not found:
+                raise UserError(f"task {spec.name}: data file pattern {f!r} (split {split!r}) matches no file in "
+                                f"{fp.parent} — fix data.data_files")
+        else:
+            raise UserError(f"task {spec.name}: data file {fp} (split {split!r}) does not exist — fix data.data_files")
+        for p in found:
+            with open(p, "rb") as fh:  # `datasets` fails on an empty file with a bare StopIteration
                 if not fh.read(4096).strip():
-                    raise UserError(f"task {spec.name}: split {split!r} is empty ({fp}) — it needs at least one row")
-            if spec.data.path == "json":
-                _precheck_json_lines(spec, split, fp)
-            resolved.append(str(fp))
-        out[split] = resolved
+                    raise UserError(f"task {spec.name}: split {split!r} is empty ({p}) — it needs at least one row")
+        out.extend(found)
     return out
 
 
-def _precheck_json_lines(spec: TaskSpec, split: str, fp: Path) -> None:
-    """Name the file, line and field for the problems `datasets` reports only as a generic build error."""
+def _resolve_data_files(spec: TaskSpec, task_dir: Path) -> dict[str, list[Path]] | None:
+    if spec.data.data_files is None:
+        return None
+    return {split: _data_file_list(spec, task_dir, split, files) for split, files in spec.data.data_files.items()}
+
+
+def _decode(spec: TaskSpec, split: str, fp: Path) -> str:
     raw = fp.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"task {spec.name}: {fp} (split {split!r}) is not UTF-8 (byte {exc.start}) — re-encode it as UTF-8") from None
-    if text.lstrip().startswith("["):
-        return  # a JSON array, not JSON Lines: left to `datasets`
-    needed = [f for f in (spec.input_field, spec.target_field, spec.choices_field) if f]
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"task {spec.name}: {fp} line {n} is not valid JSON ({exc.msg}) — fix the line") from None
-        missing = [f for f in needed if not isinstance(row, dict) or row.get(f) is None]
-        if missing:
-            raise UserError(f"task {spec.name}: {fp} line {n} (split {split!r}) has no field {missing[0]!r} — fix the data or the task's field names")
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(f"task {spec.name}: {fp} (split {split!r}) is not UTF-8 (line {line}, byte {exc.start}) — "
+                        "re-encode it as UTF-8") from None
+    return text.removeprefix("\ufeff")
 
 
-def _load_split(spec: TaskSpec, task_dir: Path, split: str) -> list[dict[str, Any]]:
+def _unique_keys(where: str, spec: TaskSpec):
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise UserError(f"task {spec.name}: {where} has the key {k!r} twice — keep one")
+            out[k] = v
+        return out
+
+    return hook
+
+
+def _json_kind(v: Any) -> str:
+    return {dict: "a JSON object", list: "a JSON list", str: "text", bool: "a boolean", type(None): "null"}.get(
+        type(v), f"a JSON {type(v).__name__}")
+
+
+def _read_json_rows(spec: TaskSpec, split: str, fp: Path) -> list[tuple[Any, str]]:
+    """Rows of a JSON Lines file or of a JSON file holding one list of objects, each with where it is (file and
+    line), read here rather than by `datasets` so a bad row is named by its file and line — not as a generic dataset
+    build error of another split — and no type is coerced (a null id or a nested field is refused, not stringified)."""
+    text = _decode(spec, split, fp)
+    body = text.lstrip()
+    rows: list[tuple[Any, str]] = []
+    if body.startswith("["):
+        dec = json.JSONDecoder(object_pairs_hook=_unique_keys(f"{fp}", spec))
+        pos = len(text) - len(body) + 1
+        n = 0
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos < len(text) and text[pos] == "]" and n == 0:
+                pos += 1
+                break
+            line = text.count("\n", 0, pos) + 1
+            try:
+                obj, end = dec.raw_decode(text, pos)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"task {spec.name}: {fp} line {exc.lineno} is not valid JSON ({exc.msg}) — fix the "
+                                "file (a JSON data file holds one list of objects)") from None
+            rows.append((obj, f"{fp} line {line}"))
+            n += 1
+            pos = end
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos < len(text) and text[pos] == ",":
+                pos += 1
+                continue
+            if pos < len(text) and text[pos] == "]":
+                pos += 1
+                break
+            line = text.count("\n", 0, pos) + 1
+            raise UserError(f"task {spec.name}: {fp} line {line} is not valid JSON (expected ',' or ']' after a row) "
+                            "— fix the file")
+        if text[pos:].strip():
+            line = text.count("\n", 0, pos) + 1
+            raise UserError(f"task {spec.name}: {fp} line {line}: more data after the list of rows — a .json data "
+                            "file holds one list of objects; for one object per line use JSON Lines")
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{fp} line {n}"
+            try:
+                obj = json.loads(line, object_pairs_hook=_unique_keys(where, spec))
+            except json.JSONDecodeError as exc:
+                if n == 1 or not rows:
+                    try:
+                        whole = json.loads(text)
+                    except json.JSONDecodeError:
+                        whole = None
+                    if isinstance(whole, dict):
+                        raise UserError(
+                            f"task {spec.name}: {fp} holds one JSON object spread over several lines, not rows — write "
+                            "one object per line (JSON Lines) or a list of objects"
+                        ) from None
+                raise UserError(f"task {spec.name}: {fp} line {n} is not valid JSON ({exc.msg}) — fix the line") from None
+            rows.append((obj, where))
+    for obj, where in rows:
+        if not isinstance(obj, dict):
+            raise UserError(f"task {spec.name}: {where} is {_json_kind(obj)}, not an object with fields — each row "
+                            'must be a JSON object, e.g. {"id": "1", "text": "...", "label": "..."}')
+    return rows
+
+
+def _csv_lines(spec: TaskSpec, split: str, fp: Path) -> list[str]:
+    """Check a CSV file the way pandas will read it (header, then rows of at most as many fields), naming the file and
+    line of a bad row — `datasets` reports it as a generic build error, logged twice. Returns where each row is."""
+    import csv
+    import io
+
+    text = _decode(spec, split, fp)
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    where: list[str] = []
+    try:
+        for row in reader:
+            if not row or not any(c.strip() for c in row):
+                continue
+            if header is None:
+                header = row
+                needed = [f for f in (spec.id_field, spec.input_field, spec.target_field, spec.choices_field) if f]
+                missing = [f for f in needed if f not in header]
+                if missing:
+                    raise UserError(f"task {spec.name}: {fp} (split {split!r}) has no column {missing[0]!r} (its "
+                                    f"header: {', '.join(header)}) — fix the header or the task's field names")
+                continue
+            if len(row) > len(header):
+                raise UserError(f"task {spec.name}: {fp} line {reader.line_num} has {len(row)} fields but the header "
+                                f"has {len(header)} — quote fields that contain commas (\"a, b\")")
+            where.append(f"{fp} line {reader.line_num}")
+    except csv.Error as exc:
+        raise UserError(f"task {spec.name}: {fp} line {reader.line_num} is not valid CSV ({exc}) — fix the line") from None
+    return where
+
+
+def _cause_line(exc: BaseException) -> str:
+    """The most specific first line of an exception chain (`datasets` wraps the real cause in a generic error)."""
+    seen = []
+    e: BaseException | None = exc
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    for e in reversed(seen):
+        text = str(e).strip()
+        if text and "An error occurred while generating the dataset" not in text:
+            return text.splitlines()[0]
+    return type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """`datasets` logs a failed file read at ERROR level (and pandas warns) before raising: one line is ours to print."""
+    import warnings
+
+    loggers = [logging.getLogger(n) for n in ("datasets", "fsspec", "huggingface_hub")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _load_split(spec: TaskSpec, task_dir: Path, split: str) -> list[tuple[dict[str, Any], str]]:
+    """The rows of one split, each with where it is (file and line when known), reading only that split's files."""
     import datasets
 
     data_files = _resolve_data_files(spec, task_dir)
     if data_files is not None and split not in data_files:
         raise UserError(f"task {spec.name}: split {split!r} is not in data.data_files ({', '.join(data_files)})")
+    if data_files is None and spec.data.path in LOCAL_BUILDERS:
+        raise UserError(f"task {spec.name}: data.path {spec.data.path!r} reads local files — give data.data_files "
+                        f"(split name → file, relative to the task file)")
+    files = data_files[split] if data_files is not None else None
+    if spec.data.path == "json" and files and not any(str(f).endswith(COMPRESSED) for f in files):
+        return [r for f in files for r in _read_json_rows(spec, split, f)]
+    where: list[str] | None = None
+    if spec.data.path == "csv" and files and not any(str(f).endswith(COMPRESSED) for f in files):
+        where = [w for f in files for w in _csv_lines(spec, split, f)]
     datasets.disable_progress_bars()
     try:
-        ds = datasets.load_dataset(
-            spec.data.path, name=spec.data.name, data_files=data_files, split=split, revision=spec.data.revision
-        )
+        with _quiet_datasets():
+            ds = datasets.load_dataset(
+                spec.data.path, name=spec.data.name, data_files={split: [str(f) for f in files]} if files else None,
+                split=split, revision=spec.data.revision,
+            )
     except UserError:
         raise
     except UnicodeDecodeError:
         raise UserError(f"task {spec.name}: data for split {split!r} is not UTF-8 — re-encode the file") from None
-    except Exception as exc:  # datasets raises many types; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"task {spec.name}: cannot load split {split!r} from {spec.data.path}: {first}") from None
-    return [dict(r) for r in ds]
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; the user needs one line
+        src = ", ".join(str(f) for f in files) if files else spec.data.path
+        raise UserError(f"task {spec.name}: cannot load split {split!r} from {src}: {_cause_line(exc)}") from None
+    rows = [dict(r) for r in ds]
+    if where is None or len(where) != len(rows):
+        where = [f"row {i} of split {split!r}" for i in range(len(rows))]
+    return list(zip(rows, where))
 
 
-def _to_items(spec: TaskSpec, rows: list[dict[str, Any]], split: str) -> tuple[Item, ...]:
+SCALARS = (str, int, float)
+
+
+def _scalar(spec: TaskSpec, where: str, field_name: str, what: str, value: Any) -> str:
+    """A field's value as text: text, a number or a boolean (as `datasets` gave them); a nested value is refused."""
+    if isinstance(value, (dict, list, tuple)):
+        raise UserError(
+            f"task {spec.name}: {where}: field {field_name!r} ({what}) is {_json_kind(value)}, not text — tunecheck "
+            "reads top-level text fields: flatten the data or point the task at a text field"
+        )
+    if not isinstance(value, SCALARS):  # bool is an int
+        raise UserError(f"task {spec.name}: {where}: field {field_name!r} ({what}) is {type(value).__name__}, not "
+                        "text — fix the data")
+    return str(value)
+
+
+def _row_choices(spec: TaskSpec, where: str, value: Any) -> tuple[str, ...]:
+    f = spec.choices_field
+    if not isinstance(value, (list, tuple)):
+        raise UserError(
+            f"task {spec.name}: {where}: choices field {f!r} is {_json_kind(value)} ({str(value)[:40]!r}), not a list "
+            f'of strings — write it as a list, e.g. ["yes", "no"]'
+        )
+    for j, c in enumerate(value):
+        if not isinstance(c, str):
+            raise UserError(f"task {spec.name}: {where}: choice {j} in {f!r} is {_json_kind(c)} ({c!r}), not a string "
+                            '— write every choice as a string, e.g. "1"')
+    if len(value) < 2:
+        raise UserError(f"task {spec.name}: {where}: choices field {f!r} has {len(value)} choice(s) — a choice task "
+                        "needs at least 2")
+    if len(set(value)) != len(value):
+        dup = next(c for j, c in enumerate(value) if c in value[:j])
+        raise UserError(f"task {spec.name}: {where}: choice {dup!r} is listed twice in {f!r} — choices must be distinct")
+    return tuple(value)
+
+
+def _to_items(spec: TaskSpec, rows: list[tuple[dict[str, Any], str]], split: str) -> tuple[Item, ...]:
     if not rows:
         raise UserError(f"task {spec.name}: split {split!r} is empty — it needs at least one row")
     items: list[Item] = []
-    seen: set[str] = set()
-    for i, row in enumerate(rows):
-        rid = str(row[spec.id_field]) if spec.id_field and spec.id_field in row else f"{split}-{i}"
-        for field in (spec.input_field, spec.target_field, spec.choices_field):
-            if field and row.get(field) is None:
-                raise UserError(f"task {spec.name}: row {rid} of split {split!r} has no field {field!r} — fix the data or the task's field names")
+    seen: dict[str, str] = {}
+    for i, (row, where) in enumerate(rows):
+        place = where if "split" in where else f"{where} (split {split!r})"
+        if spec.id_field:
+            if spec.id_field not in row:
+                raise UserError(f"task {spec.name}: {place} has no id field {spec.id_field!r} — give every row an id, "
+                                "or remove id_field from the task")
+            rid_value = row[spec.id_field]
+            if rid_value is None:
+                raise UserError(f"task {spec.name}: {place}: its id {spec.id_field!r} is null — give every row an id")
+            if isinstance(rid_value, bool):
+                raise UserError(f"task {spec.name}: {place}: its id {spec.id_field!r} is a boolean — use text or a number")
+            rid = _scalar(spec, place, spec.id_field, "the id", rid_value)
+        else:
+            rid = f"{split}-{i}"
+        for fld in (spec.input_field, spec.target_field, spec.choices_field):
+            if fld and row.get(fld) is None:
+                raise UserError(f"task {spec.name}: {place} has no field {fld!r} (row {rid}) — fix the data or the "
+                                "task's field names")
         if rid in seen:
-            raise UserError(f"task {spec.name}: duplicate id {rid!r} in split {split!r} — ids must be unique")
-        seen.add(rid)
-        choices = tuple(str(c) for c in (row[spec.choices_field] if spec.choices_field else spec.choices or ()))
-        target = str(row[spec.target_field])
+            raise UserError(f"task {spec.name}: duplicate id {rid!r} in split {split!r} ({seen[rid]} and {where}) — "
+                            "ids must be unique")
+        seen[rid] = where
+        text = _scalar(spec, place, spec.input_field, "the input", row[spec.input_field])
+        target = _scalar(spec, place, spec.target_field, "the target", row[spec.target_field])
+        choices = _row_choices(spec, place, row[spec.choices_field]) if spec.choices_field else tuple(spec.choices or ())
         if spec.kind == "choice" and target not in choices:
-            raise UserError(f"task {spec.name}: row {rid} target {target!r} is not among the choices — fix the data or `choices`")
-        items.append(Item(id=rid, input=str(row[spec.input_field]), target=target, choices=choices))
+            raise UserError(f"task {spec.name}: row {rid} ({where}) target {target!r} is not among the choices — fix "
+                            "the data or `choices`")
+        items.append(Item(id=rid, input=text, target=target, choices=choices))
     return tuple(items)
 
 
@@ -251,7 +519,36 @@ def load_task(ref: str, search_dirs: list[Path] | None = None, lmeval_include: l
     spec = load_spec(path)
     train = _to_items(spec, _load_split(spec, path.parent, spec.train_split), spec.train_split)
     test = _to_items(spec, _load_split(spec, path.parent, spec.test_split), spec.test_split)
-    return Task(spec=spec, path=path, train=train, test=test)
+    task = Task(spec=spec, path=path, train=train, test=test)
+    from evaluator.prompts import check_prompt  # prompts imports this module
+
+    check_prompt(task)  # renders the template on every item: any template problem is found here, before a model loads
+    return task
+
+
+def check_task_for_job(task: Task, job: Any) -> list[str]:
+    """What a job asks of a loaded task that can be checked without a model (for the planner, before any model loads):
+    an explicit shot count above the task's demonstration items, LoRA without training items. Returns notes for
+    training sizes that collapse onto the same number of items (see `evaluator.config.effective_train_sizes`)."""
+    from evaluator.config import effective_train_sizes
+
+    pool = len(task.demo_pool)
+    lora = job.arms.lora
+    asks = [("arms.prompting.shots", job.arms.prompting.shots)]
+    if job.newer:
+        asks.append(("arms.newer.shots" if job.arms.newer.shots else "arms.prompting.shots (arm C)", job.newer_shots()))
+    if lora.enabled:
+        asks.append(("arms.lora.eval_shots", lora.eval_shots))
+    for where, shots in asks:
+        for k in shots:
+            if k != "max" and int(k) > pool:
+                raise UserError(f"{where}: shots={k} but task {task.name} has only {pool} demonstration items — lower "
+                                "it or use max")
+    if not lora.enabled:
+        return []
+    if not task.train:
+        raise UserError(f"task {task.name} has no training items, so the LoRA arm cannot train — set arms.lora.enabled: false")
+    return effective_train_sizes(list(lora.train_sizes), len(task.train), task.name)[1]
 
 
 def list_tasks(search_dirs: list[Path] | None = None) -> list[tuple[Path, TaskSpec | None, str]]:

@@ -27,9 +27,12 @@ def test_template_cannot_reach_python_internals(tmp_path):
     spec["prompt"] = "evil.j2"
     spec["data"]["data_files"] = {s: str(REPO / "tasks" / "data" / f"snips_{s}.jsonl") for s in ("train", "test")}
     (tmp_path / "evil.yaml").write_text(yaml.safe_dump(spec))
-    task = load_task(str(tmp_path / "evil.yaml"))
-    with pytest.raises(UserError, match="prompt template failed.*unsafe|access to attribute"):
-        PromptBuilder(task, 0).query(task.test[0])
+    with pytest.raises(UserError, match="prompt template .*failed on item.*unsafe|access to attribute"):
+        load_task(str(tmp_path / "evil.yaml"))  # every item is rendered when the task loads, before any model
+    spec["prompt"] = "intent.j2"  # a sound template still renders through the sandbox on demand
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(spec))
+    task = load_task(str(tmp_path / "ok.yaml"))
+    assert PromptBuilder(task, 0).query(task.test[0]).startswith("Utterance: ")
 
 
 def test_yaml_python_tags_are_not_executed(tmp_path):

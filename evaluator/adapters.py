@@ -27,12 +27,12 @@ from evaluator import __version__
 from evaluator.arms import adapter_dir, adapter_key
 from evaluator.config import LoraArm
 from evaluator.errors import UserError
-from evaluator.models import PICKLE_SUFFIXES
+from evaluator.models import PICKLE_SUFFIXES, check_device_and_dtype, check_safetensors_file
 from evaluator.faults import checkpoint
 from evaluator.prompts import PromptBuilder, TokenizedPrompts
 from evaluator.store import atomic_write_json, read_json
 from evaluator.tasks import Item, Task
-from evaluator.training import Example, train_lora
+from evaluator.training import Example, lora_target_problem, train_lora
 
 ADAPTER_META = "tunecheck-adapter.json"
 FORMAT = "tunecheck-adapter/1"
@@ -156,9 +156,87 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{folder} has no {ADAPTER_META}: it was not trained by tunecheck (or did not finish) — retrain it")
     meta = read_json(path)
-    if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith("tunecheck-adapter/"):
-        raise UserError(f"{path} is not tunecheck adapter metadata — retrain the adapter")
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} is not tunecheck adapter metadata (a JSON {_json_kind(meta)}, not an object) — retrain the adapter")
+    if not str(meta.get("format", "")).startswith("tunecheck-adapter/"):
+        raise UserError(f"{path} is not tunecheck adapter metadata (no 'format': 'tunecheck-adapter/…') — retrain the adapter")
+    why = meta_problem(meta)
+    if why:
+        raise UserError(f"{path} is damaged tunecheck adapter metadata: {why} — retrain the adapter (delete {folder} first)")
+    check_safetensors_file(folder / "adapter_model.safetensors", f"delete {folder} and train the adapter again")
     return meta
+
+
+def _json_kind(v: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# field -> (check, what it must be); optional fields are checked only when present
+_META_REQUIRED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "task": (lambda v: isinstance(v, str) and bool(v.strip()), "a task name"),
+    "base": (lambda v: isinstance(v, dict), "an object describing the base model"),
+    "key": (lambda v: isinstance(v, str) and bool(v), "the adapter key (a string)"),
+    "training": (lambda v: isinstance(v, dict), "an object of training measurements"),
+}
+_META_OPTIONAL: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "evaluations": (lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v), "a list of objects"),
+    "hyperparameters": (lambda v: isinstance(v, dict), "an object"),
+    "train_size": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+}
+_TRAINING_NUMBERS = ("train_seconds", "steps", "tokens_seen", "peak_mem_mb", "adapter_bytes")
+
+
+def meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of adapter metadata (valid JSON, but not what tunecheck wrote), or None."""
+    for name, (ok, what) in _META_REQUIRED.items():
+        if name not in meta:
+            return f"field '{name}' is missing"
+        if not ok(meta[name]):
+            return f"field '{name}' must be {what}, got {_json_kind(meta[name])}"
+    for name, (ok, what) in _META_OPTIONAL.items():
+        if name in meta and not ok(meta[name]):
+            return f"field '{name}' must be {what}, got {_json_kind(meta[name])}"
+    for name in _TRAINING_NUMBERS:
+        v = meta["training"].get(name)
+        if not _is_num(v):
+            return f"field 'training.{name}' must be a number, got {'nothing' if name not in meta['training'] else _json_kind(v)}"
+    for name in ("source", "path"):
+        v = meta["base"].get(name)
+        if v is not None and not isinstance(v, str):
+            return f"field 'base.{name}' must be a string, got {_json_kind(v)}"
+    return None
+
+
+def _peft_load(model, folder: Path):
+    """PeftModel.from_pretrained, with a damaged adapter (corrupt weights, wrong shapes) as one line."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(folder))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"adapter {folder} could not be loaded ({why}) — delete it and train it again") from None
+    except Exception as exc:  # safetensors.SafetensorError is neither OSError nor ValueError
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        why = str(exc).strip().splitlines()[0]
+        raise UserError(f"{Path(folder) / 'adapter_model.safetensors'} is truncated or corrupt ({why}) — delete {folder} and train the adapter again") from None
+
+
+def check_target_modules(model, hp: LoraArm) -> None:
+    """Refuse LoRA target modules the model does not have (or that LoRA cannot adapt), before any arm runs.
+
+    `model` is the loaded base: a LoadedModel or its torch model (lm.model). `hp.target_modules` None means the
+    architecture's default set. Raises UserError naming the missing modules and some linear layers that exist."""
+    torch_model = getattr(model, "model", model) if hasattr(model, "tokenizer") else model
+    why = lora_target_problem(torch_model, hp.target_modules)
+    if why:
+        raise UserError(why)
 
 
 def hp_dict(hp: LoraArm) -> dict[str, Any]:
@@ -173,7 +251,7 @@ def build_examples(task: Task, tp: TokenizedPrompts, items: list[Item], tokenize
     """Zero-shot prompt (the scorer's exact token ids) as context, target continuation (+ EOS for free-form) as answer."""
     prefix0 = tp.prefix_ids(0)
     eos = [tokenizer.eos_token_id] if task.spec.kind == "generate" and tokenizer.eos_token_id is not None else []
-    return [Example(prefix0 + tp.item_ids(it, 0), tp.continuation_ids(it.target) + eos) for it in items]
+    return [Example(prefix0 + tp.item_ids(it, 0), tp.continuation_ids(it.target, it, 0) + eos) for it in items]
 
 
 def resolve_root(path: str | Path) -> Path:
@@ -196,8 +274,6 @@ def train_or_reuse(
 
     Returns (peft_model, meta, folder). The adapter is written to `<folder>.partial` and renamed when complete, so an
     interrupted training never leaves a folder that looks finished."""
-    from peft import PeftModel
-
     train_items = list(task.train[:n])
     tp = TokenizedPrompts(PromptBuilder(task, seed), lm.tokenizer)
     hpd = hp_dict(hp)
@@ -208,7 +284,7 @@ def train_or_reuse(
         meta = read_meta(out)
         check_base(meta, identity, out)
         log(f"reusing adapter {out} (trained {meta['training']['train_seconds']:.1f}s)")
-        return PeftModel.from_pretrained(lm.model, out), meta, out
+        return _peft_load(lm.model, out), meta, out
     examples = build_examples(task, tp, train_items, lm.tokenizer)
     tmp = out.with_name(out.name + ".partial")
     ctx = status(f"training LoRA n={n} on {lm.source.spec}") if status else contextlib.nullcontext()
@@ -256,10 +332,8 @@ def train_or_reuse(
 
 def load_adapter(lm, folder: Path, meta: dict[str, Any]):
     """PeftModel on lm.model after the base check (raises UserError on a mismatch)."""
-    from peft import PeftModel
-
     check_base(meta, base_identity(lm), Path(folder))
-    return PeftModel.from_pretrained(lm.model, str(folder))
+    return _peft_load(lm.model, Path(folder))
 
 
 def recorded_base_spec(meta: dict[str, Any]) -> str:
@@ -356,8 +430,7 @@ def _quiet_loading() -> None:
 def _load(spec: str, device: str, dtype: str, model_cache: Path | None):
     from evaluator.models import check_loadable, load_model, resolve_source
 
-    if dtype not in {"auto", "float32", "bfloat16", "float16"}:
-        raise UserError(f"--dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    check_device_and_dtype(device, dtype)
     src = resolve_source(spec, Path.cwd())
     check_loadable(src)
     return load_model(src, device=device, dtype=dtype, cache_dir=model_cache)
@@ -368,6 +441,8 @@ def train_command(*, model: str, task: str, n: str, hp: LoraArm, seed: int, adap
     """Train (or reuse) one adapter; works unchanged under `accelerate launch` (DDP)."""
     from evaluator.tasks import load_task, task_search_dirs
 
+    device = process_device(device)  # under `accelerate launch`: this process's GPU (or cpu)
+    check_device_and_dtype(device, dtype)  # before anything loads (a job file's device gets the same check)
     _quiet_loading()
     t = load_task(task, task_search_dirs(Path.cwd()))
     if n == "all":
@@ -376,7 +451,8 @@ def train_command(*, model: str, task: str, n: str, hp: LoraArm, seed: int, adap
         n_eff = min(int(n), len(t.train))
     else:
         raise UserError(f"--n {n!r}: use a positive number of training items or 'all'")
-    lm = _load(model, process_device(device), dtype, model_cache)
+    lm = _load(model, device, dtype, model_cache)
+    check_target_modules(lm, hp)
     reused = False
 
     def _log(msg: str) -> None:
@@ -399,6 +475,7 @@ def eval_command(*, adapter: Path, task: str | None = None, model: str | None = 
     """Evaluate a stored adapter on a task's test items (its own task by default), on its own base by default."""
     from evaluator.tasks import load_task, task_search_dirs
 
+    check_device_and_dtype(device, dtype)  # before anything loads
     _quiet_loading()
     adapter = Path(adapter).expanduser().resolve()
     meta = read_meta(adapter)

@@ -8,7 +8,8 @@ Why a loop of our own and not `transformers.Trainer`: arm B needs exactly this a
 * no host<->device synchronisation per step (a default Trainer checks the loss for NaN/inf, copies batches with
   blocking copies and counts label tokens on the host every step; each stalls the GPU queue): batches are copied
   from pinned memory without blocking, losses stay on the device until an evaluation point;
-* bf16 autocast on GPUs that support it, fused AdamW on CUDA, TF32 matmuls;
+* bf16 autocast on GPUs that support it, fused AdamW on CUDA, TF32 matmuls; float16 weights (GPUs without bf16)
+  train with loss scaling (torch.amp.GradScaler: unscale before clipping, skip overflowed steps);
 * exact measurements (train seconds, non-pad tokens, peak memory, adapter size) and a validation slice with early
   stopping that restores the best adapter weights.
 `benchmarks/lora_throughput.py` measures the difference against a plain default `Trainer` on the same model and data.
@@ -45,6 +46,8 @@ from evaluator.faults import checkpoint
 IGNORE = -100
 # peft (0.21) calls a transformers API deprecated in 5.x on every get_peft_model / from_pretrained: not ours to fix.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+# float16 training: a step the gradient scaler skips (overflow) is followed by the schedule's step by design.
+warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
 
 # Attention + MLP projections: LoRA on all linear layers is the strong default (QLoRA, Dettmers et al. 2023).
 _ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -107,7 +110,9 @@ class TrainResult:
     best_val_loss: float | None = None
     stopped_early: bool = False
     world_size: int = 1
-    mixed_precision: str = "no"
+    mixed_precision: str = "no"  # "bf16" (autocast), "fp16" (float16 weights, loss scaled by a GradScaler) or "no"
+    grad_scaler: bool = False  # float16 training: loss scaling (torch.amp.GradScaler) against gradient underflow
+    loss_scale: float | None = None  # the scaler's final scale (halved after each step whose gradients overflowed)
     loss_path: str = "answer-logits"  # or "full-logits" (architectures outside ANSWER_LOGITS_TYPES)
     padding_fraction: float = 0.0  # pad tokens / all tokens in the training batches
     micro_batch_size: int = 0  # at most this many items per forward (per process); < batch_size after OOM retries
@@ -121,6 +126,69 @@ def target_modules_for(model, requested: list[str] | None) -> list[str] | None:
     if requested:
         return requested
     return DEFAULT_TARGETS.get(getattr(model.config, "model_type", ""))  # None → peft's own default mapping
+
+
+def _lora_adaptable(module) -> bool:
+    """Module types peft's LoRA can wrap (Linear, Embedding, Conv*, GPT-2's Conv1D, MultiheadAttention)."""
+    import torch
+
+    if hasattr(module, "base_layer"):  # already a peft LoRA layer
+        return True
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.MultiheadAttention)
+    return isinstance(module, kinds) or type(module).__name__ == "Conv1D"
+
+
+def lora_target_problem(model, requested: list[str] | None) -> str | None:
+    """Why LoRA cannot target `requested` (None: the architecture's default) on `model`, or None if it can.
+
+    Matching is peft's: a target name matches a module whose full name equals it or ends with '.' + it. Every name
+    the user asked for must match a module LoRA can adapt (a typo would otherwise silently change the adapter, or
+    fail in peft after other arms ran); of a default set at least one must (peft's own rule)."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    model_type = getattr(getattr(base, "config", None), "model_type", "") or "?"
+    named = [(n, m) for n, m in base.named_modules() if n and "lora_" not in n and not n.endswith(".base_layer")]
+    linear: list[str] = []
+    for n, m in sorted(named, key=lambda t: isinstance(t[1], torch.nn.Embedding)):  # linear layers first
+        leaf = n.rsplit(".", 1)[-1]
+        if _lora_adaptable(m) and not leaf.isdigit() and leaf not in linear:
+            linear.append(leaf)
+    shown = ", ".join(linear[:10]) + (f" (and {len(linear) - 10} more)" if len(linear) > 10 else "")
+    where = f"model {model_type} ({type(base).__name__})"
+    fix = f"set arms.lora.target_modules (tunecheck train: --target-modules) to some of the layers LoRA can adapt in it: {shown or 'none found'}"
+    targets = target_modules_for(base, requested)
+    if targets is None:
+        try:
+            from peft.utils import constants as peft_constants
+
+            peft_defaults = peft_constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+        except (ImportError, AttributeError):  # pragma: no cover - another peft layout
+            peft_defaults = {}
+        targets = peft_defaults.get(model_type)
+        if not targets:
+            return f"there are no default LoRA target modules for {where} — {fix}"
+        requested = None
+    targets = [targets] if isinstance(targets, str) else list(targets)
+
+    def matches(key: str):
+        return [m for n, m in named if n == key or n.endswith("." + key)]
+
+    missing = [t for t in targets if not matches(t)]
+    unsupported = [t for t in targets if matches(t) and not any(_lora_adaptable(m) for m in matches(t))]
+    if requested:  # the user's own list: every name must hit something LoRA can adapt
+        if missing:
+            names = ", ".join(repr(t) for t in missing)
+            return f"LoRA target module(s) {names} not found in {where} — {fix}"
+        if unsupported:
+            t = unsupported[0]
+            kind = type(matches(t)[0]).__name__
+            return f"LoRA target module {t!r} of {where} is a {kind}, which LoRA cannot adapt — {fix}"
+        return None
+    if len(missing) + len(unsupported) == len(targets):
+        names = ", ".join(repr(t) for t in targets)
+        return f"none of the default LoRA target modules ({names}) exist in {where} — {fix}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -292,10 +360,42 @@ def _peak_mem_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB → MiB (process peak RSS)
 
 
-def mixed_precision_for(device: str) -> str:
+def mixed_precision_for(device: str, weights_dtype=None) -> str:
+    """bf16 autocast on GPUs that support it; none on CPU and for float16 weights (these train in float16 with a
+    gradient scaler instead: see `needs_grad_scaler`)."""
     import torch
 
+    if weights_dtype == torch.float16:
+        return "no"
     return "bf16" if str(device).startswith("cuda") and torch.cuda.is_bf16_supported() else "no"
+
+
+def weights_dtype(model):
+    """The floating-point dtype of the model's (first) weights."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def needs_grad_scaler(model) -> bool:
+    """float16 weights (dtype: float16, or auto on a GPU without bf16): activations and their gradients are float16,
+    whose small gradients underflow to zero without loss scaling — so training scales the loss (torch.amp.GradScaler),
+    unscales before clipping and skips steps whose gradients overflowed. bf16 and float32 need none."""
+    import torch
+
+    return weights_dtype(model) == torch.float16
+
+
+def make_grad_scaler(device: str):
+    """A torch.amp.GradScaler for the device type (cuda, cpu, mps, ...)."""
+    import torch
+
+    kind = torch.device(str(device)).type
+    try:
+        return torch.amp.GradScaler(kind)
+    except Exception as exc:  # noqa: BLE001 - a device type without loss-scaling support
+        raise UserError(
+            f"float16 training needs a gradient scaler, which torch does not provide on {kind} ({exc}) — "
+            "use dtype: float32 or bfloat16"
+        ) from None
 
 
 def make_accelerator(mixed_precision: str, cpu: bool):
@@ -364,7 +464,10 @@ def train_lora(
 
     from evaluator.engine import free_memory, is_out_of_memory
 
-    mp = mixed_precision_for(device)
+    why = lora_target_problem(model, hp.target_modules)  # one line, not peft's error, if the modules do not exist
+    if why:
+        raise UserError(why)
+    mp = mixed_precision_for(device, weights_dtype(model))
     acc = make_accelerator(mp, cpu=str(device) == "cpu")
     world, rank = acc.num_processes, acc.process_index
     if world > 1:
@@ -389,6 +492,12 @@ def train_lora(
         task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, cfg)
+    scaler = None
+    if needs_grad_scaler(model):
+        scaler = make_grad_scaler(device)
+        for p in peft_model.parameters():  # the scaler unscales float32 gradients only (peft keeps LoRA in fp32)
+            if p.requires_grad and p.dtype == torch.float16:
+                p.data = p.data.float()
     if hp.gradient_checkpointing:
         _checkpointing(peft_model.get_base_model(), True)
     peft_model.train()
@@ -415,7 +524,10 @@ def train_lora(
         for s in range(0, len(shard), micro):
             b = _make_batch(shard[s : s + micro], pad_id, pin=on_cuda).to(device, non_blocking=on_cuda)
             part = module(b.ids, b.pos, b.tgt, norm) * weight
-            acc.backward(part)
+            if scaler is not None:
+                scaler.scale(part).backward()  # DDP's gradient all-reduce runs in this backward as well
+            else:
+                acc.backward(part)
             loss = loss + part.detach()
         return loss
 
@@ -490,8 +602,14 @@ def train_lora(
                 if global_targets:
                     norm = global_targets / world
                     loss = retry_on_oom(lambda: forward_backward(shard, weight, norm), len(shard))
+                    if scaler is not None:
+                        scaler.unscale_(opt)  # clip the true gradients
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
-                    opt.step()
+                    if scaler is not None:
+                        scaler.step(opt)  # skipped when a gradient overflowed; the scale is then lowered
+                        scaler.update()
+                    else:
+                        opt.step()
                     step_losses.append(loss)
                 sched.step()
                 opt.zero_grad(set_to_none=True)
@@ -557,7 +675,9 @@ def train_lora(
         best_val_loss=None if best_step is None else best,
         stopped_early=stopped,
         world_size=world,
-        mixed_precision=mp,
+        mixed_precision="fp16" if scaler is not None else mp,
+        grad_scaler=scaler is not None,
+        loss_scale=float(scaler.get_scale()) if scaler is not None else None,
         loss_path="answer-logits" if fast else "full-logits",
         padding_fraction=(padded - real) / padded if padded else 0.0,
         micro_batch_size=micro,

@@ -496,6 +496,26 @@ def _strip_quantizer(model: Any) -> None:
             del model.config.quantization_config
 
 
+def _check_complete(model: ZooModel, info: dict[str, Any], what: str) -> None:
+    """A conversion must carry every tensor: none missing (left randomly initialised), unexpected or reshaped.
+
+    Tied weights (lm_head with tie_word_embeddings) are not reported as missing by transformers."""
+    problems = {
+        "missing": sorted(info.get("missing_keys") or ()),
+        "unexpected": sorted(info.get("unexpected_keys") or ()),
+        "shape-mismatched": sorted(str(k[0]) for k in info.get("mismatched_keys") or ()),
+    }
+    bad = [(kind, keys) for kind, keys in problems.items() if keys]
+    if bad or info.get("error_msgs"):
+        detail = "; ".join(f"{len(keys)} {kind} tensor(s): {', '.join(keys[:3])}" for kind, keys in bad) or _first_line(
+            str(info["error_msgs"][0])
+        )
+        raise ZooError(
+            f"loading {what} for {model.name} left weights unset ({detail}): the conversion would score random "
+            "weights — upgrade or downgrade transformers and gguf, then retry"
+        )
+
+
 def _convert(model: ZooModel, gguf_path: Path, out: Path, rep: _Reporter) -> dict[str, Any]:
     """GGUF → HF folder ``out``. Returns facts for the marker (tokenizer checks, dtype, parameters)."""
     import torch
@@ -507,11 +527,14 @@ def _convert(model: ZooModel, gguf_path: Path, out: Path, rep: _Reporter) -> dic
     with rep.step(f"converting {gname} to a float32 Hugging Face folder (transformers {transformers.__version__})"):
         try:
             tok = AutoTokenizer.from_pretrained(gdir, gguf_file=gname)
-            lm = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=gname, **_gguf_kwargs())
+            lm, info = AutoModelForCausalLM.from_pretrained(
+                gdir, gguf_file=gname, output_loading_info=True, **_gguf_kwargs()
+            )
         except ImportError as exc:
             raise ZooError(
                 f"transformers cannot read GGUF files here ({_first_line(str(exc))}): pip install 'gguf>=0.10'"
             ) from None
+        _check_complete(model, info, f"the GGUF {gname}")
         _strip_quantizer(lm)
         lm.eval()
         lm.save_pretrained(out, safe_serialization=True)
@@ -520,7 +543,17 @@ def _convert(model: ZooModel, gguf_path: Path, out: Path, rep: _Reporter) -> dic
     # Check what came out: reload from the folder, compare logits, exercise the tokenizer.
     with rep.step("checking the converted folder"):
         tok2 = AutoTokenizer.from_pretrained(str(out))
-        lm2 = AutoModelForCausalLM.from_pretrained(str(out))
+        lm2, info2 = AutoModelForCausalLM.from_pretrained(str(out), output_loading_info=True)
+        _check_complete(model, info2, f"the converted folder {out.name}")
+        from evaluator.models import tokenizer_max_id
+
+        emb_rows = lm2.get_input_embeddings().num_embeddings
+        if tokenizer_max_id(tok2) >= emb_rows:
+            raise ZooError(
+                f"the converted {model.name} tokenizer produces token ids up to {tokenizer_max_id(tok2)} but the model "
+                f"has only {emb_rows} embedding rows: report this with your transformers version "
+                f"({transformers.__version__})"
+            )
         ids = tok2(_CHECK_TEXT, return_tensors="pt").input_ids
         with torch.no_grad():
             a = lm(ids).logits

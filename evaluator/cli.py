@@ -2,18 +2,73 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from evaluator.errors import UserError
+from evaluator.errors import UserError, os_error_line
+
+try:  # typer >= 0.2x parses with its own copy of click: its exceptions are not click's
+    from typer._click import exceptions as _typer_click_exc
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _typer_click_exc = click.exceptions
+
+
+def _exc(name: str) -> tuple[type, ...]:
+    return tuple({getattr(m, name) for m in (_typer_click_exc, click.exceptions) if hasattr(m, name)})
+
+
+NO_ARGS_IS_HELP, USAGE_ERROR, CLICK_EXCEPTION, ABORT = (
+    _exc("NoArgsIsHelpError"), _exc("UsageError"), _exc("ClickException"), _exc("Abort"))
+
+
+class OneLineErrors(TyperGroup):
+    """The app's click group: a usage error (bad option value, unknown option, missing argument) is one line
+    `error: <click's message> (see tunecheck <cmd> --help)` and exit 2, not click's usage box. Done in `main`, so it
+    holds for the console script and for `CliRunner().invoke(app, ...)` alike; `--help` is untouched."""
+
+    def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except NO_ARGS_IS_HELP:  # bare `tunecheck`: the help text, as click gives it
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=standalone_mode, **extra)
+        except USAGE_ERROR as exc:
+            if not standalone_mode:
+                raise
+            ctx = exc.ctx  # its command path starts with the program name as invoked ("root" under CliRunner)
+            sub = ctx.command_path.split(" ", 1)[1:] if ctx is not None else []
+            where = " ".join(["tunecheck", *sub])
+            msg = " ".join(exc.format_message().split()).rstrip(".")
+            click.echo(f"error: {msg} (see {where} --help)", err=True)
+            sys.exit(2)
+        except CLICK_EXCEPTION as exc:
+            if not standalone_mode:
+                raise
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except ABORT:
+            if not standalone_mode:
+                raise
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="tunecheck — does this task need fine-tuning? Runs many-shot prompting, LoRA and a newer base on the same "
     "test items and reports quality, cost and a verdict.",
     no_args_is_help=True,
@@ -24,21 +79,73 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+# what an OSError mid-command leaves intact, per command (the one error line says it)
+KEPT = {
+    "run": "finished units are saved",
+    "demo": "finished units are saved",
+    "train": "adapters already saved are kept",
+    "eval_adapter": "the adapter is untouched",
+    "report": "the run's stored results are untouched",
+    "cost": "the run's stored results are untouched",
+    "compare": "both runs' stored results are untouched",
+    "samples": "the run's stored results are untouched",
+}
+
+
+def _error_line(text: str) -> None:
+    """`error: TEXT` on stderr; TEXT is printed as is (a file name like `runs/[old]` is not rich markup)."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def friendly(fn: Callable) -> Callable:
-    """Turn UserError into `error: ...` + exit 2, Ctrl-C into a resume hint + exit 130."""
+    """The CLI's one error boundary: UserError and OSError (disk full, read-only mount, permissions, a file where a
+    folder should be, ...) become one `error: ...` line + exit 2; Ctrl-C a resume hint + exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _error_line(str(exc))
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # stdout closed (`| head`): click's own quiet exit
+                raise
+            _error_line(os_error_line(exc, KEPT.get(fn.__name__, "files already written are kept")))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted — finished work is saved; run the same command again to resume")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_folder(path: Path, what: str, fix: str) -> None:
+    """`path` is (or can be created as) a folder we can write: else one line naming it, before any work is done."""
+    p = _nearest_existing(path)
+    if p.is_dir():
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise UserError(f"{what}: {p} is not writable — {fix} you can write to")
+        return
+    if p == path:
+        raise UserError(f"{what}: {path} is a file, not a folder — {fix}")
+    raise UserError(f"{what}: {p} is a file, so {path} cannot be a folder — {fix}")
+
+
+def check_output_file(path: Path, what: str) -> None:
+    """`path` can be written as a file (its folder exists or can be made, and is writable; it is not a folder)."""
+    if path.is_dir():
+        raise UserError(f"{what}: {path} is a folder — give a file path, e.g. {path / 'eval.json'}")
+    check_folder(path.parent, what, "write the file into a folder")
 
 
 @app.command()
@@ -48,19 +155,24 @@ def run(
     run_id: Optional[str] = typer.Option(None, help="Run folder name under output_dir (default: <job name>-<config hash>)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Override the job's cap on test items."),
     engine: Optional[str] = typer.Option(None, help="Scoring engine: auto (shared-prefix cache), plain (full re-encoding) or lm-eval (reference: simple_evaluate)."),
+    recompute: bool = typer.Option(False, "--recompute", help="Recompute units whose inputs (task data, template, demonstrations, model weights, engine) changed since they were recorded, instead of refusing."),
 ) -> None:
     """Run a job's three arms on the same test items; resumes where an earlier run of the same job stopped."""
     from evaluator.config import load_job
     from evaluator.runner import run_job
 
     job = load_job(job_file)
+    if job.arms.lora.enabled:
+        from evaluator.adapters import resolve_root
+
+        check_folder(resolve_root(job.adapters_dir), f"adapters_dir in {job_file}", "set adapters_dir to a folder")
     if engine is not None:
         if engine not in {"auto", "packed", "plain", "lm-eval"}:
             raise UserError(f"unknown engine {engine!r} — use auto, packed, plain or lm-eval")
         job = job.model_copy(update={"engine": engine})
     if limit is not None:
         job = job.model_copy(update={"limit": limit})
-    run_dir = run_job(job, job_file.resolve().parent, job_file.read_text(encoding="utf-8"), run_id)
+    run_dir = run_job(job, job_file.resolve().parent, job_file.read_text(encoding="utf-8"), run_id, recompute=recompute)
     out.print(f"report: {run_dir / 'report.md'}")
     out.print(f"run_dir={run_dir}")
 
@@ -89,6 +201,11 @@ def demo(
         base=base, newer=newer, limit=limit, output_dir=str(output_dir) if output_dir else None,
         model_cache=str(model_cache) if model_cache else None,
     )
+    if job.arms.lora.enabled:
+        from evaluator.adapters import resolve_root
+
+        check_folder(resolve_root(job.adapters_dir), "the demo's adapters folder", "run it from a folder where "
+                     f"{job.adapters_dir} can be created")
     err.print("[bold]tunecheck demo[/]: is fine-tuning needed for SNIPS intents, or do many-shot prompting / a newer base do?")
     fetch = prepare_models(job, lambda m: err.print(m, highlight=False, soft_wrap=True))
     run_dir = run_job(job, Path.cwd(), text, run_id)
@@ -252,9 +369,10 @@ def train(
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward (less memory)."),
 ) -> None:
     """Train one LoRA adapter (peft format + tunecheck-adapter.json); runs unchanged under `accelerate launch`."""
-    from evaluator.adapters import is_main_process, lora_hp, train_command
+    from evaluator.adapters import is_main_process, lora_hp, resolve_root, train_command
     from evaluator.config import LoraArm, load_job
 
+    check_folder(resolve_root(adapters_dir), "--adapters-dir", "pass a folder")
     base_hp, base_seed = LoraArm(), 1234
     if job is not None:
         j = load_job(job)
@@ -291,21 +409,21 @@ def eval_adapter(
     output: Optional[Path] = typer.Option(None, help="Also write the summary and per-item results to this JSON file."),
 ) -> None:
     """Evaluate a stored adapter on a task; refuses an adapter whose base does not match the model (exit 2)."""
-    import json
-
     from evaluator.adapters import eval_command
+    from evaluator.store import atomic_write_json
 
+    if output is not None:  # checked before the evaluation, so a bad path never costs its result
+        check_output_file(output, "--output")
     summary, rows = eval_command(adapter=adapter, task=task, model=model, shots=shots, limit=limit, device=device,
                                  dtype=dtype, model_cache=model_cache)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"summary": summary, "items": rows}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     out.print(
         f"eval task={summary['task']} {summary['metric']}={summary['value']:.4f} "
         f"ci=[{summary['ci_low']:.4f},{summary['ci_high']:.4f}] n={summary['n_items']} shots={summary['shots']} "
         f"model={summary['model']} adapter={summary['adapter']}",
         highlight=False, soft_wrap=True,
     )
+    if output is not None:
+        atomic_write_json(output, {"summary": summary, "items": rows})
 
 
 @app.command()

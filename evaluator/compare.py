@@ -71,11 +71,14 @@ def _monthly_costs(store: RunStore) -> dict[str, dict[str, float]]:
     except (OSError, ValueError):
         return {}
     out: dict[str, dict[str, float]] = {}
-    for task, t in (rep.get("tasks") or {}).items():
-        arms = ((t or {}).get("costs") or {}).get("arms") or []
+    tasks = rep.get("tasks") if isinstance(rep, dict) else None
+    for task, t in (tasks if isinstance(tasks, dict) else {}).items():  # a damaged report.json: no costs, no crash
+        c = t.get("costs") if isinstance(t, dict) else None
+        arms = c.get("arms") if isinstance(c, dict) else None
+        arms = arms if isinstance(arms, list) else []
         out[task] = {
-            a["name"]: a["monthly_selfhost_cached"] for a in arms
-            if isinstance(a, dict) and isinstance(a.get("monthly_selfhost_cached"), (int, float))
+            str(a["name"]): a["monthly_selfhost_cached"] for a in arms
+            if isinstance(a, dict) and "name" in a and isinstance(a.get("monthly_selfhost_cached"), (int, float))
         }
     return out
 
@@ -86,7 +89,7 @@ class _Run:
         self.cfg = self.store.config
         self.job = self.cfg.get("job") or {}
         self.name = _run_name(self.store, self.cfg)
-        self.units = self.store.units()
+        self.units = self.store.units(measurements=False)  # compare reads quality, not tokens/timings
         self.by_task: dict[str, list[dict]] = {}
         for u in self.units:
             self.by_task.setdefault(u["task"], []).append(u)

@@ -15,7 +15,7 @@ from evaluator.api_pricing import ApiPriceError, api_token_counts, prices_for_in
 from evaluator.costs import ArmMeasurement, CostInputs, CostReport, RequestSize, compute_costs
 from evaluator.errors import UserError
 from evaluator.selection import choose, verdict_settings
-from evaluator.store import RunStore, read_json, safe_name
+from evaluator.store import RunStore, read_json
 
 
 def unit_label(u: Mapping) -> str:
@@ -79,11 +79,17 @@ def _request_seconds(u: Mapping) -> float:
     return float(t["eval_seconds"]) - float(t.get("prefix_encode_seconds", 0.0))  # older records: prefix inside
 
 
+def tok_prefix(u: Mapping) -> float:
+    return float((u.get("tokens") or {}).get("shared_prefix_tokens") or 0)
+
+
 def measurement(store: RunStore, u: Mapping, api_model: str, api_provider: str,
                 stated_rps: float | None = None) -> ArmMeasurement:
     rows = store.items(u["unit"])
-    prefix_path = store.root / "prefixes" / f"{safe_name(u['unit'])}.txt"
-    prefix = prefix_path.read_text(encoding="utf-8") if prefix_path.exists() else ""
+    prefix = store.read_prefix(u["unit"])
+    if prefix is None and tok_prefix(u):  # a many-shot unit without its prefix text cannot be API-counted
+        rows = []
+    prefix = prefix or ""
     api: dict[str, float | None] = {"p": None, "s": None, "o": None}
     if rows and all("query" in r for r in rows):
         try:  # outputs: the reference answers — one output size for every arm, whatever each arm predicted

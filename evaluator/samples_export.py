@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from evaluator.errors import UserError
-from evaluator.store import RunStore, atomic_write_text, read_json, safe_name
+from evaluator.store import RunStore, atomic_write_text, read_results, safe_name
 
 __all__ = [
     "SAMPLE_KEYS",
@@ -132,23 +132,12 @@ def doc_hash(doc: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Per-item rows in file order, read-only: a torn last line is ignored, a repeated item keeps its last row."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing although its unit is finished — the run dir is damaged; rerun the job") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is unreadable ({type(exc).__name__})") from None
-    rows: dict[str, dict[str, Any]] = {}
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "item_id" in row:
-            rows[str(row["item_id"])] = row
-    return list(rows.values())
+def _read_rows(path: Path, fix: str = "delete it to recompute that unit") -> list[dict[str, Any]]:
+    """Per-item rows in file order, read-only: a torn last line is ignored, a repeated item keeps its last row; a
+    damaged line elsewhere (not JSON, no item_id, no numeric score) is a UserError naming the file and line."""
+    if not path.exists():
+        raise UserError(f"{path} is missing although its unit is finished — the run dir is damaged; rerun the job")
+    return list(read_results(path, fix)[0].values())
 
 
 @dataclass
@@ -312,7 +301,7 @@ def _unit_samples(store: RunStore, config: dict[str, Any], record: dict[str, Any
     shots = int((record.get("point") or {}).get("shots") or 0)
     prefix = _read_prefix(store, unit_id, info, shots)
     samples = []
-    for i, row in enumerate(_read_rows(store.results_path(unit_id))):
+    for i, row in enumerate(_read_rows(store.results_path(unit_id), store.results_fix(unit_id))):
         query = row.get("query")
         if query is None:
             it = info.item(str(row["item_id"]), "the results do not store the query")
@@ -337,7 +326,7 @@ def unit_samples(run_dir: Path | str, unit_id: str) -> list[dict[str, Any]]:
         if unit_id in planned or store.results_path(unit_id).exists():
             raise UserError(f"unit {unit_id} is not finished — run the job again to finish it")
         raise UserError(f"unknown unit {unit_id!r} in {store.root}")
-    return _unit_samples(store, store.config, read_json(store.unit_path(unit_id)), {})
+    return _unit_samples(store, store.config, store.read_unit(store.unit_path(unit_id), measurements=False), {})
 
 
 def jsonl_record(sample: dict[str, Any]) -> dict[str, Any]:
@@ -390,7 +379,7 @@ def export_samples(
     store = RunStore.open(Path(run_dir))
     config = store.config
     target_dir = Path(out_dir) if out_dir is not None else store.root / "samples"
-    records = {str(r.get("unit")): r for r in store.units()}
+    records = {str(r.get("unit")): r for r in store.units(measurements=False)}
     planned = [str(u) for u in (config.get("units") or [])]
     known = list(dict.fromkeys([*planned, *sorted(records)]))
     if units is None:

@@ -20,8 +20,8 @@ from evaluator.config import Job
 from evaluator.errors import UserError
 from evaluator.models import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
 from evaluator.prompts import PromptBuilder, TokenizedPrompts
-from evaluator.store import RunStore, atomic_write_json, atomic_write_text, read_json, safe_name
-from evaluator.tasks import Item, Task, load_task, task_search_dirs
+from evaluator.store import RunStore, atomic_write_json, atomic_write_text, safe_name
+from evaluator.tasks import Item, Task, check_task_for_job, load_task, task_search_dirs
 
 console = Console(stderr=True, soft_wrap=True)
 ADAPTER_META = "tunecheck-adapter.json"  # = evaluator.adapters.ADAPTER_META
@@ -60,6 +60,7 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
             raise UserError(f"task {t.name!r} is listed twice in tasks — remove one")
         if job.arms.lora.enabled and not t.train:
             raise UserError(f"task {t.name} has no training items, so the LoRA arm cannot train — set arms.lora.enabled: false")
+        check_task_for_job(t, job)  # shot counts above the demonstration pool, before any model loads
         tasks[t.name] = t
     base = resolve_source(job.base, job_dir)
     newer = [resolve_source(n, job_dir) for n in job.newer]
@@ -164,6 +165,10 @@ class Runner:
             base_units = [u for u in pending if u.model == p.base.spec and u.arm in "AB"]
             if base_units:
                 lm = self._load(p.base)
+                if any(u.arm == "B" for u in base_units):  # an unknown LoRA target module stops here, before arm A
+                    from evaluator.adapters import check_target_modules
+
+                    check_target_modules(lm, p.job.arms.lora)
                 for u in [u for u in base_units if u.arm == "A"]:
                     self._eval(u, lm, lm.model, progress)
                 b_units = [u for u in base_units if u.arm == "B"]
@@ -225,7 +230,7 @@ def stale_units(p: RunPlan, store: RunStore) -> dict[str, str]:
     for u in p.units:
         want = p.unit_fingerprint(u)
         if store.is_done(u.id):
-            got = read_json(store.unit_path(u.id)).get("inputs_fingerprint")
+            got = store.read_unit(store.unit_path(u.id)).get("inputs_fingerprint")
             if got != want:
                 out[u.id] = "finished with other inputs" if got else "finished before inputs were recorded"
         elif store.results_path(u.id).exists():

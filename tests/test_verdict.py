@@ -201,3 +201,14 @@ def test_false_justified_rate_stays_near_alpha_when_all_arms_are_equal():
     print(f"false 'justified' rate: honest {rate:.3f}, optimistic {naive:.3f} (seed 20261201, {reps} repetitions)")
     assert rate <= 0.05
     assert naive > rate
+
+
+def test_a_difference_exactly_at_the_margin_is_at_it_not_beyond():
+    """0.54 − 0.52 = 0.020000000000000018 in floats: the verdict reads it as *at* the 0.02 margin (leaning 'not
+    needed', since 'justified' needs the difference beyond the margin), never as a LoRA gain above it."""
+    a, b = pairs(51, 3, 1, 45)  # 100 items: A right 52, B right 54
+    assert abs((sum(b) - sum(a)) / 100 - 0.02) < 1e-12 and 0.54 - 0.52 > 0.02
+    units, scores = build(unit("A", a, k=8), unit("B", b, n=64))
+    v = verdict(units, scores, cost={"B n=64": 1.0, "A k=8": 2.0})
+    assert v["outcome"] == "inconclusive" and v["lean"] == "not_needed"
+    assert v["items_needed"]["n"] is None  # on the margin: no sample size shows "within" with 80% power

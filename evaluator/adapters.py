@@ -248,10 +248,24 @@ def prompt_signature(tp: TokenizedPrompts) -> str:
 
 
 def build_examples(task: Task, tp: TokenizedPrompts, items: list[Item], tokenizer) -> list[Example]:
-    """Zero-shot prompt (the scorer's exact token ids) as context, target continuation (+ EOS for free-form) as answer."""
+    """Zero-shot prompt (the scorer's exact token ids) as context, target continuation (+ EOS for free-form) as answer.
+
+    Format tokens of the answer are marked, so validation metrics read the answer's own tokens only: the EOS, and
+    the continuation's leading ids that equal the target delimiter's own ids (those hold delimiter text only; a
+    delimiter merged into the answer's first token, as " " usually is, leaves none)."""
     prefix0 = tp.prefix_ids(0)
     eos = [tokenizer.eos_token_id] if task.spec.kind == "generate" and tokenizer.eos_token_id is not None else []
-    return [Example(prefix0 + tp.item_ids(it, 0), tp.continuation_ids(it.target, it, 0) + eos) for it in items]
+    delim = task.spec.target_delimiter
+    delim_ids = list(tokenizer(delim, add_special_tokens=False)["input_ids"]) if delim else []
+
+    def example(it: Item) -> Example:
+        cont = tp.continuation_ids(it.target, it, 0)
+        head = 0
+        while head < min(len(delim_ids), len(cont) - 1) and cont[head] == delim_ids[head]:
+            head += 1
+        return Example(prefix0 + tp.item_ids(it, 0), cont + eos, format_head=head, format_tail=len(eos))
+
+    return [example(it) for it in items]
 
 
 def resolve_root(path: str | Path) -> Path:
@@ -306,7 +320,10 @@ def train_or_reuse(
         "metrics": {
             "train_loss": res.final_loss,
             "best_val_loss": res.best_val_loss,
+            "best_val_accuracy": res.best_val_accuracy,
             "val_curve": res.val_curve,
+            "val_accuracy_curve": res.val_accuracy_curve,
+            "val_metrics_on": "answer tokens only (format tokens — a lone target delimiter, EOS — excluded)",
             "stopped_early": res.stopped_early,
         },
         "training": res.as_dict() | {"adapter_dir": str(out)},
@@ -321,11 +338,14 @@ def train_or_reuse(
         tmp.rename(out)
         checkpoint("adapter_saved")
     barrier()
+    held = f" ({res.train_items} trained, {res.val_items} held out)" if res.val_items else ""
+    val = ""
+    if res.best_val_loss is not None:
+        val = (f", best val loss {res.best_val_loss:.3f} / accuracy {res.best_val_accuracy:.3f} on answer tokens "
+               f"at step {res.best_step}")
     log(
-        f"trained adapter n={n} in {res.train_seconds:.1f}s ({res.steps} steps, {res.tokens_per_second:.0f} tok/s, "
-        f"loss {res.final_loss:.3f}"
-        + (f", best val {res.best_val_loss:.3f} at step {res.best_step}" if res.best_val_loss is not None else "")
-        + f") → {out}"
+        f"trained adapter n={n}{held} in {res.train_seconds:.1f}s ({res.steps} steps, {res.tokens_per_second:.0f} "
+        f"tok/s, loss {res.final_loss:.3f}{val}) → {out}"
     )
     return peft_model, meta, out
 

@@ -47,15 +47,26 @@ def accuracy_scores(rows: list[dict]) -> list[float]:
 def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: int) -> list[dict]:
     from evaluator.engine import ChoiceRequest
 
-    reqs, conts = [], []
+    # The task's `scoring` rule picks the prediction: `sum` = argmax of the summed log-likelihood (lm-eval's acc);
+    # `length_normalised` = argmax of loglik / len(word) (lm-eval 0.4.13's acc_norm: characters of the choice text,
+    # without the target delimiter). Each label is scored as its word (`labels` verbaliser: continuation_ids
+    # verbalises); target and prediction stay the task's labels.
+    rule = task.spec.scoring
+    verbalised = task.spec.labels is not None
+    reqs = []
     for it in items:
         cont = [tp.continuation_ids(c, it, k) for c in it.choices]
         reqs.append(ChoiceRequest(item_ids=tp.item_ids(it, k), choice_ids=cont))
-        conts.append(cont)
     scores = scorer.score(reqs)
     rows = []
     for it, req, sc in zip(items, reqs, scores):
-        best = max(range(len(sc.loglik)), key=lambda j: sc.loglik[j])
+        words = [tp.builder.verbalise(c) for c in it.choices]
+        if rule == "length_normalised" and not all(words):
+            raise UserError(f"task {task.name}: item {it.id} has an empty choice — scoring: length_normalised divides "
+                            "by its length; give every choice text (or use scoring: sum)")
+        norm = [x / len(w) for x, w in zip(sc.loglik, words)] if rule == "length_normalised" else None
+        by = sc.loglik if norm is None else norm
+        best = max(range(len(by)), key=lambda j: by[j])  # the first of ties, as numpy's argmax
         pred = it.choices[best]
         rows.append(
             {
@@ -66,6 +77,10 @@ def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k:
                 "prediction": pred,
                 "score": float(pred == it.target),
                 "loglik": [round(x, 6) for x in sc.loglik],
+            }
+            | ({"loglik_norm": [round(x, 6) for x in norm]} if norm is not None else {})
+            | ({"scored_as": words} if verbalised else {})
+            | {
                 "is_greedy": list(sc.is_greedy),
                 "item_tokens": len(req.item_ids),
                 "prompt_tokens": scorer.prefix_len + len(req.item_ids),
@@ -105,14 +120,38 @@ def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], 
     return rows
 
 
+class ShotsHow(str):
+    """How a unit's k was chosen (the text stored as `point.shots_how`); for `max` it also carries `max_limit`, the
+    limit that bound k (see `resolve_shots`), which the unit record stores as `point.max_limit`."""
+
+    max_limit: dict | None = None
+
+
 def resolve_shots(unit_shots: int | str, tp: TokenizedPrompts, items, context: int, cap: int) -> tuple[int, str]:
-    """The k to use and how it was chosen; an explicit k that does not fit is an error, never truncation."""
+    """The k to use and how it was chosen; an explicit k that does not fit is an error, never truncation.
+
+    For `max` the text names the binding limit — the context window, the `max_shots` cap or the size of the
+    demonstration pool — and the k the context alone would allow; the returned text's `max_limit` holds the same as
+    {"binding": "context" | "max_shots" | "demonstrations", "k_context", "cap", "pool", "context"}."""
     need_after_prefix = tp.longest_request(items, 1 if unit_shots == "max" else int(unit_shots))
     if unit_shots == "max":
-        k = tp.max_shots_that_fit(context, items, cap)
+        lim = tp.max_shots_limits(context, items, cap)
+        k = lim["k"]
         if k < 0:
             raise UserError(f"even the zero-shot prompt does not fit the {context}-token context window")
-        return k, f"max: largest k (cap {cap}) with prefix + longest item and answer ({need_after_prefix} tokens) <= {context} tokens"
+        pool, kc = lim["pool"], lim["k_context"]
+        if lim["binding"] == "max_shots":
+            why = (f"limited by the max_shots cap (the {context}-token context would fit k={kc}; "
+                   f"{pool} demonstrations)")
+        elif lim["binding"] == "demonstrations":
+            why = (f"limited by the demonstration pool (all {pool} demonstrations fit the {context}-token context; "
+                   f"max_shots cap {cap})")
+        else:
+            why = f"limited by the {context}-token context window (max_shots cap {cap}; {pool} demonstrations)"
+        how = ShotsHow(f"{why}; largest k with prefix + longest item and answer ({need_after_prefix} tokens) "
+                       f"<= {context} tokens")
+        how.max_limit = {"binding": lim["binding"], "k_context": kc, "cap": cap, "pool": pool, "context": context}
+        return k, how
     k = int(unit_shots)
     pool = tp.builder.task.demo_pool
     if k > len(pool):
@@ -292,6 +331,11 @@ def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how,
 
     if task.spec.kind != "choice":
         raise UserError(f"engine lm-eval supports choice tasks only; task {task.name} is {task.spec.kind}")
+    if task.spec.scoring != "sum" or task.spec.labels is not None:
+        what = " and ".join(x for x in (f"scoring: {task.spec.scoring}" if task.spec.scoring != "sum" else "",
+                                        "labels" if task.spec.labels is not None else "") if x)
+        raise UserError(f"engine lm-eval scores task {task.name} by the summed log-likelihood of its own labels only "
+                        f"— it does not support {what}: use engine auto/packed/plain (tunecheck's scorer)")
     if todo:
         t1 = time.perf_counter()
         work = store.root / "lmeval" / unit.id
@@ -321,6 +365,32 @@ def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how,
     return _finish(unit, task, items, k, how, len(tp.prefix_ids(k)), context, "lm-eval", 0.0, store, extra, tp=tp)
 
 
+CHOICE_TOKENS_SHOWN = 64  # distinct labels listed in a unit's `scoring.choice_tokens` (per-row choices can be many)
+
+
+def scoring_record(task: Task, tp: TokenizedPrompts | None, items: list[Item], k: int) -> dict:
+    """The unit record's `scoring`: the rule, the verbaliser, each label's continuation tokens (target delimiter +
+    its word, as scored at this k; the first item holding the label stands in) and, for `sum`, a warning when the
+    choices of an item differ in token length (the sum then favours the shorter labels)."""
+    spec = task.spec
+    first: dict[str, Item] = {}
+    for it in items:
+        for c in it.choices:
+            first.setdefault(c, it)
+    tokens: dict[str, int] | None = None
+    warning = None
+    if tp is not None and first:
+        counts = {c: len(tp.continuation_ids(c, first[c], k)) for c in first}
+        tokens = counts if len(counts) <= CHOICE_TOKENS_SHOWN else None
+        uneven = [it for it in dict.fromkeys(first.values()) if len({counts[c] for c in it.choices}) > 1]
+        if spec.scoring == "sum" and uneven:
+            listed = ", ".join(f"{c} {n}" for c, n in list(counts.items())[:8]) + (", …" if len(counts) > 8 else "")
+            warning = (f"choices differ in token length ({listed}): summed log-likelihood favours shorter labels — "
+                       "consider scoring: length_normalised or labels")
+    return {"rule": spec.scoring, "labels": dict(spec.labels) if spec.labels is not None else None,
+            "choice_tokens": tokens, "warning": warning}
+
+
 def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_seconds, store, extra, *,
             tp: TokenizedPrompts | None = None, warmup_seconds: float = 0.0) -> dict:
     """Metrics and measurements of a unit from its stored per-item rows; written atomically (= unit done)."""
@@ -335,7 +405,8 @@ def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_se
         "arm_name": ARM_NAMES[unit.arm],
         "model": unit.model,
         "model_slug": unit.model_slug,
-        "point": {"shots_requested": unit.shots, "shots": k, "shots_how": how, "train_size": unit.train_size},
+        "point": {"shots_requested": unit.shots, "shots": k, "shots_how": str(how), "train_size": unit.train_size}
+        | ({"max_limit": how.max_limit} if getattr(how, "max_limit", None) else {}),
         "metric": task.spec.metric,
         **est.as_dict(),
         "n_items": n,
@@ -361,6 +432,8 @@ def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_se
     if tp is not None:
         record["zero_shot_request"] = zero_shot_request(tp, items)
         record["tokenisation"] = dict(tp.tokenisation)
+    if task.spec.kind == "choice":
+        record["scoring"] = scoring_record(task, tp, items, k)
     if extra:
         record.update(extra)
     store.finish_unit(unit.id, record)

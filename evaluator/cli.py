@@ -285,14 +285,24 @@ def cost(
 def compare(
     run_a: Path = typer.Argument(..., help="The earlier run, e.g. last quarter's adapter run."),
     run_b: Path = typer.Argument(..., help="The later run, e.g. a new base release, on the same task and items."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for compare-<A>-vs-<B>.md and .json (default: the current directory)."),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Compare a run whose planned units did not all finish (e.g. a killed run): its finished units only, flagged in the output."),
 ) -> None:
-    """Paired comparison of two runs on the same items (RUN_B minus RUN_A); refuses different item sets."""
+    """Paired comparison of two runs on the same items (RUN_B minus RUN_A); refuses different item sets and, unless
+    --allow-incomplete, a run with unfinished units."""
     from evaluator.compare import compare_runs, format_compare, write_compare
 
-    r = compare_runs(run_a, run_b)
+    target = Path.cwd() if out_dir is None else out_dir
+    check_folder(target, "--out", "pass a folder")  # before any work, so a bad path never costs the comparison
+    r = compare_runs(run_a, run_b, allow_incomplete=allow_incomplete)
     sys.stdout.write(format_compare(r))
-    md, _ = write_compare(r, run_b)
-    out.print(f"written: {md}")
+    for line in r.get("incomplete") or []:
+        from rich.markup import escape
+
+        err.print(f"[bold yellow]warning:[/] {escape(line)} — compared its finished units only (--allow-incomplete)",
+                  highlight=False, soft_wrap=True)
+    md, _ = write_compare(r, target)
+    out.print(f"written: {md}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -311,10 +321,16 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder (runs/<run-id>
 def tasks(
     directory: Optional[Path] = typer.Option(None, "--dir", help="Look for task YAMLs here instead."),
     lm_eval: Optional[list[Path]] = typer.Option(None, "--lm-eval", help="List the lm-eval task YAMLs in this folder instead (repeatable); use them as lm-eval:<name> with lm_eval_include."),
+    check: bool = typer.Option(False, "--check", help="Check every task without loading a model: data, prompt lookup, the template rendered on every item and the variables it uses; one error line per problem (exit 2), else a table of OK tasks."),
 ) -> None:
     """List the available tasks with their item counts (or, with --lm-eval, the lm-eval tasks of a folder)."""
     from evaluator.tasks import list_tasks, load_task
 
+    if check:
+        if lm_eval:
+            raise UserError("--check checks task YAMLs (tasks/ or --dir); lm-eval tasks are checked when a job names them")
+        _check_tasks([directory] if directory else None)
+        return
     if lm_eval:
         from evaluator.lmeval_tasks import list_lmeval_tasks
 
@@ -340,6 +356,49 @@ def tasks(
             table.add_row(spec.name, spec.kind, str(len(t.train)), str(len(t.test)), str(path), spec.description)
         except UserError as exc:
             table.add_row(spec.name, spec.kind, "-", "-", str(path), f"[red]{exc}[/]")
+    out.print(table)
+
+
+@app.command()
+@friendly
+def schema(
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Write the reference to this file (e.g. docs/FIELDS.md) instead of printing it."),
+) -> None:
+    """Print the field reference: every job and task field (dotted path, type, default, meaning) and the template
+    variables, generated from the schemas (docs/FIELDS.md is this output)."""
+    from evaluator.fieldref import field_reference
+
+    text = field_reference()
+    if out_file is None:
+        sys.stdout.write(text)
+        return
+    from evaluator.store import atomic_write_text
+
+    check_output_file(out_file, "--out")
+    atomic_write_text(out_file, text)
+    out.print(f"written: {out_file}", highlight=False, soft_wrap=True)
+
+
+def _check_tasks(search_dirs: Optional[list[Path]]) -> None:
+    """`tasks --check`: every problem of every task as one `error:` line and exit 2, else a table of OK tasks."""
+    from rich.markup import escape
+
+    from evaluator.taskcheck import allowed_variables, check_tasks
+
+    checks = check_tasks(search_dirs)
+    if not checks:
+        raise UserError("no task files found — add one under tasks/ (see README)")
+    problems = [p for c in checks for p in c.problems]
+    if problems:
+        for line in problems:
+            _error_line(" ".join(line.split("\n")))
+        raise typer.Exit(2)
+    allowed = ", ".join(allowed_variables())
+    table = Table("task", "kind", "train", "test", "template", "variables used", "check",
+                  caption=f"every task OK; a template gets {allowed}")
+    for c in checks:
+        used = "-" if c.variables is None else (", ".join(c.variables) or "(none)")
+        table.add_row(escape(c.name), c.kind, str(c.train), str(c.test), escape(c.template), used, "[green]OK[/]")
     out.print(table)
 
 

@@ -22,7 +22,11 @@ the criterion it leans to — the same figure the verdict gives for the same pai
 rule on all items) are descriptive.
 
 Both runs must have scored the same item ids for a task; otherwise :class:`UserError` (one line, naming both runs
-and the counts), which the CLI turns into exit code 2.
+and the counts), which the CLI turns into exit code 2. A run whose config.json plans units that never finished (a
+killed run) is refused the same way unless ``allow_incomplete`` is given; then the result records the unfinished
+units (``run_a.unfinished_units``, ``incomplete``) and the Markdown opens with a warning, since each arm's best point
+is then chosen among the finished units only. Points are listed in numeric order (k=8 before k=32, n=16 before
+n=256), never in file-name order.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from evaluator.run_costs import unit_label
 from evaluator.selection import best as _select, split_items, verdict_settings
 from evaluator.store import RunStore, atomic_write_json, atomic_write_text, safe_name
 
-__all__ = ["compare_runs", "format_compare", "write_compare", "COMPARE_VERSION"]
+__all__ = ["compare_runs", "format_compare", "write_compare", "compare_paths", "COMPARE_VERSION"]
 
 COMPARE_VERSION = "1.0"
 PROMPTING_ARMS = ("A", "C")
@@ -49,6 +53,26 @@ def _label(u: dict) -> str:
 
 def _run_name(store: RunStore, cfg: dict) -> str:
     return str(cfg.get("run_id") or store.root.name)
+
+
+ARM_ORDER = {"A": 0, "B": 1, "C": 2}
+
+
+def _num(v: Any) -> float:
+    """A shot count or training size as a number for sorting (None or an unexpected value last)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    try:
+        return float(str(v))
+    except ValueError:
+        return float("inf")
+
+
+def _order(u: dict) -> tuple:
+    """Numeric listing order of units: arm, model, then n and k as numbers (k=8 before k=32), then the unit id."""
+    pt = u.get("point") or {}
+    return (ARM_ORDER.get(u.get("arm"), 9), str(u.get("model")), _num(pt.get("train_size") or 0),
+            _num(pt.get("shots") or 0), str(u.get("unit")))
 
 
 def _point_key(u: dict) -> tuple:
@@ -89,7 +113,9 @@ class _Run:
         self.cfg = self.store.config
         self.job = self.cfg.get("job") or {}
         self.name = _run_name(self.store, self.cfg)
-        self.units = self.store.units(measurements=False)  # compare reads quality, not tokens/timings
+        self.units = sorted(self.store.units(measurements=False), key=_order)  # quality only, numeric order
+        self.planned = [str(u) for u in self.cfg.get("units") or []]
+        self.unfinished = [u for u in self.planned if not self.store.is_done(u)]
         self.by_task: dict[str, list[dict]] = {}
         for u in self.units:
             self.by_task.setdefault(u["task"], []).append(u)
@@ -122,8 +148,14 @@ class _Run:
         return {
             "run_id": self.name, "dir": str(self.store.root), "base": self.job.get("base"),
             "newer": list(self.job.get("newer") or []), "tasks": sorted(self.by_task), "units": len(self.units),
-            "complete": len(self.units) == len(self.cfg.get("units", [])) if self.cfg.get("units") else None,
+            "complete": not self.unfinished if self.planned else None,
+            "planned_units": len(self.planned), "unfinished_units": list(self.unfinished),
         }
+
+    def incomplete_line(self, name: str) -> str:
+        """What is missing, in a few words: "3 of 10 planned units unfinished (e.g. t__B__m__n64__k0)"."""
+        shown = ", ".join(self.unfinished[:2]) + (", …" if len(self.unfinished) > 2 else "")
+        return f"run {name} is incomplete: {len(self.unfinished)} of {len(self.planned)} planned units unfinished ({shown})"
 
 
 def _disambiguate(a: str, b: str) -> tuple[str, str]:
@@ -211,14 +243,21 @@ def _headline(ra: _Run, adapters: list[dict], rb: _Run, prompting: list[dict], n
 
 
 def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha: float | None = None, seed: int = 0,
-                 reps: int = 5000) -> dict[str, Any]:
+                 reps: int = 5000, allow_incomplete: bool = False) -> dict[str, Any]:
     """Paired comparison of two run dirs, RUN_B minus RUN_A, per task present in both (see the module docstring).
 
-    Raises :class:`UserError` (one line) when a path is not a run dir, the runs share no task, or a shared task was
-    scored on different item sets. Returns plain data (JSON-able) including ``markdown`` (a list of lines).
+    Raises :class:`UserError` (one line) when a path is not a run dir, a run is incomplete (units planned in its
+    config.json not finished) and ``allow_incomplete`` is false, the runs share no task, or a shared task was scored
+    on different item sets. Returns plain data (JSON-able) including ``markdown`` (a list of lines).
     """
     ra, rb = _Run(Path(run_a)), _Run(Path(run_b))
     names = _disambiguate(ra.name, rb.name)
+    incomplete = [(r, n) for r, n in ((ra, names[0]), (rb, names[1])) if r.unfinished]
+    if incomplete and not allow_incomplete:
+        r, n = incomplete[0]
+        also = f"; so is {incomplete[1][1]}" if len(incomplete) > 1 else ""
+        raise UserError(f"{r.incomplete_line(n)}{also} — finish it (run the same job again: it resumes) or pass "
+                        "--allow-incomplete to compare the finished units only")
     common = [t for t in ra.by_task if t in rb.by_task]
     if not common:
         raise UserError(
@@ -297,6 +336,7 @@ def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha
         "tasks": tasks,
         "tasks_only_in_a": sorted(t for t in ra.by_task if t not in rb.by_task),
         "tasks_only_in_b": sorted(t for t in rb.by_task if t not in ra.by_task),
+        "incomplete": [r.incomplete_line(n) for r, n in incomplete],
     }
     result["markdown"] = _markdown(result)
     return result
@@ -340,11 +380,15 @@ def _markdown(r: dict[str, Any]) -> list[str]:
 
     def desc(x: dict) -> str:
         newer = ", ".join(f"`{n}`" for n in x["newer"]) or "—"
-        return f"`{x['name']}` (base `{x['base']}`, newer {newer}; {x['units']} units; `{x['dir']}`)"
+        units = (f"{x['units']} units, **{len(x['unfinished_units'])} of {x['planned_units']} planned units "
+                 "unfinished**") if x.get("unfinished_units") else f"{x['units']} units"
+        return f"`{x['name']}` (base `{x['base']}`, newer {newer}; {units}; `{x['dir']}`)"
 
-    lines = [
-        f"# tunecheck compare — {a['name']} vs {b['name']}",
-        "",
+    lines = [f"# tunecheck compare — {a['name']} vs {b['name']}", ""]
+    for line in r.get("incomplete") or []:
+        lines += [f"> **WARNING — INCOMPLETE RUN:** {line}. Compared with --allow-incomplete: each arm's best point "
+                  "is chosen among the finished units only, so these figures can change when the run finishes.", ""]
+    lines += [
         f"- RUN_A (before): {desc(a)}",
         f"- RUN_B (after): {desc(b)}",
         "",
@@ -373,10 +417,19 @@ def format_compare(result: dict[str, Any]) -> str:
     return "\n".join(result["markdown"]) + "\n"
 
 
-def write_compare(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Write ``compare-<A>-vs-<B>.md`` and ``.json`` into ``out_dir`` (e.g. RUN_B's folder); returns the paths."""
+def compare_paths(result: dict[str, Any], out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Where :func:`write_compare` writes: ``compare-<A>-vs-<B>.md`` and ``.json`` in ``out_dir`` (default: the
+    current directory — never inside either run's folder unless asked)."""
     stem = f"compare-{safe_name(result['run_a']['run_id'], 60)}-vs-{safe_name(result['run_b']['run_id'], 60)}"
-    md, js = Path(out_dir) / f"{stem}.md", Path(out_dir) / f"{stem}.json"
+    out = Path.cwd() if out_dir is None else Path(out_dir)
+    return out / f"{stem}.md", out / f"{stem}.json"
+
+
+def write_compare(result: dict[str, Any], out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write ``compare-<A>-vs-<B>.md`` and ``.json`` into ``out_dir`` (default: the current directory); returns the
+    paths."""
+    md, js = compare_paths(result, out_dir)
     atomic_write_text(md, format_compare(result))
     atomic_write_json(js, {k: v for k, v in result.items() if k != "markdown"})
     return md, js
+

@@ -141,8 +141,8 @@ def _check_shots(v: list) -> list:
 class PromptingArm(_Strict):
     """Arm A (and C by default): k fixed demonstrations in one shared prefix, for each k."""
 
-    shots: list[Shots] = Field(default_factory=lambda: [0, 5])
-    max_shots: Annotated[int, Field(ge=1)] = 256  # cap for `max`, so "max" stays bounded on huge windows
+    shots: list[Shots] = Field(default_factory=lambda: [0, 5], description="Shot counts k to sweep, one unit each; `max` = the largest k whose prefix + longest item and answer fit the context window, by token count (never truncated).")
+    max_shots: Annotated[int, Field(ge=1)] = Field(256, description="Cap on the k that `max` resolves to, so `max` stays bounded on huge context windows.")
 
     @field_validator("shots")
     @classmethod
@@ -153,27 +153,27 @@ class PromptingArm(_Strict):
 class LoraArm(_Strict):
     """Arm B: one LoRA adapter per training size n, trained on the first n training items."""
 
-    enabled: bool = True
-    train_sizes: list[TrainSize] = Field(default_factory=lambda: [64])
-    r: Annotated[int, Field(ge=1)] = 8
-    alpha: Annotated[float, Field(gt=0)] = 16.0
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: list[str] | None = None  # None: a sensible default for the architecture
-    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
-    epochs: Annotated[float, Field(gt=0)] = 2.0
-    max_steps: Annotated[int, Field(ge=1)] | None = None
-    batch_size: Annotated[int, Field(ge=1)] = 8  # global batch: split across processes under `accelerate launch`
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    eval_shots: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
+    enabled: bool = Field(True, description="Run arm B (LoRA adapters); false: no training, arms A and C only.")
+    train_sizes: list[TrainSize] = Field(default_factory=lambda: [64], description="Training sizes n to sweep (the learning curve), one adapter each, trained on the first n training items in file order; `all` = the whole training split (sizes above it collapse onto it).")
+    r: Annotated[int, Field(ge=1)] = Field(8, description="LoRA rank.")
+    alpha: Annotated[float, Field(gt=0)] = Field(16.0, description="LoRA alpha: the adapter update is scaled by alpha / r.")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(0.05, description="Dropout on the LoRA layers' input during training.")
+    target_modules: list[str] | None = Field(None, description="Module names LoRA adapts (e.g. [q_proj, v_proj]); null: every attention and MLP projection of the architecture; checked right after the base loads.")
+    learning_rate: Annotated[float, Field(gt=0)] = Field(1e-3, description="Peak AdamW learning rate (linear warm-up, then linear decay to 0).")
+    epochs: Annotated[float, Field(gt=0)] = Field(2.0, description="Passes over the n training items (fractions allowed); max_steps, when set, overrides it.")
+    max_steps: Annotated[int, Field(ge=1)] | None = Field(None, description="Optimizer steps to train for; null: as many as `epochs` gives.")
+    batch_size: Annotated[int, Field(ge=1)] = Field(8, description="Global batch size, split across processes under `accelerate launch` (out of GPU memory: smaller micro-batches with gradient accumulation).")
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(0.1, description="Share of the training steps with a linear learning-rate warm-up.")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="AdamW weight decay.")
+    eval_shots: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], description="Shot counts every adapter is evaluated at, one unit each (0 = zero-shot, as it was trained).")
     # Validation and early stopping: hold out val_fraction of the n items (at least 8) when n >= 40 (none for small
     # n); evaluate the answer-token loss every `eval_every` steps (None: once per epoch); stop after `patience`
     # evaluations without improvement and keep the best adapter weights.
-    val_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
-    eval_every: Annotated[int, Field(ge=1)] | None = None
-    patience: Annotated[int, Field(ge=1)] = 2
-    gradient_checkpointing: bool = False  # trade compute for activation memory (long prompts, big models)
-    group_by_length: bool = True  # length-grouped batches (False: plain shuffled batches, padded to the longest)
+    val_fraction: Annotated[float, Field(ge=0, lt=0.5)] = Field(0.1, description="Share of the n training items held out for validation and early stopping (at least 8 items, only when n >= 40; 0 = no validation).")
+    eval_every: Annotated[int, Field(ge=1)] | None = Field(None, description="Evaluate the validation loss (answer tokens) every N optimizer steps; null: once per epoch.")
+    patience: Annotated[int, Field(ge=1)] = Field(2, description="Stop after this many validations without improvement; the best adapter weights are kept.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less activation memory for more compute (long prompts, big models).")
+    group_by_length: bool = Field(True, description="Length-grouped batches (less padding); false: plain shuffled batches, padded to the longest.")
 
     @field_validator("train_sizes")
     @classmethod
@@ -228,7 +228,7 @@ def dedupe_units_note(units: list) -> tuple[list, list[str]]:
 class NewerArm(_Strict):
     """Arm C: each newer base with a prompting sweep (default: the same shots as arm A)."""
 
-    shots: list[Shots] | None = None
+    shots: list[Shots] | None = Field(None, description="Shot counts for every newer base (arm C), as in arms.prompting.shots; null: the same as arms.prompting.shots.")
 
     @field_validator("shots")
     @classmethod
@@ -237,9 +237,9 @@ class NewerArm(_Strict):
 
 
 class Arms(_Strict):
-    prompting: PromptingArm = Field(default_factory=PromptingArm)
-    lora: LoraArm = Field(default_factory=LoraArm)
-    newer: NewerArm = Field(default_factory=NewerArm)
+    prompting: PromptingArm = Field(default_factory=PromptingArm, description="Arm A: the base model prompted with k demonstrations in one shared prefix.")
+    lora: LoraArm = Field(default_factory=LoraArm, description="Arm B: LoRA fine-tunes (peft) of the base, loss on answer tokens only.")
+    newer: NewerArm = Field(default_factory=NewerArm, description="Arm C: the newer base model(s) (job `newer`), prompted like arm A.")
 
 
 def api_model_problem(model: str, provider: str | None, input_usd_per_m: float | None = None,
@@ -286,23 +286,23 @@ class CostConfig(_Strict):
 
     Defaults are the cost model's (evaluator/costs.py explains each)."""
 
-    volume_tokens_per_day: Annotated[float, Field(gt=0)] = costs.DEFAULT_VOLUME_TOKENS_PER_DAY
-    requests_per_day: Annotated[float, Field(gt=0)] | None = None
-    gpu_hourly_usd: Annotated[float, Field(ge=0)] = costs.DEFAULT_GPU_HOURLY_USD
-    gpus: Annotated[int, Field(ge=1)] = 1
-    utilisation: Annotated[float, Field(gt=0, le=1)] = costs.DEFAULT_UTILISATION
-    api_model: str = "gpt-4o-mini"
-    api_provider: str = "openai"
-    api_input_usd_per_m: Annotated[float, Field(ge=0)] | None = None
-    api_cached_input_usd_per_m: Annotated[float, Field(ge=0)] | None = None
-    api_output_usd_per_m: Annotated[float, Field(ge=0)] | None = None
-    refresh_months: Annotated[float, Field(gt=0)] = costs.DEFAULT_REFRESH_MONTHS
-    engineering_hours_per_training: Annotated[float, Field(ge=0)] = costs.DEFAULT_ENGINEERING_HOURS_PER_TRAINING
-    engineering_usd_per_hour: Annotated[float, Field(ge=0)] = costs.DEFAULT_ENGINEERING_USD_PER_HOUR
-    selfhost_ops_hours_per_month: Annotated[float, Field(ge=0)] = costs.DEFAULT_SELFHOST_OPS_HOURS_PER_MONTH
-    self_host_threshold_usd_per_year: Annotated[float, Field(gt=0)] = costs.DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR
-    days_per_month: Annotated[float, Field(gt=0)] = 30.0
-    prefix_cache_hours: Annotated[float, Field(gt=0)] = costs.DEFAULT_PREFIX_CACHE_HOURS
+    volume_tokens_per_day: Annotated[float, Field(gt=0)] = Field(costs.DEFAULT_VOLUME_TOKENS_PER_DAY, description="Traffic in tokens per day, counted as zero-shot requests (instruction + input + reference answer); converted to requests/day, the same for every arm.")
+    requests_per_day: Annotated[float, Field(gt=0)] | None = Field(None, description="Traffic in requests per day; when set it overrides volume_tokens_per_day.")
+    gpu_hourly_usd: Annotated[float, Field(ge=0)] = Field(costs.DEFAULT_GPU_HOURLY_USD, description="GPU rental price, $ per GPU-hour (serving and training).")
+    gpus: Annotated[int, Field(ge=1)] = Field(1, description="GPUs the serving throughput was measured on.")
+    utilisation: Annotated[float, Field(gt=0, le=1)] = Field(costs.DEFAULT_UTILISATION, description="Average utilisation of the serving GPUs, in (0, 1] (training runs them flat out).")
+    api_model: str = Field("gpt-4o-mini", description="API model to compare with (a genai-prices model id); checked against the price table when the job loads.")
+    api_provider: str = Field("openai", description="Provider id of api_model in the price table (e.g. openai, anthropic, google).")
+    api_input_usd_per_m: Annotated[float, Field(ge=0)] | None = Field(None, description="Negotiated API input price, $ per million tokens; null: the price table's.")
+    api_cached_input_usd_per_m: Annotated[float, Field(ge=0)] | None = Field(None, description="Negotiated API cached-input price, $ per million tokens; null: the price table's.")
+    api_output_usd_per_m: Annotated[float, Field(ge=0)] | None = Field(None, description="Negotiated API output price, $ per million tokens; null: the price table's.")
+    refresh_months: Annotated[float, Field(gt=0)] = Field(costs.DEFAULT_REFRESH_MONTHS, description="Base-model refresh period in months: the adapter is retrained this often, so its training cost is amortised over it.")
+    engineering_hours_per_training: Annotated[float, Field(ge=0)] = Field(costs.DEFAULT_ENGINEERING_HOURS_PER_TRAINING, description="Engineering hours per (re)training of the adapter.")
+    engineering_usd_per_hour: Annotated[float, Field(ge=0)] = Field(costs.DEFAULT_ENGINEERING_USD_PER_HOUR, description="Engineering cost, $ per hour (retraining and self-host operations).")
+    selfhost_ops_hours_per_month: Annotated[float, Field(ge=0)] = Field(costs.DEFAULT_SELFHOST_OPS_HOURS_PER_MONTH, description="Operations hours per month to run self-hosted serving (a fixed monthly cost).")
+    self_host_threshold_usd_per_year: Annotated[float, Field(gt=0)] = Field(costs.DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR, description="Annual API spend above which self-hosting is worth examining on cost (the article's $500K/year rule).")
+    days_per_month: Annotated[float, Field(gt=0)] = Field(30.0, description="Days in a costed month.")
+    prefix_cache_hours: Annotated[float, Field(gt=0)] = Field(costs.DEFAULT_PREFIX_CACHE_HOURS, description="How long a serving replica keeps the shared prefix cached before encoding it again (the prefix is priced once per lifetime).")
 
     @model_validator(mode="after")
     def _api_model_priced(self) -> CostConfig:
@@ -321,35 +321,35 @@ class VerdictConfig(_Strict):
     (`selection: split`); `selection: bootstrap` (or a run too small to split) chooses on all items and bootstraps
     the whole select-then-compare procedure. `selection_seed` defaults to the job's seed."""
 
-    margin: Annotated[float, Field(ge=0, lt=1)] = 0.02
-    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
-    selection: Literal["split", "bootstrap"] = "split"
-    selection_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
-    selection_seed: int | None = None
-    bootstrap_reps: Annotated[int, Field(ge=200, le=100_000)] = 2000
+    margin: Annotated[float, Field(ge=0, lt=1)] = Field(0.02, description="Smallest LoRA gain (absolute quality) worth an adapter's upkeep: `not needed` needs the paired interval's upper end at or below it, `justified` its lower end above it.")
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = Field(0.05, description="Significance level of every interval and test (0.05: 95% intervals).")
+    selection: Literal["split", "bootstrap"] = Field("split", description="`split`: choose each arm's operating point on a seeded selection split of the test items and test on the rest; `bootstrap`: choose on all items and bootstrap the whole select-then-compare procedure.")
+    selection_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(0.3, description="Share of the test items in the selection split (too few items left: bootstrap instead).")
+    selection_seed: int | None = Field(None, description="Seed of the selection split and the bootstrap; null: the job's seed.")
+    bootstrap_reps: Annotated[int, Field(ge=200, le=100_000)] = Field(2000, description="Resamples of the select-then-compare bootstrap.")
 
 
 class Job(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=80)]
-    description: Annotated[str, Field(max_length=1000)] | None = None  # shown at the top of the report
-    tasks: list[str] = Field(min_length=1)  # names in tasks/, task YAML paths, or lm-eval:<task> / lm-eval:<file>.yaml
-    lm_eval_include: list[str] = Field(default_factory=list)  # folders of lm-eval task YAMLs (relative to the job file)
-    base: str
-    newer: list[str] = Field(default_factory=list)
-    seed: int = 1234
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    limit: Annotated[int, Field(ge=1)] | None = None  # cap on test items (the first N of the test split)
-    trust_remote_code: bool = False  # run a model repo's own Python code: only for code you trust
-    allow_pickle: bool = False  # load .bin/.pt weights (unpickling can run code); default: safetensors only
-    engine: Literal["auto", "packed", "plain", "lm-eval"] = "auto"  # lm-eval: the reference path (simple_evaluate)
-    batch_tokens: Annotated[int, Field(ge=64)] = 4096
-    arms: Arms = Field(default_factory=Arms)
-    costs: CostConfig = Field(default_factory=CostConfig)
-    verdict: VerdictConfig = Field(default_factory=VerdictConfig)
-    output_dir: str = "runs"
-    adapters_dir: str = "adapters"
-    model_cache: str | None = None  # where built-in models are converted to (default ~/.cache/tunecheck/models)
+    name: Annotated[str, Field(min_length=1, max_length=80, description="Job name; the default run folder is <name>-<hash of the job and its inputs> under output_dir.")]
+    description: Annotated[str, Field(max_length=1000)] | None = Field(None, description="Free text shown at the top of the report.")
+    tasks: list[str] = Field(min_length=1, description="Tasks to run: names in tasks/, task YAML paths, or lm-eval:<task> / lm-eval:<file>.yaml.")
+    lm_eval_include: list[str] = Field(default_factory=list, description="Folders of lm-eval task YAMLs for lm-eval:<task> references, relative to the job file (their `!function` code runs: only folders you trust).")
+    base: str = Field(description="The base model (arms A and B): a hub id, a local folder, or a built-in name (smollm2-135m, gemma3-270m).")
+    newer: list[str] = Field(default_factory=list, description="Newer base model(s) for arm C, in the same forms as base; empty: no arm C.")
+    seed: int = Field(1234, description="Seed of the demonstration order, LoRA training and (unless verdict.selection_seed) the selection split.")
+    device: str = Field("auto", description="Device: auto | cpu | cuda | cuda:N | mps.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Model dtype; auto: bfloat16 (else float16) on a GPU, float32 on a CPU.")
+    limit: Annotated[int, Field(ge=1)] | None = Field(None, description="Cap on test items: the first N of the test split; null: all of them.")
+    trust_remote_code: bool = Field(False, description="Run a model repo's own Python code (transformers' trust_remote_code): only for code you trust.")
+    allow_pickle: bool = Field(False, description="Load .bin/.pt weights (unpickling can run code); false: safetensors only, pickle-only folders are refused.")
+    engine: Literal["auto", "packed", "plain", "lm-eval"] = Field("auto", description="Scoring engine: auto (packed where the architecture supports it, else plain), packed (shared-prefix KV cache, requests packed per forward), plain (batched full re-encoding), lm-eval (the reference path, lm-eval's simple_evaluate).")
+    batch_tokens: Annotated[int, Field(ge=64)] = Field(4096, description="Most tokens per forward pass when scoring (an offline scoring batch); halved and retried on GPU out-of-memory.")
+    arms: Arms = Field(default_factory=Arms, description="The three arms' sweeps and settings.")
+    costs: CostConfig = Field(default_factory=CostConfig, description="Cost assumptions, recorded with the run; `tunecheck cost` can override each later.")
+    verdict: VerdictConfig = Field(default_factory=VerdictConfig, description="How the verdict weighs quality (README, \"The verdict\").")
+    output_dir: str = Field("runs", description="Parent folder of the run folders (a relative path is relative to the current directory); not part of the run id.")
+    adapters_dir: str = Field("adapters", description="Where LoRA adapters are stored and reused by key (a relative path is relative to the current directory).")
+    model_cache: str | None = Field(None, description="Where built-in models are converted to; null: $TUNECHECK_CACHE/models, else ~/.cache/tunecheck/models. `tunecheck run` takes it from here (it has no --model-cache option; demo, train and eval do).")
 
     @field_validator("device")
     @classmethod
@@ -416,29 +416,33 @@ def _pick(errors: list[dict]) -> dict:
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line: the first problem, its field path and how to fix it."""
+    """One line with every problem: the first, its field path and how to fix it, then each other field's problem
+    after "; also: " (one UserError line, however many fields are wrong)."""
     errors = err.errors()
-    first_loc = _loc_of(errors[0])
-    same = [e for e in errors if _loc_of(e) == first_loc]  # one field, several union members: one problem
-    e = _pick(same)
-    loc = first_loc
-    others = len({_loc_of(x) for x in errors}) - 1
-    more = f" (and {others} more problem(s))" if others > 0 else ""
-    if e["type"] == "extra_forbidden":
-        return f"{source}: unknown field '{loc}' — remove it or check its spelling{more}"
-    if e["type"] == "missing":
-        return f"{source}: missing required field '{loc}' — add it{more}"
-    if e["type"] == "tunecheck":
-        return f"{source}: field '{loc}': {e['msg']}{more}"
-    msg = e["msg"].removeprefix("Value error, ")
-    got = e.get("input")
-    hint = ""
-    if got is None and e["type"] not in {"value_error"}:
-        hint = " — the field is empty in the YAML: give it a value or remove the line"
-    if len(same) > 1 and any(x["type"] == "literal_error" for x in same) and e["type"] != "literal_error":
-        words = [x.get("ctx", {}).get("expected") for x in same if x["type"] == "literal_error"]
-        hint = f" — or {' or '.join(w for w in words if w)}"
-    return f"{source}: field '{loc}': {msg} (got {got!r}){hint}{more}"
+    by_loc: dict[str, list[dict]] = {}
+    for x in errors:  # one field, several union members: one problem
+        by_loc.setdefault(_loc_of(x), []).append(x)
+
+    def problem(loc: str, same: list[dict]) -> str:
+        e = _pick(same)
+        if e["type"] == "extra_forbidden":
+            return f"unknown field '{loc}' — remove it or check its spelling"
+        if e["type"] == "missing":
+            return f"missing required field '{loc}' — add it"
+        if e["type"] == "tunecheck":
+            return f"field '{loc}': {e['msg']}"
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        hint = ""
+        if got is None and e["type"] not in {"value_error"}:
+            hint = " — the field is empty in the YAML: give it a value or remove the line"
+        if len(same) > 1 and any(x["type"] == "literal_error" for x in same) and e["type"] != "literal_error":
+            words = [x.get("ctx", {}).get("expected") for x in same if x["type"] == "literal_error"]
+            hint = f" — or {' or '.join(w for w in words if w)}"
+        return f"field '{loc}': {msg} (got {got!r}){hint}"
+
+    texts = [" ".join(problem(loc, same).splitlines()) for loc, same in by_loc.items()]
+    return f"{source}: {texts[0]}" + (f"; also: {'; '.join(texts[1:])}" if len(texts) > 1 else "")
 
 
 # --- YAML ----------------------------------------------------------------------------------------------------------

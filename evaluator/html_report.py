@@ -188,9 +188,11 @@ def _ul(items: Iterable[str]) -> str:
 
 
 def _point(u: Mapping[str, Any]) -> str:
+    from evaluator.report import trained_note
+
     pt = u.get("point") or {}
     if u.get("arm") == "B":
-        return f"n={pt.get('train_size')}, k={pt.get('shots')}"
+        return f"n={pt.get('train_size')}{trained_note(dict(u))}, k={pt.get('shots')}"
     return f"k={pt.get('shots')}" + (" (max)" if pt.get("shots_requested") == "max" else "")
 
 
@@ -357,6 +359,11 @@ def _task(task: str, t: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
     dm = t.get("demonstrations")
     if isinstance(dm, Mapping):
         out.append(f"<p><strong>Demonstrations:</strong> <code>{e(dm.get('order'))}</code> — {e(dm.get('note'))}.</p>")
+    from evaluator.report import scoring_statement
+
+    scoring_line = scoring_statement(list(t.get("units") or []))
+    if scoring_line:
+        out.append(f'<p class="scoring"><strong>Scoring:</strong> {e(scoring_line.replace("`", ""))}</p>')
     cx = t.get("crossover")
     if isinstance(cx, Mapping):
         out.append(f"<p><strong>Crossover:</strong> {e(cx.get('statement') or cx.get('reason') or '')}</p>")

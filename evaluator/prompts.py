@@ -106,7 +106,7 @@ def find_prompt(task: Task) -> Path:
     for d in dirs:
         if (d / name).is_dir():
             raise UserError(f"task {task.name}: prompt template {d / name} is a directory, not a file — `prompt` names a Jinja2 file")
-    raise UserError(f"task {task.name}: prompt template {name!r} not found in prompts/ — add it or fix `prompt`")
+    raise UserError(f"task {task.name}: prompt template {name!r} not found (searched {', '.join(dict.fromkeys(str(d.resolve()) for d in dirs))}) — add it to one of these folders or fix `prompt`")
 
 
 def check_prompt(task: Task) -> None:
@@ -183,7 +183,7 @@ class PromptBuilder:
         key = ("prefix", k)
         if key not in self._memo:
             s = self.task.spec
-            demos = "".join(self.query(d) + s.target_delimiter + d.target + s.fewshot_delimiter for d in self.demos(k))
+            demos = "".join(self.query(d) + self.continuation(d.target) + s.fewshot_delimiter for d in self.demos(k))
             self._memo[key] = self.head() + demos
         return self._memo[key]
 
@@ -197,19 +197,34 @@ class PromptBuilder:
         return full[len(full.rstrip()) :]
 
     def signature(self) -> str:
-        """What identifies the prompt format (part of an adapter's key): the zero-shot layout around a placeholder."""
+        """What identifies the prompt format (part of an adapter's key): the zero-shot layout around a placeholder,
+        and the `labels` verbaliser when there is one (LoRA trains on its words)."""
+        words = self.task.spec.labels
+        tail = "" if words is None else f"<labels:{sorted(words.items())!r}>"
         if self.task.spec.prerendered:
-            return self.prefix(0) + f"<lm-eval:{self.task.spec.lmeval_task} doc_to_text>"
+            return self.prefix(0) + f"<lm-eval:{self.task.spec.lmeval_task} doc_to_text>" + tail
         template, path = self._tmpl()
         try:
-            return self.prefix(0) + template.render(input="{input}", id="x", choices=[])
+            return self.prefix(0) + template.render(input="{input}", id="x", choices=[]) + tail
         except Exception:  # noqa: BLE001 - a template that needs real choices (e.g. `choices[0]`): the first item's, as placeholder
             sample = next(iter(self.task.test or self.task.train), None)
             choices = list(sample.choices) if sample is not None else []
-            return self.prefix(0) + render_query(template, path, self.task, Item("x", "{input}", "", tuple(choices)))
+            return self.prefix(0) + render_query(template, path, self.task, Item("x", "{input}", "", tuple(choices))) + tail
+
+    def verbalise(self, label: str) -> str:
+        """The word a label is shown and scored as: the task's `labels` verbaliser, else the label itself. A label
+        the verbaliser does not map (per-row choices, checked here rather than on load) is one UserError line."""
+        words = self.task.spec.labels
+        if words is None:
+            return label
+        if label not in words:
+            raise UserError(f"task {self.task.name}: label {label!r} has no word in `labels` ({', '.join(words)}) — "
+                            "map every choice")
+        return words[label]
 
     def continuation(self, text: str) -> str:
-        return self.task.spec.target_delimiter + text
+        """target_delimiter + the word `text` (a label or a target) is scored as (see `verbalise`)."""
+        return self.task.spec.target_delimiter + self.verbalise(text)
 
 
 CHECK_ITEMS = 8  # test items whose piecewise ids are compared with whole-string ids, at each k checked
@@ -386,7 +401,8 @@ class TokenizedPrompts:
         return self._piece_item(item, k)
 
     def continuation_ids(self, text: str, item: Item | None = None, k: int = 0) -> list[int]:
-        """The ids of target_delimiter + text after the item's query at k shots. Piecewise mode: independent of the
+        """The ids of target_delimiter + text (verbalised: `PromptBuilder.continuation`, so pass the label, not its
+        word) after the item's query at k shots. Piecewise mode: independent of the
         item. Whole mode: the tail of (context + continuation) after the context's ids; without `item`, the first
         test item at k=0 stands in as context (pass the item for exact ids)."""
         self._check(k if item is not None else None)
@@ -410,16 +426,55 @@ class TokenizedPrompts:
             worst = max(worst, len(self.item_ids(it, k)) + extra)
         return worst
 
-    def max_shots_that_fit(self, context: int, items, cap: int) -> int:
-        """Largest k (≤ cap, ≤ train size) with len(prefix(k)) + longest request ≤ context, by token count."""
-        room = context - self.longest_request(items)
-        lo, hi = 0, min(cap, len(self.builder.task.demo_pool))
-        if len(self.prefix_ids(0)) > room:
-            return -1
-        while lo < hi:  # prefix length is monotonic in k
+    def _largest_fitting(self, room: int, lo: int, hi: int) -> int:
+        """Largest k in [lo, hi] with len(prefix(k)) <= room, given that prefix(lo) fits (prefix length is monotonic
+        in k)."""
+        while lo < hi:
             mid = (lo + hi + 1) // 2
             if len(self.prefix_ids(mid)) <= room:
                 lo = mid
             else:
                 hi = mid - 1
         return lo
+
+    def max_shots_that_fit(self, context: int, items, cap: int) -> int:
+        """Largest k (≤ cap, ≤ train size) with len(prefix(k)) + longest request ≤ context, by token count."""
+        room = context - self.longest_request(items)
+        if len(self.prefix_ids(0)) > room:
+            return -1
+        return self._largest_fitting(room, 0, min(cap, len(self.builder.task.demo_pool)))
+
+    def max_shots_limits(self, context: int, items, cap: int) -> dict:
+        """What bounds `max`: {"k": the k used (as `max_shots_that_fit`), "k_context": the largest k the context
+        alone allows (searched past the cap, up to the demonstration pool), "cap", "pool", "binding": "context" |
+        "max_shots" | "demonstrations"}. k = min(k_context, cap); binding is the limit that stops k: the context when
+        it fits fewer than both the cap and the pool (or exactly the cap, so a higher cap would not help), else the
+        cap when it is below the pool, else the pool. k = -1 (and k_context -1): not even k=0 fits.
+
+        Beyond the cap the search gallops (2×cap, 4×cap, …) before bisecting, so it tokenises prefixes of at most
+        about twice the context's length, not the whole pool."""
+        pool = len(self.builder.task.demo_pool)
+        k = self.max_shots_that_fit(context, items, cap)
+        if k < 0:
+            return {"k": -1, "k_context": -1, "cap": cap, "pool": pool, "binding": "context"}
+        top = min(cap, pool)
+        if k < top:  # the context stopped it below the cap and the pool
+            k_context = k
+        else:
+            room = context - self.longest_request(items)
+            lo, step = k, max(1, k)
+            while lo < pool:
+                probe = min(pool, lo + step)
+                if len(self.prefix_ids(probe)) > room:
+                    k_context = self._largest_fitting(room, lo, probe - 1)
+                    break
+                lo, step = probe, step * 2
+            else:
+                k_context = pool
+        if k_context < pool and k_context <= cap:
+            binding = "context"
+        elif cap < pool:
+            binding = "max_shots"
+        else:
+            binding = "demonstrations"
+        return {"k": k, "k_context": k_context, "cap": cap, "pool": pool, "binding": binding}

@@ -151,10 +151,20 @@ def build_report(store: RunStore, cost_overrides: dict | None = None, throughput
     return rep
 
 
+def trained_note(u: dict) -> str:
+    """" (230 trained, 26 held out)" when a LoRA point trained on fewer items than its n (a validation slice was held
+    out), from the unit's `training` record (`train_items` / `val_items`, or the older `n_train` / `n_val`); else ""."""
+    tr = u.get("training") if isinstance(u.get("training"), dict) else {}
+    trained, held = tr.get("train_items", tr.get("n_train")), tr.get("val_items", tr.get("n_val"))
+    if isinstance(trained, int) and isinstance(held, int) and held > 0 and trained != (u.get("point") or {}).get("train_size"):
+        return f" ({trained} trained, {held} held out)"
+    return ""
+
+
 def _point(u: dict) -> str:
     pt = u["point"]
     if u["arm"] == "B":
-        return f"n={pt['train_size']}, k={pt['shots']}"
+        return f"n={pt['train_size']}{trained_note(u)}, k={pt['shots']}"
     return f"k={pt['shots']}" + (" (max)" if pt["shots_requested"] == "max" else "")
 
 
@@ -188,6 +198,34 @@ def render_markdown(rep: dict) -> str:
 
 def _pct(level: float) -> str:
     return f"{level * 100:.4g}%"
+
+
+SCORING_WORDS = {
+    "sum": "sum of log-likelihoods of each choice's continuation (lm-eval's `acc`)",
+    "length_normalised": "log-likelihood per character of each choice's scored word (lm-eval's `acc_norm`)",
+}
+
+
+def scoring_statement(units: list) -> str | None:
+    """One sentence on how a task's choices were scored, read from its units' `scoring` records (None when no unit
+    has one, e.g. generation tasks): the rule(s), the verbaliser, each label's tokens, and the first warning."""
+    recs = [u["scoring"] for u in units if isinstance(u, dict) and isinstance(u.get("scoring"), dict)]
+    if not recs:
+        return None
+    rules = list(dict.fromkeys(str(r.get("rule")) for r in recs))
+    text = "; ".join(SCORING_WORDS.get(r, r) for r in rules)
+    words = next((r["labels"] for r in recs if isinstance(r.get("labels"), dict)), None)
+    if words:
+        text += "; labels scored as " + ", ".join(f"{k} → “{v}”" for k, v in words.items())
+    toks = next((r["choice_tokens"] for r in recs if isinstance(r.get("choice_tokens"), dict)), None)
+    if toks:
+        shown = list(toks.items())[:8]
+        text += "; tokens per choice: " + ", ".join(f"{k} {n}" for k, n in shown) + (", …" if len(toks) > 8 else "")
+    text += "."
+    warning = next((r["warning"] for r in recs if r.get("warning")), None)
+    if warning:
+        text += f" ⚠ {warning}."
+    return text
 
 
 def task_markdown(t: dict) -> list[str]:
@@ -225,6 +263,9 @@ def task_markdown(t: dict) -> list[str]:
     if t.get("demonstrations"):
         d = t["demonstrations"]
         lines += ["", f"**Demonstrations:** `{d['order']}` — {d['note']}."]
+    scoring_line = scoring_statement(t.get("units") or [])
+    if scoring_line:
+        lines += ["", f"**Scoring:** {scoring_line}"]
     lines += [
         "",
         "A = prompting the base with k shared demonstrations; B = LoRA on the first n training items; C = prompting "

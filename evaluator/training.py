@@ -76,10 +76,17 @@ ANSWER_LOGITS_TYPES = frozenset(
 
 @dataclass(frozen=True)
 class Example:
-    """One training sequence: context ids (no loss) followed by answer ids (loss)."""
+    """One training sequence: context ids (no loss) followed by answer ids (loss).
+
+    `format_head` / `format_tail`: how many of the answer ids at its start (the target delimiter tokenised on its own)
+    and end (an EOS) are format, not the answer itself. Training puts its loss on every answer id; the validation
+    loss and accuracy read only the answer's own tokens, so tokens every item shares cannot make a chance-level
+    adapter look good."""
 
     context_ids: list[int]
     answer_ids: list[int]
+    format_head: int = 0
+    format_tail: int = 0
 
     def __len__(self) -> int:
         return len(self.context_ids) + len(self.answer_ids)
@@ -88,6 +95,14 @@ class Example:
     def n_targets(self) -> int:
         """Answer tokens that get a loss (the first token has no predecessor when the context is empty)."""
         return len(self.answer_ids) - (0 if self.context_ids else 1)
+
+    def metric_span(self) -> range:
+        """Indices into answer_ids the validation metrics read: the answer's own tokens (all answer ids when the
+        format counts would leave none), without a first token that has no predecessor."""
+        lo, hi = self.format_head, len(self.answer_ids) - self.format_tail
+        if lo >= hi:
+            lo, hi = 0, len(self.answer_ids)
+        return range(max(lo, 0 if self.context_ids else 1), hi)
 
 
 @dataclass
@@ -105,9 +120,13 @@ class TrainResult:
     tokens_per_second: float = 0.0
     n_train: int = 0
     n_val: int = 0
-    val_curve: list[list[float]] = field(default_factory=list)  # [step, mean answer-token loss] per evaluation
+    train_items: int = 0  # items the adapter was trained on (= n_train): n minus the validation slice held out
+    val_items: int = 0  # items held out for validation / early stopping (= n_val)
+    val_curve: list[list[float]] = field(default_factory=list)  # [step, mean loss on the answers' own tokens]
+    val_accuracy_curve: list[list[float]] = field(default_factory=list)  # [step, share of answers all argmax-correct]
     best_step: int | None = None
-    best_val_loss: float | None = None
+    best_val_loss: float | None = None  # at best_step (the adapter kept): answer tokens only, format tokens excluded
+    best_val_accuracy: float | None = None  # at best_step: held-out items whose answer tokens are all argmax-correct
     stopped_early: bool = False
     world_size: int = 1
     mixed_precision: str = "no"  # "bf16" (autocast), "fp16" (float16 weights, loss scaled by a GradScaler) or "no"
@@ -288,6 +307,31 @@ def _make_batch(examples: list[Example], pad_id: int, pin: bool) -> _Batch:
     return _Batch(ids, pos_t, tgt_t, tokens, len(pos))
 
 
+def _make_metric_batch(examples: list[Example], pad_id: int, pin: bool):
+    """A validation batch: positions of the answers' own tokens only (`Example.metric_span`), and for each the row
+    (example) it belongs to, for the per-example accuracy. Returns (_Batch, rows tensor, examples with a target)."""
+    import torch
+
+    width = max(len(e) for e in examples)
+    rows, pos, tgt, owner, tokens, scored = [], [], [], [], 0, 0
+    for r, e in enumerate(examples):
+        seq = e.context_ids + e.answer_ids
+        rows.append(seq + [pad_id] * (width - len(seq)))
+        tokens += len(seq)
+        c = len(e.context_ids)
+        span = e.metric_span()
+        scored += bool(len(span))
+        for j in span:
+            pos.append(r * width + c + j - 1)
+            tgt.append(e.answer_ids[j])
+            owner.append(r)
+    ids = torch.tensor(rows, dtype=torch.long)
+    pos_t, tgt_t, own_t = (torch.tensor(x, dtype=torch.long) for x in (pos, tgt, owner))
+    if pin:
+        ids, pos_t, tgt_t, own_t = ids.pin_memory(), pos_t.pin_memory(), tgt_t.pin_memory(), own_t.pin_memory()
+    return _Batch(ids, pos_t, tgt_t, tokens, len(pos)), own_t, scored
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Loss
 # --------------------------------------------------------------------------------------------------------------------
@@ -311,6 +355,10 @@ def _answer_loss_module(peft_model, fast: bool):
             self.peft_model = peft_model
 
         def forward(self, ids, pos, tgt, norm: float):
+            return F.cross_entropy(self.answer_logits(ids, pos).float(), tgt, reduction="sum") / norm
+
+        def answer_logits(self, ids, pos):
+            """Logits at the flat positions `pos` (row * T + t) only."""
             if fast:
                 base = self.peft_model.get_base_model()
                 h = base.get_decoder()(input_ids=ids, attention_mask=None, use_cache=False).last_hidden_state
@@ -322,7 +370,7 @@ def _answer_loss_module(peft_model, fast: bool):
             else:
                 logits = self.peft_model(input_ids=ids, attention_mask=None, use_cache=False).logits
                 logits = logits.reshape(-1, logits.shape[-1]).index_select(0, pos)
-            return F.cross_entropy(logits.float(), tgt, reduction="sum") / norm
+            return logits
 
     return AnswerLoss()
 
@@ -332,19 +380,46 @@ def uses_answer_logits(model) -> bool:
     return getattr(base.config, "model_type", "") in ANSWER_LOGITS_TYPES and base.get_output_embeddings() is not None
 
 
-def answer_loss(model, examples: list[Example], pad_id: int, device, batch_size: int = 16) -> float:
-    """Mean answer-token cross-entropy of `model` (a PeftModel) on examples — what validation measures."""
+def _metric_sums(module, examples: list[Example], pad_id: int, device, pin: bool):
+    """[loss sum, answer tokens, examples all argmax-correct, examples scored] over `examples` (float64 tensor on
+    `device`), on the answers' own tokens only (see `Example.metric_span`)."""
+    import torch
+    import torch.nn.functional as F
+
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    if not examples:
+        return sums
+    b, owner, scored = _make_metric_batch(examples, pad_id, pin)
+    if not b.targets:
+        return sums
+    b = b.to(device, non_blocking=pin)
+    owner = owner.to(device, non_blocking=pin)
+    logits = module.answer_logits(b.ids, b.pos).float()
+    sums[0] += F.cross_entropy(logits, b.tgt, reduction="sum").double()
+    sums[1] += b.targets
+    wrong = torch.zeros(len(examples), device=logits.device).index_add_(0, owner, (logits.argmax(-1) != b.tgt).float())
+    has = torch.zeros(len(examples), device=logits.device).index_add_(0, owner, torch.ones_like(wrong[owner]))
+    sums[2] += ((wrong == 0) & (has > 0)).sum().double()
+    sums[3] += scored
+    return sums
+
+
+def answer_metrics(model, examples: list[Example], pad_id: int, device, batch_size: int = 16) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` (a PeftModel) on examples, on the answers' own tokens only —
+    what validation measures. Accuracy: the share of examples whose answer tokens are all the argmax prediction."""
     import torch
 
     module = _answer_loss_module(model, uses_answer_logits(model))
-    total, count = 0.0, 0
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
     with torch.no_grad():
         for s in range(0, len(examples), batch_size):
-            b = _make_batch(examples[s : s + batch_size], pad_id, pin=False).to(device, non_blocking=False)
-            if b.targets:
-                total += float(module(b.ids, b.pos, b.tgt, 1.0))
-                count += b.targets
-    return total / max(1, count)
+            sums += _metric_sums(module, examples[s : s + batch_size], pad_id, device, pin=False)
+    return float(sums[0] / sums[1].clamp(min=1)), float(sums[2] / sums[3].clamp(min=1))
+
+
+def answer_loss(model, examples: list[Example], pad_id: int, device, batch_size: int = 16) -> float:
+    """Mean cross-entropy of `model` (a PeftModel) on the answers' own tokens of examples — the validation loss."""
+    return answer_metrics(model, examples, pad_id, device, batch_size)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -563,27 +638,28 @@ def train_lora(
                 f"(gradient accumulation keeps the global batch of {hp.batch_size})"
             )
 
-    def validate() -> float:
-        sums = torch.zeros(2, dtype=torch.float64, device=acc.device if world > 1 else device)
+    def validate() -> tuple[float, float]:
+        """(loss, accuracy) on the held-out items, on the answers' own tokens only (format tokens excluded)."""
+        where = acc.device if world > 1 else device
+        sums = torch.zeros(4, dtype=torch.float64, device=where)
         inner = acc.unwrap_model(module)
         peft_model.eval()
         with torch.no_grad(), acc.autocast():
             shard = val_ex[rank::world]
             for s in range(0, len(shard), micro):
-                b = _make_batch(shard[s : s + micro], pad_id, pin=on_cuda).to(device, non_blocking=on_cuda)
-                if b.targets:
-                    sums[0] += inner(b.ids, b.pos, b.tgt, 1.0).double()
-                    sums[1] += b.targets
+                sums += _metric_sums(inner, shard[s : s + micro], pad_id, where, pin=on_cuda)
         peft_model.train()
         sums = acc.reduce(sums, "sum") if world > 1 else sums
-        return float(sums[0] / sums[1].clamp(min=1))
+        return float(sums[0] / sums[1].clamp(min=1)), float(sums[2] / sums[3].clamp(min=1))
 
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     step, tokens, answer_tokens, real, padded = 0, 0, 0, 0, 0
     step_losses: list = []  # device scalars: no sync per step
     val_curve: list[list[float]] = []
+    val_acc_curve: list[list[float]] = []
     best, best_step, best_state, bad_evals, stopped, halted = math.inf, None, None, 0, False, False
+    best_acc = None
     t0 = time.perf_counter()
     with torch.enable_grad(), (_tf32() if on_cuda else contextlib.nullcontext()):
         while step < total and not (stopped or halted):
@@ -620,10 +696,11 @@ def train_lora(
                 if on_step is not None and on_step(step, tokens):
                     halted = True
                 if val_ex and (step % eval_every == 0 or step == total):
-                    v = retry_on_oom(validate, len(val_ex[rank::world]))
+                    v, v_acc = retry_on_oom(validate, len(val_ex[rank::world]))
                     val_curve.append([step, v])
+                    val_acc_curve.append([step, v_acc])
                     if v < best - 1e-6:
-                        best, best_step, bad_evals = v, step, 0
+                        best, best_step, bad_evals, best_acc = v, step, 0, v_acc
                         best_state = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
                     else:
                         bad_evals += 1
@@ -670,9 +747,13 @@ def train_lora(
         tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
         n_train=len(train_ex),
         n_val=len(val_ex),
+        train_items=len(train_ex),
+        val_items=len(val_ex),
         val_curve=val_curve,
+        val_accuracy_curve=val_acc_curve,
         best_step=best_step,
         best_val_loss=None if best_step is None else best,
+        best_val_accuracy=None if best_step is None else best_acc,
         stopped_early=stopped,
         world_size=world,
         mixed_precision="fp16" if scaler is not None else mp,

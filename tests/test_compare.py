@@ -50,7 +50,9 @@ def test_same_items_gives_paired_table(runs, tmp_path):
     assert "Newcombe" in md
     assert "**Headline:**" in md
     json.dumps(r)  # plain data
-    md_path, js_path = write_compare(r, b)
+    md_path, js_path = write_compare(r, tmp_path / "out")
+    assert md_path == tmp_path / "out" / "compare-q1-adapter-vs-q2-new-base.md"
+    assert not list(b.glob("compare-*")) and not list(a.glob("compare-*"))  # never into a run's folder
     assert md_path.read_text(encoding="utf-8") == md
     assert json.loads(js_path.read_text())["tasks"]["toy_intents"]["n_items"] == 120
 
@@ -156,7 +158,91 @@ def test_cli_compare_exits_2_with_one_line(tmp_path, repo_root):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert "different test items" in lines[0]
-    ok = subprocess.run([sys.executable, "-m", "evaluator.cli", "compare", str(a), str(a)], cwd=repo_root,
-                        capture_output=True, text=True, timeout=120)
+    out = tmp_path / "reports"
+    ok = subprocess.run([sys.executable, "-m", "evaluator.cli", "compare", str(a), str(a), "--out", str(out)],
+                        cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "tunecheck compare" in ok.stdout
+    assert (out / "compare-q1-adapter-vs-q1-adapter.md").is_file() and (out / "compare-q1-adapter-vs-q1-adapter.json").is_file()
+    assert not list(a.glob("compare-*"))  # --out, not RUN_B's folder
+
+
+# --- where compare writes, incomplete runs, numeric order ------------------------------------------------------------
+
+
+def test_cli_compare_writes_to_the_current_directory_by_default(runs, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from evaluator.cli import app
+
+    a, b = runs
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    res = CliRunner().invoke(app, ["compare", str(a), str(b)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in here.iterdir()) == ["compare-q1-adapter-vs-q2-new-base.json",
+                                                      "compare-q1-adapter-vs-q2-new-base.md"]
+    assert not list(a.glob("compare-*")) and not list(b.glob("compare-*"))
+
+
+def test_cli_compare_out_that_is_a_file_is_one_line_before_any_work(runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from evaluator.cli import app
+
+    a, b = runs
+    (tmp_path / "a-file").write_text("x")
+    res = CliRunner().invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "a-file")])
+    assert res.exit_code == 2
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "--out" in errors[0] and "is a file" in errors[0], res.output
+
+
+def test_incomplete_run_is_refused_with_one_line(tmp_path):
+    items = item_ids(60)
+    a = old_run(tmp_path, items)
+    b = make_run(tmp_path, "killed", items, [{"arm": "A", "model": "nb", "shots": 8, "q": 0.7}], planned_extra=2)
+    with pytest.raises(UserError) as ei:
+        compare_runs(a, b)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert "run killed is incomplete: 2 of 3 planned units unfinished" in msg and "--allow-incomplete" in msg
+
+
+def test_incomplete_run_allowed_is_flagged_loudly(tmp_path):
+    from typer.testing import CliRunner
+
+    from evaluator.cli import app
+
+    items = item_ids(60)
+    a = old_run(tmp_path, items)
+    b = make_run(tmp_path, "killed", items, [{"arm": "A", "model": "nb", "shots": 8, "q": 0.7}], planned_extra=2)
+    r = compare_runs(a, b, allow_incomplete=True)
+    assert r["run_b"]["complete"] is False and r["run_b"]["unfinished_units"] == ["planned-0", "planned-1"]
+    assert r["run_a"]["complete"] is True and r["run_a"]["unfinished_units"] == []
+    assert len(r["incomplete"]) == 1 and "killed is incomplete" in r["incomplete"][0]
+    md = format_compare(r)
+    assert md.splitlines()[2].startswith("> **WARNING — INCOMPLETE RUN:** run killed is incomplete: 2 of 3")
+    assert "2 of 3 planned units unfinished" in md
+    res = CliRunner().invoke(app, ["compare", str(a), str(b)])
+    assert res.exit_code == 2 and "--allow-incomplete" in res.output
+    res = CliRunner().invoke(app, ["compare", str(a), str(b), "--allow-incomplete", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "INCOMPLETE RUN" in res.output
+    assert "WARNING — INCOMPLETE RUN" in (tmp_path / "o" / "compare-q1-adapter-vs-killed.md").read_text()
+
+
+def test_points_are_listed_in_numeric_order(tmp_path):
+    """Unit files sort k32 before k8 and n256 before n64; compare lists k and n as numbers everywhere."""
+    items = item_ids(60)
+    new = new_run(tmp_path, items)  # A k=0, 8, 32
+    same = compare_runs(new, new)["tasks"]["toy_intents"]["same_point"]
+    assert [p["label_a"] for p in same] == ["A k=0", "A k=8", "A k=32"]
+    old = old_run(tmp_path, items)
+    r = compare_runs(old, old)
+    labels = [p["label_a"] for p in r["tasks"]["toy_intents"]["same_point"]]
+    assert [x for x in labels if x.startswith("B")] == ["B n=16", "B n=64", "B n=256"]
+    assert labels == ["A k=0", "A k=8", "A k=64", "B n=16", "B n=64", "B n=256", "C mid-base k=0", "C mid-base k=8"]
+    md = format_compare(r)
+    assert md.index("| B n=16 |") < md.index("| B n=64 |") < md.index("| B n=256 |")

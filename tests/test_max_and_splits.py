@@ -27,14 +27,6 @@ SNIPS = yaml.safe_load((REPO / "tasks" / "snips_intents.yaml").read_text())
 ROWS = (REPO / "tasks" / "data" / "snips_train.jsonl").read_text(encoding="utf-8").splitlines()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok(tiny_tokenizer_dir):
     from transformers import AutoTokenizer

@@ -49,8 +49,8 @@ EOF
 import datasets, lm_eval, pydantic
 from lm_eval.models.huggingface import HFLM  # noqa: F401
 from lm_eval.tasks import TaskManager  # noqa: F401
-from evaluator.tasks import load_task
-from evaluator.lmeval_bridge import run_lmeval  # noqa: F401
+from evaluator.tasks.load import load_task
+from evaluator.arms.lmeval import run_lmeval  # noqa: F401
 t = load_task("snips_intents")
 print(f"  imports ok: datasets {datasets.__version__}, lm_eval {lm_eval.__version__}, pydantic {pydantic.__version__}; "
       f"snips train {len(t.train)} test {len(t.test)}")

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     from typer.testing import CliRunner
 
-    from evaluator.cli import app
+    from evaluator.cli.app import app
     from tests.test_lmeval_tasks import _job, _rows, lmeval_yaml
     from tests.tiny_models import build_tiny_model, build_tokenizer
 

@@ -90,7 +90,7 @@ def parse_args(argv=None):
 
 
 def zoo_dir(args) -> Path | None:
-    from evaluator import zoo
+    from evaluator.models.zoo import registry as zoo
 
     for cand in [args.model_cache, os.environ.get("TUNECHECK_CACHE") and Path(os.environ["TUNECHECK_CACHE"]) / "models",
                  "/tmp/tunecheck-zoo-cache", None]:
@@ -108,7 +108,7 @@ def load_base(args, device: str):
     import torch
     from transformers import AutoTokenizer
 
-    from evaluator.models import load_model, pick_dtype, resolve_source
+    from evaluator.models.load import load_model, pick_dtype, resolve_source
 
     if args.model.startswith("random:"):
         if args.model != "random:qwen2.5-0.5b":
@@ -131,7 +131,7 @@ def load_base(args, device: str):
 def _snips_without_datasets():
     import json
 
-    from evaluator.tasks import REPO_TASKS, Task, _to_items, load_spec
+    from evaluator.tasks.load import REPO_TASKS, Task, _to_items, load_spec
 
     path = REPO_TASKS / "snips_intents.yaml"
     spec = load_spec(path)
@@ -142,10 +142,10 @@ def _snips_without_datasets():
 
 def snips_examples(tok, args):
     """SNIPS training items as tunecheck trains them: zero-shot prompt → answer (or with 0-8 demos prepended)."""
-    from evaluator.adapters import build_examples
-    from evaluator.prompts import PromptBuilder, TokenizedPrompts
-    from evaluator.tasks import load_task
-    from evaluator.training import Example
+    from evaluator.arms.lora import build_examples
+    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.tasks.load import load_task
+    from evaluator.training.loop import Example
 
     try:
         task = load_task("snips_intents")
@@ -207,7 +207,7 @@ def run_default(model, tok, examples, targets, args, device, out_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
-    from evaluator.training import IGNORE
+    from evaluator.training.loop import IGNORE
 
     W, N = args.warmup, args.steps
     data = [
@@ -266,8 +266,8 @@ def run_default(model, tok, examples, targets, args, device, out_dir):
 
 
 def run_ours(model, examples, targets, args, device, pad_id, out_dir):
-    from evaluator.config import LoraArm
-    from evaluator.training import train_lora
+    from evaluator.config.job import LoraArm
+    from evaluator.training.loop import train_lora
 
     W, N = args.warmup, args.steps
     hp = LoraArm(r=args.r, alpha=2 * args.r, dropout=0.05, target_modules=targets, learning_rate=args.lr,
@@ -317,8 +317,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from evaluator.models import pick_device
-    from evaluator.training import target_modules_for
+    from evaluator.models.load import pick_device
+    from evaluator.training.loop import target_modules_for
 
     if args.warmup < 1 or args.steps < 1:
         raise SystemExit("--warmup and --steps must be >= 1")

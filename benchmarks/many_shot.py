@@ -64,8 +64,8 @@ def load(args):
     import torch
     from transformers import AutoTokenizer
 
-    from evaluator import zoo
-    from evaluator.models import load_model, pick_device, pick_dtype, resolve_source
+    from evaluator.models.zoo import registry as zoo
+    from evaluator.models.load import load_model, pick_device, pick_dtype, resolve_source
 
     cache = Path(args.model_cache) if args.model_cache else None
     if args.model.startswith("random:"):
@@ -132,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     import lm_eval
-    from evaluator.arms import _choice_rows
-    from evaluator.engine import PrefixScorer
-    from evaluator.lmeval_bridge import _quiet_lmeval, lmeval_requests, run_lmeval
-    from evaluator.prompts import PromptBuilder, TokenizedPrompts
-    from evaluator.tasks import load_task
+    from evaluator.arms.evaluate import _choice_rows
+    from evaluator.engine.scorer import PrefixScorer
+    from evaluator.arms.lmeval import _quiet_lmeval, lmeval_requests, run_lmeval
+    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.tasks.load import load_task
 
     t_load = time.perf_counter()
     model, tok, context, desc = load(args)

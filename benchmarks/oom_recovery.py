@@ -47,7 +47,7 @@ def parse_args(argv=None):
 
 def snips_task():
     try:
-        from evaluator.tasks import load_task
+        from evaluator.tasks.load import load_task
 
         return load_task("snips_intents")
     except ImportError:  # no `datasets` on the GPU machine
@@ -113,9 +113,9 @@ def measure(fn):
 def scoring(model, tok, task, args, work: Path) -> dict:
     import torch
 
-    from evaluator.arms import Unit, evaluate_unit
-    from evaluator.prompts import PromptBuilder, TokenizedPrompts
-    from evaluator.store import RunStore
+    from evaluator.arms.evaluate import Unit, evaluate_unit
+    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.store.run_store import RunStore
 
     tp = TokenizedPrompts(PromptBuilder(task, args.seed), tok)
     items = list(task.test[: args.items])
@@ -129,7 +129,7 @@ def scoring(model, tok, task, args, work: Path) -> dict:
         rows = [json.loads(x) for x in store.results_path(unit.id).read_text().splitlines()]
         return rec, rows
 
-    from evaluator.engine import PrefixScorer
+    from evaluator.engine.scorer import PrefixScorer
 
     _, prefix_peak, _ = measure(lambda: PrefixScorer(model, tp.prefix_ids(args.k), mode="packed"))  # must fit
     (ref_rec, ref_rows), peak, ref_s = measure(lambda: run("uncapped"))
@@ -151,10 +151,10 @@ def scoring(model, tok, task, args, work: Path) -> dict:
 def training(model, tok, task, args, work: Path) -> dict:
     import torch
 
-    from evaluator.adapters import build_examples
-    from evaluator.config import LoraArm
-    from evaluator.prompts import PromptBuilder, TokenizedPrompts
-    from evaluator.training import train_lora
+    from evaluator.arms.lora import build_examples
+    from evaluator.config.job import LoraArm
+    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.training.loop import train_lora
 
     tp = TokenizedPrompts(PromptBuilder(task, args.seed), tok)
     n = args.train_batch * args.train_steps

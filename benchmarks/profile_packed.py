@@ -26,9 +26,9 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
     from transformers import AutoTokenizer
 
-    from evaluator.arms import _choice_rows
-    from evaluator.engine import PrefixScorer
-    from evaluator.prompts import PromptBuilder, TokenizedPrompts
+    from evaluator.arms.evaluate import _choice_rows
+    from evaluator.engine.scorer import PrefixScorer
+    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
     from oom_recovery import snips_task
     from random_models import random_qwen25_05b
 

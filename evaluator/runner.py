@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evaluator import identity
-from evaluator.arms import Unit, evaluate_unit
-from evaluator.config import Job
+from evaluator.arms.evaluate import Unit, evaluate_unit
+from evaluator.config.job import Job
 from evaluator.errors import UserError
-from evaluator.models import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
-from evaluator.prompts import PromptBuilder, TokenizedPrompts
-from evaluator.store import RunStore, atomic_write_json, atomic_write_text, safe_name
-from evaluator.tasks import Item, Task, check_task_for_job, load_task, task_search_dirs
+from evaluator.models.load import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
+from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.store.run_store import RunStore, atomic_write_json, atomic_write_text, safe_name
+from evaluator.tasks.load import Item, Task, check_task_for_job, load_task, task_search_dirs
 
 console = Console(stderr=True, soft_wrap=True)
 ADAPTER_META = "tunecheck-adapter.json"  # = evaluator.adapters.ADAPTER_META
@@ -144,7 +144,7 @@ class Runner:
 
     def _train_or_reuse(self, unit: Unit, lm: LoadedModel, progress: Progress):
         """Train the adapter for unit.train_size (or reuse a finished one with the same key): see adapters.py."""
-        from evaluator.adapters import resolve_root, train_or_reuse
+        from evaluator.arms.lora import resolve_root, train_or_reuse
 
         job = self.p.job
         return train_or_reuse(
@@ -166,7 +166,7 @@ class Runner:
             if base_units:
                 lm = self._load(p.base)
                 if any(u.arm == "B" for u in base_units):  # an unknown LoRA target module stops here, before arm A
-                    from evaluator.adapters import check_target_modules
+                    from evaluator.arms.lora import check_target_modules
 
                     check_target_modules(lm, p.job.arms.lora)
                 for u in [u for u in base_units if u.arm == "A"]:
@@ -281,7 +281,7 @@ def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *
 
     A resumed run whose recorded inputs differ from the job's now is refused, or (``recompute``) has the affected
     units set aside and recomputed — results of different inputs are never mixed."""
-    from evaluator.report import write_reports
+    from evaluator.report.build import write_reports
 
     with console.status("checking tasks, data and models"):
         p = plan(job, job_dir)

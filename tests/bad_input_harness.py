@@ -18,7 +18,7 @@ from typing import Callable
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 
 Case = Callable[[Path, str, Path], tuple[list[str], str]]
 IGNORED = {"env.json", "last_invocation.json"}  # rewritten by design on every invocation that opens the run

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluator.stats import wilson
+from evaluator.analysis.estimates import wilson
 
 TASK = "toy_intents"
 LABELS = ["book", "play", "rate", "weather", "search"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluator import api_pricing as ap
-from evaluator.costs import ARTICLE, ArmMeasurement, CostInputs, compute_costs
+from evaluator.costs import pricing as ap
+from evaluator.costs.model import ARTICLE, ArmMeasurement, CostInputs, compute_costs
 
 REPO = Path(__file__).resolve().parents[1]
 CL100K_SHA1 = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
@@ -168,7 +168,7 @@ def test_works_with_network_off(tmp_path):
         socket.socket = _NoSocket
         socket.create_connection = _refuse
         socket.getaddrinfo = _refuse
-        from evaluator.api_pricing import api_prices, count_tokens
+        from evaluator.costs.pricing import api_prices, count_tokens
         p = api_prices("gpt-4o-mini", "openai")
         print(json.dumps({
             "o200k": count_tokens("hello world", "gpt-4o-mini"),

@@ -12,8 +12,8 @@ import dataclasses
 import pytest
 from typer.testing import CliRunner
 
-from evaluator.cli import app
-from evaluator.costs import ARTICLE, article_scenario, format_scenario, to_jsonable
+from evaluator.cli.app import app
+from evaluator.costs.model import ARTICLE, article_scenario, format_scenario, to_jsonable
 
 
 def _case(s, label_part):

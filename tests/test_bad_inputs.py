@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 SNIPS = yaml.safe_load((REPO / "tasks" / "snips_intents.yaml").read_text())

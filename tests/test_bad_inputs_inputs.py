@@ -370,13 +370,13 @@ def test_at_least_35_cases():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_found_before_any_model_loads(name, tmp_path, tiny_llama_dir, finished, monkeypatch):
     """The bad-input contract, with `load_model` replaced by one that fails loudly: no case may reach a model."""
-    import evaluator.models
+    import evaluator.models.load
     import evaluator.runner
 
     def no_model(*a, **k):
         raise AssertionError(f"case {name}: a model was loaded before the bad input was found")
 
-    monkeypatch.setattr(evaluator.models, "load_model", no_model)
+    monkeypatch.setattr(evaluator.models.load, "load_model", no_model)
     monkeypatch.setattr(evaluator.runner, "load_model", no_model, raising=False)
     monkeypatch.chdir(tmp_path)
     check(name, CASES[name], tmp_path, str(tiny_llama_dir), finished)
@@ -388,7 +388,7 @@ def test_bad_input_is_found_before_any_model_loads(name, tmp_path, tiny_llama_di
 def test_field_paths_carry_no_pydantic_tags():
     from pydantic import ValidationError
 
-    from evaluator.config import Job, format_validation_error
+    from evaluator.config.job import Job, format_validation_error
 
     for arms in ({"lora": {"train_sizes": [0]}}, {"prompting": {"shots": [2.5]}}, {"lora": {"train_sizes": ["x"]}}):
         with pytest.raises(ValidationError) as ei:
@@ -399,7 +399,7 @@ def test_field_paths_carry_no_pydantic_tags():
 
 def test_lenient_values_still_load(tmp_path):
     """Quoted numbers, 50e6 (a YAML string), `max`/`all` and real booleans are what they were."""
-    from evaluator.config import load_job
+    from evaluator.config.job import load_job
 
     p = tmp_path / "job.yaml"
     p.write_text("name: j\ntasks: [t]\nbase: b\nseed: '7'\narms:\n  prompting: {shots: [0, '5', max]}\n"
@@ -410,7 +410,7 @@ def test_lenient_values_still_load(tmp_path):
 
 
 def test_yaml_merge_keys_may_override(tmp_path):
-    from evaluator.config import load_yaml
+    from evaluator.config.job import load_yaml
 
     p = tmp_path / "x.yaml"
     p.write_text("base: &b {a: 1, b: 2}\nother:\n  <<: *b\n  b: 3\n")
@@ -418,14 +418,14 @@ def test_yaml_merge_keys_may_override(tmp_path):
 
 
 def test_api_model_with_both_prices_needs_no_table_entry():
-    from evaluator.config import CostConfig
+    from evaluator.config.job import CostConfig
 
     c = CostConfig(api_model="my-private-model", api_input_usd_per_m=0.1, api_output_usd_per_m=0.4)
     assert c.api_model == "my-private-model"
 
 
 def test_effective_train_sizes_and_dedupe_notes():
-    from evaluator.config import dedupe_units_note, effective_train_sizes
+    from evaluator.config.job import dedupe_units_note, effective_train_sizes
 
     sizes, notes = effective_train_sizes([16, 100, "all", 500], 100, "snips")
     assert sizes == [16, 100] and len(notes) == 2 and "'all' trains on the same 100 items" in notes[0]
@@ -440,7 +440,7 @@ def test_effective_train_sizes_and_dedupe_notes():
 
 
 def test_json_array_data_loads_like_json_lines(tmp_path):
-    from evaluator.tasks import load_task
+    from evaluator.tasks.load import load_task
 
     rows = [_good(i) for i in range(3)]
     _test_file(tmp_path, "test.json", json.dumps(rows, indent=1))
@@ -452,8 +452,8 @@ def test_json_array_data_loads_like_json_lines(tmp_path):
 
 def test_queries_are_rendered_once_when_the_task_loads(monkeypatch):
     """load_task renders every item (train and test); the run reads those queries and never renders again."""
-    from evaluator import prompts
-    from evaluator.tasks import load_task
+    from evaluator.prompts import builder as prompts
+    from evaluator.tasks.load import load_task
 
     task = load_task("snips_intents")
     assert len(task.rendered) == len(set(task.train) | set(task.test))
@@ -506,7 +506,7 @@ def _sentencepiece_like(variant: str):
 
 @pytest.fixture(scope="module")
 def snips():
-    from evaluator.tasks import load_task
+    from evaluator.tasks.load import load_task
 
     return load_task("snips_intents")
 
@@ -518,7 +518,7 @@ def _whole(tok, b, it, k, answer):
 def test_tiny_tokenizer_stays_piecewise_with_unchanged_ids(snips, tiny_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from evaluator.prompts import PromptBuilder, TokenizedPrompts
+    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     b = PromptBuilder(snips, 1234)
@@ -539,7 +539,7 @@ def test_tiny_tokenizer_stays_piecewise_with_unchanged_ids(snips, tiny_tokenizer
 
 @pytest.mark.parametrize("variant", ["llama2", "metaspace"])
 def test_dummy_prefix_tokenizer_switches_to_whole_mode(snips, variant):
-    from evaluator.prompts import ANCHOR_CHARS, PromptBuilder, TokenizedPrompts
+    from evaluator.prompts.builder import ANCHOR_CHARS, PromptBuilder, TokenizedPrompts
 
     tok = _sentencepiece_like(variant)
     b = PromptBuilder(snips, 1234)
@@ -599,7 +599,7 @@ def _all_text():
 
 
 def test_a_token_merging_across_the_prefix_cut_is_reported(snips):
-    from evaluator.prompts import PromptBuilder, TokenizedPrompts
+    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
 
     b = PromptBuilder(snips, 1234)
     tp = TokenizedPrompts(b, _MergingTokenizer())
@@ -612,9 +612,9 @@ def test_a_token_merging_across_the_prefix_cut_is_reported(snips):
 
 
 def test_check_task_for_job(snips):
-    from evaluator.config import Job
+    from evaluator.config.job import Job
     from evaluator.errors import UserError
-    from evaluator.tasks import check_task_for_job
+    from evaluator.tasks.load import check_task_for_job
 
     def job(**arms):
         return Job.model_validate({"name": "j", "tasks": ["snips_intents"], "base": "b", "arms": arms})

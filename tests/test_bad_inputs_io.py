@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 from tests.bad_input_harness import cases, check, make_finished_run
 from tests.test_bad_inputs import _job
 
@@ -104,12 +104,12 @@ def _fail_mkstemp(code: int, where: str | None = None) -> None:
 
 def _no_eval() -> None:
     """`eval` must refuse a bad --output before evaluating: an evaluation here would exit 1, not 2."""
-    import evaluator.adapters
+    import evaluator.arms.lora
 
     def boom(**kw):
         raise AssertionError("the evaluation ran before --output was checked")
 
-    MP["mp"].setattr(evaluator.adapters, "eval_command", boom)
+    MP["mp"].setattr(evaluator.arms.lora, "eval_command", boom)
 
 
 # -- config.json of the wrong shape -----------------------------------------------------------------------------------
@@ -381,9 +381,9 @@ def case_eval_output_is_a_folder(d, m, existing):
 
 def case_eval_output_folder_not_writable(d, m, existing):
     _no_eval()
-    import evaluator.cli
+    import evaluator.cli.app
 
-    MP["mp"].setattr(evaluator.cli.os, "access", lambda p, mode: False)
+    MP["mp"].setattr(evaluator.cli.app.os, "access", lambda p, mode: False)
     return ["eval", "--adapter", str(d / "ad"), "--output", str(d / "out.json")], "is not writable"
 
 
@@ -458,7 +458,7 @@ def test_a_torn_last_results_line_is_not_an_error_and_report_does_not_rewrite_it
     assert res.exit_code == 0, res.output
     assert _results(run).read_bytes() == before  # `report` only reads
 
-    from evaluator.store import RunStore
+    from evaluator.store.run_store import RunStore
 
     store = RunStore.open(run)
     assert len(store.finished_items(_uid(run))) == 4  # the runner's read drops the torn line ...
@@ -491,7 +491,7 @@ def test_a_run_resumed_after_a_full_disk_finishes(tmp_path, tiny_llama_dir, fini
 
 
 def test_written_files_get_the_mode_open_would_give(tmp_path, finished):
-    from evaluator.store import FILE_MODE, UMASK, atomic_write_text
+    from evaluator.store.run_store import FILE_MODE, UMASK, atomic_write_text
 
     assert FILE_MODE == 0o666 & ~UMASK
     for rel in ("report.html", "report.json", "report.md", "config.json", f"units/{_uid(finished)}.json", f"results/{_uid(finished)}.jsonl"):
@@ -529,11 +529,11 @@ def test_recompute_is_passed_to_the_runner(tmp_path, tiny_llama_dir, monkeypatch
 
 
 def test_eval_output_is_written_after_a_valid_check(tmp_path, monkeypatch):
-    import evaluator.adapters
+    import evaluator.arms.lora
 
     summary = {"task": "t", "metric": "accuracy", "value": 0.5, "ci_low": 0.1, "ci_high": 0.9, "n_items": 2,
                "shots": 0, "model": "m", "adapter": "a"}
-    monkeypatch.setattr(evaluator.adapters, "eval_command", lambda **kw: (summary, [{"item_id": "1", "score": 1.0}]))
+    monkeypatch.setattr(evaluator.arms.lora, "eval_command", lambda **kw: (summary, [{"item_id": "1", "score": 1.0}]))
     out = tmp_path / "new" / "deeper" / "eval.json"
     res = CliRunner().invoke(app, ["eval", "--adapter", str(tmp_path), "--output", str(out)])
     assert res.exit_code == 0, res.output
@@ -563,7 +563,7 @@ def test_damaged_report_json_does_not_stop_compare(tmp_path, finished, monkeypat
 
 
 def test_store_names_the_file_when_a_write_fails_without_a_name(tmp_path, monkeypatch):
-    from evaluator.store import atomic_write_text
+    from evaluator.store.run_store import atomic_write_text
 
     def fsync(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -580,7 +580,7 @@ def test_store_reads_a_damaged_prefix_as_one_line(tmp_path, finished):
     import shutil
 
     from evaluator.errors import UserError
-    from evaluator.store import RunStore
+    from evaluator.store.run_store import RunStore
 
     run = tmp_path / "run"
     shutil.copytree(finished, run)

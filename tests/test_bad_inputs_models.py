@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 from evaluator.errors import UserError
 from tests.bad_input_harness import cases, check, make_finished_run
 from tests.test_bad_inputs import _job
@@ -364,7 +364,7 @@ def test_unknown_target_module_is_found_before_any_unit(tmp_path, tiny_llama_dir
 
 
 def test_intact_models_load_strictly(tiny_llama_dir, tiny_gemma_dir, tiny_qwen_dir):
-    from evaluator.models import load_model, resolve_source, tokenizer_max_id
+    from evaluator.models.load import load_model, resolve_source, tokenizer_max_id
 
     for folder in (tiny_llama_dir, tiny_gemma_dir, tiny_qwen_dir):  # tied lm_head is not "missing"
         lm = load_model(resolve_source(str(folder)), device="cpu")
@@ -373,8 +373,8 @@ def test_intact_models_load_strictly(tiny_llama_dir, tiny_gemma_dir, tiny_qwen_d
 
 
 def test_builtin_models_load_strictly():
-    from evaluator import zoo
-    from evaluator.models import load_model, resolve_source
+    from evaluator.models.zoo import registry as zoo
+    from evaluator.models.load import load_model, resolve_source
 
     done = [n for n in zoo.BUILTIN if zoo.cached_path(n) is not None]
     if not done:
@@ -386,9 +386,9 @@ def test_builtin_models_load_strictly():
 def test_check_target_modules(tiny_llama_dir, tiny_gemma_dir):
     from transformers import AutoModelForCausalLM
 
-    from evaluator.adapters import check_target_modules
-    from evaluator.config import LoraArm
-    from evaluator.models import load_model, resolve_source
+    from evaluator.arms.lora import check_target_modules
+    from evaluator.config.job import LoraArm
+    from evaluator.models.load import load_model, resolve_source
 
     lm = load_model(resolve_source(str(tiny_llama_dir)), device="cpu")
     for ok in (None, ["q_proj"], ["self_attn.v_proj", "down_proj"]):
@@ -403,7 +403,7 @@ def test_check_target_modules(tiny_llama_dir, tiny_gemma_dir):
 
 
 def test_weights_checks_name_the_file(tmp_path, tiny_llama_dir):
-    from evaluator.models import check_weight_files
+    from evaluator.models.load import check_weight_files
 
     f = _copy(str(tiny_llama_dir), tmp_path)
     check_weight_files(f)
@@ -419,7 +419,7 @@ def test_weights_checks_name_the_file(tmp_path, tiny_llama_dir):
 def _examples(tiny_llama_dir, n=16):
     from transformers import AutoTokenizer
 
-    from evaluator.training import Example
+    from evaluator.training.loop import Example
 
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     texts = [("Utterance: play some jazz\nIntent:", " play_music"), ("Utterance: will it rain\nIntent:", " get_weather")]
@@ -431,8 +431,8 @@ def _examples(tiny_llama_dir, n=16):
 def test_training_scales_the_loss_only_for_float16(dtype, scaled, tmp_path, tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
-    from evaluator.config import LoraArm
-    from evaluator.training import mixed_precision_for, train_lora
+    from evaluator.config.job import LoraArm
+    from evaluator.training.loop import mixed_precision_for, train_lora
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=dtype)
     assert mixed_precision_for("cpu", dtype) == "no"
@@ -451,7 +451,7 @@ def test_training_scales_the_loss_only_for_float16(dtype, scaled, tmp_path, tiny
 
 
 def test_float16_without_a_scaler_is_refused_cleanly(monkeypatch):
-    from evaluator import training
+    from evaluator.training import loop as training
 
     def no_scaler(*a, **k):
         raise RuntimeError("GradScaler is not supported on this device")
@@ -476,8 +476,8 @@ def test_float16_overflowed_steps_are_skipped_not_applied(tmp_path, tiny_llama_d
     so no inf/NaN ever reaches the adapter (without a scaler, fp16 gradients would silently underflow instead)."""
     from transformers import AutoModelForCausalLM
 
-    from evaluator import training
-    from evaluator.config import LoraArm
+    from evaluator.training import loop as training
+    from evaluator.config.job import LoraArm
 
     monkeypatch.setattr(training, "make_grad_scaler", lambda device: torch.amp.GradScaler("cpu", init_scale=2.0**40))
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float16)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evaluator.baselines import AnswerSpread, Baselines, answer_spread, at_chance, baselines
+from evaluator.analysis.baselines import AnswerSpread, Baselines, answer_spread, at_chance, baselines
 
 
 def test_seven_classes_chance():

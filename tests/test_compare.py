@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from evaluator.compare import compare_runs, format_compare, write_compare
+from evaluator.report.compare import compare_runs, format_compare, write_compare
 from evaluator.errors import UserError
 from tests.fake_runs import item_ids, make_run, new_run, old_run
 
@@ -87,8 +87,8 @@ def test_headline_matches_when_the_interval_is_within_the_margin(tmp_path):
 def test_compare_and_verdict_give_the_same_items_needed_for_the_same_pair(tmp_path):
     """A run compared with itself: the headline pair (best adapter vs best prompting) is the verdict's pair, and both
     size the test the same way (same criterion, same items, same simulation)."""
-    from evaluator.report import build_report
-    from evaluator.store import RunStore
+    from evaluator.report.build import build_report
+    from evaluator.store.run_store import RunStore
 
     items = item_ids(90)
     run = make_run(tmp_path, "solo", items, [
@@ -140,7 +140,7 @@ def test_not_a_run_dir(tmp_path):
 
 
 def _cli_has_compare() -> bool:
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     names = {c.name or (c.callback.__name__ if c.callback else None) for c in app.registered_commands}
     return "compare" in names
@@ -173,7 +173,7 @@ def test_cli_compare_exits_2_with_one_line(tmp_path, repo_root):
 def test_cli_compare_writes_to_the_current_directory_by_default(runs, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     a, b = runs
     here = tmp_path / "here"
@@ -189,7 +189,7 @@ def test_cli_compare_writes_to_the_current_directory_by_default(runs, tmp_path, 
 def test_cli_compare_out_that_is_a_file_is_one_line_before_any_work(runs, tmp_path):
     from typer.testing import CliRunner
 
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     a, b = runs
     (tmp_path / "a-file").write_text("x")
@@ -213,7 +213,7 @@ def test_incomplete_run_is_refused_with_one_line(tmp_path):
 def test_incomplete_run_allowed_is_flagged_loudly(tmp_path):
     from typer.testing import CliRunner
 
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     items = item_ids(60)
     a = old_run(tmp_path, items)

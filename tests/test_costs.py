@@ -12,24 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from evaluator.costs import (
-    ARTICLE,
-    ApiPrices,
-    ArmMeasurement,
-    CostInputError,
-    CostInputs,
-    CostLine,
-    api_cached_tokens,
-    article_scenario,
-    break_even,
-    compute_costs,
-    format_cost_report,
-    format_scenario,
-    resolve_prices,
-    throughput,
-    to_jsonable,
-    training_cost,
-)
+from evaluator.costs.model import ARTICLE, ApiPrices, ArmMeasurement, CostInputError, CostInputs, CostLine, api_cached_tokens, article_scenario, break_even, compute_costs, format_cost_report, format_scenario, resolve_prices, throughput, to_jsonable, training_cost
 
 REL = 1e-9
 
@@ -411,7 +394,7 @@ def test_article_scenario_other_volume():
 
 # -- the zero-shot request, per-request throughput, training processes, CPU figures, stated throughput ------------
 
-from evaluator.costs import RequestSize  # noqa: E402
+from evaluator.costs.model import RequestSize  # noqa: E402
 
 
 def test_requests_per_day_use_the_full_zero_shot_request():

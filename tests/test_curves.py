@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from evaluator.curves import _crossover_n_batch, crossover, crossover_with_uncertainty
+from evaluator.analysis.crossover import _crossover_n_batch, crossover, crossover_with_uncertainty
 
 # -- point estimate (same cases as tests/test_paired.py) ------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 

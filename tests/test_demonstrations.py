@@ -15,10 +15,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 from evaluator.errors import UserError
-from evaluator.prompts import PromptBuilder
-from evaluator.tasks import load_task
+from evaluator.prompts.builder import PromptBuilder
+from evaluator.tasks.load import load_task
 from tests.test_lmeval_tasks import lmeval_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def first_n_folder(tmp_path_factory) -> Path:
 
 
 def _obj(ref: str, include: list[Path]):
-    from evaluator.lmeval_tasks import load_lmeval_object
+    from evaluator.tasks.lmeval import load_lmeval_object
 
     return load_lmeval_object(ref, include, [])
 
@@ -131,9 +131,9 @@ def test_lmeval_first_n_logliks_equal_simple_evaluate(first_n_folder, tiny_llama
     from lm_eval.tasks import TaskManager
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evaluator.arms import _choice_rows
-    from evaluator.engine import PrefixScorer
-    from evaluator.prompts import TokenizedPrompts
+    from evaluator.arms.evaluate import _choice_rows
+    from evaluator.engine.scorer import PrefixScorer
+    from evaluator.prompts.builder import TokenizedPrompts
 
     task = load_task("lm-eval:snips_first_n", lmeval_include=[first_n_folder])
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)

@@ -7,13 +7,7 @@ import json
 import pytest
 import torch
 
-from evaluator.engine import (
-    PACKED_MODEL_TYPES,
-    ChoiceRequest,
-    PrefixScorer,
-    packed_support,
-    score_reference,
-)
+from evaluator.engine.scorer import PACKED_MODEL_TYPES, ChoiceRequest, PrefixScorer, packed_support, score_reference
 from tests.tiny_models import REPO
 
 TOL = 1e-4

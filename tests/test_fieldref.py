@@ -8,17 +8,9 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 from evaluator.errors import UserError
-from evaluator.fieldref import (
-    TEMPLATE_MEANINGS,
-    _fields,
-    field_reference,
-    field_rows,
-    prompt_folders,
-    schemas,
-    template_variables,
-)
+from evaluator.cli.schema import TEMPLATE_MEANINGS, _fields, field_reference, field_rows, prompt_folders, schemas, template_variables
 
 REPO = Path(__file__).resolve().parents[1]
 FIELDS_MD = REPO / "docs" / "FIELDS.md"
@@ -44,8 +36,8 @@ def test_every_field_of_every_model_has_a_meaning():
 
 
 def test_nested_models_are_expanded_with_dotted_paths():
-    from evaluator.config import Job
-    from evaluator.tasks import TaskSpec
+    from evaluator.config.job import Job
+    from evaluator.tasks.load import TaskSpec
 
     job = {r["path"] for r in field_rows(Job)}
     task = {r["path"] for r in field_rows(TaskSpec)}
@@ -56,7 +48,7 @@ def test_nested_models_are_expanded_with_dotted_paths():
             "data.data_files"} <= task
     # every nested model's fields, at every depth
     def count(model) -> int:
-        from evaluator.fieldref import _models_in
+        from evaluator.cli.schema import _models_in
 
         return sum(1 + sum(count(m) for m in _models_in(fi.annotation)) for fi in model.model_fields.values())
 
@@ -86,7 +78,7 @@ def test_template_variables_are_what_render_query_passes():
 
 def test_prompt_folders_are_find_prompts_in_its_order(tmp_path, monkeypatch):
     """The documented folders, checked against find_prompt on real folders: each found first when present."""
-    from evaluator.prompts import REPO_PROMPTS, find_prompt
+    from evaluator.prompts.builder import REPO_PROMPTS, find_prompt
 
     shown = prompt_folders()
     assert [s.split("`")[1] if "`" in s else s for s in shown] == [

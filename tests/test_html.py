@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.html_report import CSP, render_html
-from evaluator.report import build_report, figures_for
-from evaluator.store import RunStore
+from evaluator.report.html import CSP, render_html
+from evaluator.report.build import build_report, figures_for
+from evaluator.store.run_store import RunStore
 from tests.fake_runs import item_ids, old_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,8 +89,8 @@ def test_render_html_tolerates_minimal_reports():
 
 
 def test_plots_edge_cases():
-    from evaluator import plots
-    from evaluator.costs import ArmMeasurement, CostInputs, compute_costs
+    from evaluator.report import plots
+    from evaluator.costs.model import ArmMeasurement, CostInputs, compute_costs
 
     png = b"\x89PNG\r\n\x1a\n"
     assert plots.learning_curves_png([]).startswith(png)  # no points yet: a labelled empty figure

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from evaluator import identity
-from evaluator.cli import app
+from evaluator.cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("lm_eval")
 
-from evaluator.arms import _choice_rows  # noqa: E402
-from evaluator.engine import PrefixScorer  # noqa: E402
-from evaluator.lmeval_bridge import lmeval_context, lmeval_requests, run_lmeval, write_lmeval_task  # noqa: E402
-from evaluator.prompts import PromptBuilder, TokenizedPrompts  # noqa: E402
-from evaluator.tasks import load_task  # noqa: E402
+from evaluator.arms.evaluate import _choice_rows  # noqa: E402
+from evaluator.engine.scorer import PrefixScorer  # noqa: E402
+from evaluator.arms.lmeval import lmeval_context, lmeval_requests, run_lmeval, write_lmeval_task  # noqa: E402
+from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts  # noqa: E402
+from evaluator.tasks.load import load_task  # noqa: E402
 
 K = 3
 N_ITEMS = 10

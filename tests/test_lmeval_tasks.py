@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 from evaluator.errors import UserError
-from evaluator.prompts import PromptBuilder
-from evaluator.tasks import load_task
+from evaluator.prompts.builder import PromptBuilder
+from evaluator.tasks.load import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["add_to_playlist", "book_restaurant", "get_weather", "play_music", "search_screening_event", "search_creative_work", "rate_book"]
@@ -52,7 +52,7 @@ def lm_folder(tmp_path_factory) -> Path:
 
 
 def test_items_come_from_lmeval_task_object(lm_folder):
-    from evaluator.lmeval_tasks import load_lmeval_object
+    from evaluator.tasks.lmeval import load_lmeval_object
 
     task = load_task("lm-eval:snips_lm", lmeval_include=[lm_folder])
     obj = load_lmeval_object("lm-eval:snips_lm", [lm_folder], [])
@@ -142,7 +142,7 @@ def test_lmeval_task_job_runs_end_to_end_and_lmeval_engine_agrees(tmp_path, tiny
 
 def test_shipped_example_lmeval_task_loads(monkeypatch):
     monkeypatch.chdir(REPO)  # its data paths are relative to the repository root
-    from evaluator.config import load_job
+    from evaluator.config.job import load_job
 
     job = load_job(REPO / "examples" / "lmeval_job.yaml")
     include = [(REPO / "examples" / d).resolve() for d in job.lm_eval_include]
@@ -182,7 +182,7 @@ def test_generate_until_with_answer_filters_is_refused(tmp_path):
 
 
 def test_cut_at_stop():
-    from evaluator.arms import _cut_at_stop
+    from evaluator.arms.evaluate import _cut_at_stop
 
     assert _cut_at_stop("play_music\nUtterance: x", ["Utterance:", "\n"]) == "play_music"
     assert _cut_at_stop("abc", ["\n"]) == "abc" and _cut_at_stop("a\n\nb", []) == "a\n\nb"

@@ -12,15 +12,15 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.adapters import build_examples, hp_dict, prompt_signature, train_or_reuse
-from evaluator.arms import adapter_key, resolve_shots
-from evaluator.cli import app
-from evaluator.config import LoraArm
+from evaluator.arms.lora import build_examples, hp_dict, prompt_signature, train_or_reuse
+from evaluator.arms.evaluate import adapter_key, resolve_shots
+from evaluator.cli.app import app
+from evaluator.config.job import LoraArm
 from evaluator.errors import UserError
 from evaluator.identity import task_fingerprint
-from evaluator.prompts import PromptBuilder, TokenizedPrompts
-from evaluator.tasks import Task, load_task
-from evaluator.training import Example, answer_metrics, split_validation
+from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.tasks.load import Task, load_task
+from evaluator.training.loop import Example, answer_metrics, split_validation
 
 REPO = Path(__file__).resolve().parents[1]
 SNIPS = yaml.safe_load((REPO / "tasks" / "snips_intents.yaml").read_text())
@@ -195,7 +195,7 @@ def test_build_examples_marks_format_tokens(snips, tok):
 
 
 def test_lora_states_items_trained_and_held_out(tiny_llama_dir, snips, tmp_path):
-    from evaluator.models import load_model, resolve_source
+    from evaluator.models.load import load_model, resolve_source
 
     lm = load_model(resolve_source(str(tiny_llama_dir)), device="cpu")
     hp = LoraArm(r=4, epochs=1, batch_size=8)
@@ -220,7 +220,8 @@ def test_lora_states_items_trained_and_held_out(tiny_llama_dir, snips, tmp_path)
 
 
 def test_report_point_shows_the_trained_n():
-    from evaluator import html_report, report
+    from evaluator.report import html as html_report
+    from evaluator.report import build as report
 
     u = {"arm": "B", "point": {"train_size": 256, "shots": 0, "shots_requested": 0},
          "training": {"train_items": 230, "val_items": 26}}

@@ -17,15 +17,15 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.arms import Unit, evaluate_unit
-from evaluator.cli import app
-from evaluator.config import LoraArm
-from evaluator.engine import ChoiceRequest, PrefixScorer, is_out_of_memory
+from evaluator.arms.evaluate import Unit, evaluate_unit
+from evaluator.cli.app import app
+from evaluator.config.job import LoraArm
+from evaluator.engine.scorer import ChoiceRequest, PrefixScorer, is_out_of_memory
 from evaluator.errors import UserError
-from evaluator.prompts import PromptBuilder, TokenizedPrompts
-from evaluator.store import RunStore
-from evaluator.tasks import load_task
-from evaluator.training import train_lora
+from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.store.run_store import RunStore
+from evaluator.tasks.load import load_task
+from evaluator.training.loop import train_lora
 
 N_ITEMS = 40  # three chunks of evaluate_unit (16, 16, 8)
 SHOTS = 3
@@ -227,7 +227,7 @@ def test_cli_run_exits_2_when_even_one_request_does_not_fit(tmp_path, tiny_llama
 def examples(tiny_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from evaluator.adapters import build_examples
+    from evaluator.arms.lora import build_examples
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     task = load_task("snips_intents")

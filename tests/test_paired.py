@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from evaluator import intervals
-from evaluator.paired import PairedDiff, judge, mcnemar_exact, paired_diff
+from evaluator.analysis import intervals
+from evaluator.analysis.paired import PairedDiff, judge, mcnemar_exact, paired_diff
 
 
 def _pairs(both_right: int, b_only: int, a_only: int, both_wrong: int) -> tuple[dict, dict]:

@@ -11,8 +11,8 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
 
-from evaluator.report import SCHEMA_VERSION, write_reports  # noqa: E402
-from evaluator.store import RunStore  # noqa: E402
+from evaluator.report.build import SCHEMA_VERSION, write_reports  # noqa: E402
+from evaluator.store.run_store import RunStore  # noqa: E402
 from tests.fake_runs import item_ids, old_run  # noqa: E402
 
 DEMO_REPORTS = sorted(Path("/tmp/demo-runs2").glob("*/report.json"))

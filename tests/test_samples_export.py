@@ -15,11 +15,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from evaluator import samples_export as sx
-from evaluator.cli import app
+from evaluator.report import samples as sx
+from evaluator.cli.app import app
 from evaluator.errors import UserError
-from evaluator.samples_export import SAMPLE_KEYS, export_samples, jsonl_record, samples_file_name, unit_samples
-from evaluator.tasks import TaskSpec
+from evaluator.report.samples import SAMPLE_KEYS, export_samples, jsonl_record, samples_file_name, unit_samples
+from evaluator.tasks.load import TaskSpec
 
 LABELS = ["book", "play", "rate"]
 PREFIX = "Pick the intent.\n\nUtterance: hi\nIntent: play\n\n"
@@ -288,9 +288,9 @@ def _run_and_export(tmp_path, job: dict):
 
 def test_export_matches_real_lmeval_samples(tmp_path, tiny_llama_dir):
     """A real run (our engine) exported, vs lm-eval's simple_evaluate on the same model, items and demonstrations."""
-    from evaluator.lmeval_bridge import run_lmeval
-    from evaluator.prompts import PromptBuilder
-    from evaluator.tasks import load_task
+    from evaluator.arms.lmeval import run_lmeval
+    from evaluator.prompts.builder import PromptBuilder
+    from evaluator.tasks.load import load_task
 
     job = {
         "name": "samples", "tasks": ["snips_intents"], "base": str(tiny_llama_dir), "newer": [], "seed": SEED,

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from evaluator.errors import UserError
-from evaluator.prompts import PromptBuilder, TokenizedPrompts
-from evaluator.tasks import TaskSpec, load_task
+from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.tasks.load import TaskSpec, load_task
 
 REPO = Path(__file__).resolve().parents[1]
 MUSIC = {"play_music", "add_to_playlist"}
@@ -111,8 +111,8 @@ def tiny(tiny_llama_dir):
 
 
 def ours(task, tiny, k: int = K, items=None):
-    from evaluator.arms import _choice_rows
-    from evaluator.engine import PrefixScorer
+    from evaluator.arms.evaluate import _choice_rows
+    from evaluator.engine.scorer import PrefixScorer
 
     model, tok = tiny
     tp = TokenizedPrompts(PromptBuilder(task, 0), tok)
@@ -136,7 +136,7 @@ def lmeval_samples(tiny, folder: Path, name: str, k: int = K):
 
 def _old_choice_rows(task, tp, scorer, items, k):
     """`arms._choice_rows` as it was before `scoring` existed (the byte-identity reference for `sum`)."""
-    from evaluator.engine import ChoiceRequest
+    from evaluator.engine.scorer import ChoiceRequest
 
     reqs = [ChoiceRequest(item_ids=tp.item_ids(it, k), choice_ids=[tp.continuation_ids(c, it, k) for c in it.choices])
             for it in items]
@@ -217,7 +217,7 @@ def test_per_row_choices_missing_from_labels_fail_when_scored(binary_dir, tiny):
 
 
 def test_sum_rows_are_byte_identical_to_before(binary_dir, tiny):
-    from evaluator.engine import PrefixScorer
+    from evaluator.engine.scorer import PrefixScorer
 
     for task in (load_task("snips_intents"), load_task(str(native(binary_dir)))):
         items = list(task.test[:12])
@@ -288,7 +288,7 @@ def test_loglik_norm_is_per_character_without_the_delimiter(binary_dir, tiny):
 
 
 def test_verbaliser_scores_the_word_and_keeps_the_labels(binary_dir, tiny):
-    from evaluator.adapters import build_examples
+    from evaluator.arms.lora import build_examples
 
     task = load_task(str(native(binary_dir, "music_words", labels=WORDS)))
     plain = load_task(str(native(binary_dir)))
@@ -337,7 +337,7 @@ def test_verbaliser_with_length_normalised_equals_lmeval_on_the_words(binary_dir
 
 
 def test_scoring_record_warns_when_sum_compares_uneven_labels(binary_dir, tiny):
-    from evaluator.arms import scoring_record
+    from evaluator.arms.evaluate import scoring_record
 
     _, tok = tiny
     for name, over, want in [
@@ -356,7 +356,7 @@ def test_scoring_record_warns_when_sum_compares_uneven_labels(binary_dir, tiny):
 
 
 def test_engine_lmeval_refuses_scoring_and_labels(binary_dir):
-    from evaluator.arms import _evaluate_with_lmeval
+    from evaluator.arms.evaluate import _evaluate_with_lmeval
 
     for name, over, needle in [("r_norm", {"scoring": "length_normalised"}, "scoring: length_normalised"),
                                ("r_words", {"labels": WORDS}, "labels")]:
@@ -370,8 +370,8 @@ def test_engine_lmeval_refuses_scoring_and_labels(binary_dir):
 def test_report_shows_scoring_and_the_warning(tmp_path):
     import jsonschema
 
-    from evaluator.report import write_reports
-    from evaluator.store import RunStore
+    from evaluator.report.build import write_reports
+    from evaluator.store.run_store import RunStore
     from tests.fake_runs import item_ids, old_run
     from tests.test_report_schema import schema
 
@@ -402,7 +402,7 @@ def test_run_records_scoring_and_trains_lora_on_the_words(binary_dir, tiny_llama
     """A real `tunecheck run` (A at k=0 and 3, LoRA on 8 items) of the verbalised, length-normalised task."""
     from typer.testing import CliRunner
 
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tasks").mkdir()

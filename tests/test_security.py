@@ -9,17 +9,17 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.cli import app
-from evaluator.config import Job, load_job
+from evaluator.cli.app import app
+from evaluator.config.job import Job, load_job
 from evaluator.errors import UserError
-from evaluator.store import safe_name
+from evaluator.store.run_store import safe_name
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_template_cannot_reach_python_internals(tmp_path):
-    from evaluator.prompts import PromptBuilder
-    from evaluator.tasks import load_task
+    from evaluator.prompts.builder import PromptBuilder
+    from evaluator.tasks.load import load_task
 
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "evil.j2").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
@@ -51,7 +51,7 @@ def test_safe_name_is_one_harmless_path_component(text):
 
 
 def test_run_id_and_adapter_paths_stay_inside_their_roots(tmp_path):
-    from evaluator.arms import adapter_dir
+    from evaluator.arms.evaluate import adapter_dir
     from evaluator.runner import run_dir_for
 
     job = Job(name="j", tasks=["snips_intents"], base="x/y", output_dir=str(tmp_path / "runs"))
@@ -62,7 +62,7 @@ def test_run_id_and_adapter_paths_stay_inside_their_roots(tmp_path):
 
 
 def test_task_names_are_plain(tmp_path):
-    from evaluator.tasks import find_task_file
+    from evaluator.tasks.load import find_task_file
 
     for ref in ("../x", "a/b", "..", "x;rm -rf"):
         with pytest.raises(UserError):
@@ -73,7 +73,7 @@ def test_pickle_weights_load_only_when_allowed(tmp_path, tiny_llama_dir):
     import torch
     from safetensors.torch import load_file
 
-    from evaluator.models import check_loadable, load_model, resolve_source
+    from evaluator.models.load import check_loadable, load_model, resolve_source
 
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_llama_dir, folder)
@@ -115,7 +115,7 @@ def test_remote_code_is_not_run_without_the_flag(tmp_path, tiny_llama_dir):
     assert res.exit_code == 2 and "trust_remote_code" in res.output
     assert not marker.exists()
     # the same folder with the flag: the code does run (so the refusal above was the flag's doing)
-    from evaluator.models import check_loadable, resolve_source
+    from evaluator.models.load import check_loadable, resolve_source
 
     check_loadable(resolve_source(str(folder)), trust_remote_code=True)
     assert marker.exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluator.stats import estimate, wilson
+from evaluator.analysis.estimates import estimate, wilson
 
 
 def test_wilson_bounds_contain_the_estimate_exactly_at_0_and_1():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 
 ROWS = '{"id": "1", "text": "a", "label": "x"}\n{"id": "2", "text": "b", "label": "y"}\n'
 
@@ -72,18 +72,18 @@ def test_check_lists_every_problem_of_every_task(tasks_dir):
 
 
 def test_check_loads_no_model(tasks_dir, monkeypatch):
-    import evaluator.models
+    import evaluator.models.load
 
     def no_model(*a, **k):
         raise AssertionError("tasks --check loaded a model")
 
-    monkeypatch.setattr(evaluator.models, "load_model", no_model)
+    monkeypatch.setattr(evaluator.models.load, "load_model", no_model)
     res = CliRunner().invoke(app, ["tasks", "--check", "--dir", str(tasks_dir)])
     assert res.exit_code == 0, res.output
 
 
 def test_template_variables_used():
-    from evaluator.taskcheck import template_variables_used
+    from evaluator.tasks.check import template_variables_used
 
     def used(text: str) -> list[str]:
         import tempfile
@@ -102,7 +102,7 @@ def test_template_variables_used():
 def test_validation_error_names_every_problem_on_one_line():
     from pydantic import ValidationError
 
-    from evaluator.config import Job, format_validation_error
+    from evaluator.config.job import Job, format_validation_error
 
     with pytest.raises(ValidationError) as ei:
         Job.model_validate({"name": "j", "tasks": ["t"], "bas": "b", "seed": True,

@@ -13,24 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from evaluator.adapters import ADAPTER_META, build_examples, train_or_reuse
-from evaluator.cli import app
-from evaluator.config import LoraArm
-from evaluator.models import load_model, resolve_source
-from evaluator.prompts import PromptBuilder, TokenizedPrompts
-from evaluator.tasks import load_task
-from evaluator.training import (
-    IGNORE,
-    Example,
-    _answer_loss_module,
-    _make_batch,
-    answer_loss,
-    collate,
-    length_grouped_batches,
-    padded_tokens,
-    random_batches,
-    train_lora,
-)
+from evaluator.arms.lora import ADAPTER_META, build_examples, train_or_reuse
+from evaluator.cli.app import app
+from evaluator.config.job import LoraArm
+from evaluator.models.load import load_model, resolve_source
+from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.tasks.load import load_task
+from evaluator.training.loop import IGNORE, Example, _answer_loss_module, _make_batch, answer_loss, collate, length_grouped_batches, padded_tokens, random_batches, train_lora
 from tests.tiny_models import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,7 +246,7 @@ def test_weights_probe_on_large_matrices_stays_in_range():
     """Regression: a float32 linspace over 28M elements rounded past the last index (crashed the real demo)."""
     import torch
 
-    from evaluator.adapters import weights_probe
+    from evaluator.arms.lora import weights_probe
 
     m = torch.nn.Sequential(torch.nn.Embedding(49152, 576), torch.nn.Linear(576, 49152))
     a = weights_probe(m)

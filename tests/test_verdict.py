@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluator.baselines import baselines
-from evaluator.run_costs import cost_options, unit_label
-from evaluator.selection import best, choose, split_items
-from evaluator.verdict import decide
+from evaluator.analysis.baselines import baselines
+from evaluator.costs.from_run import cost_options, unit_label
+from evaluator.analysis.selection import best, choose, split_items
+from evaluator.analysis.verdict import decide
 
 SETTINGS = {"margin": 0.02, "alpha": 0.05, "selection": "split", "selection_fraction": 0.3, "selection_seed": 0,
             "bootstrap_reps": 1000}

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluator import zoo
+from evaluator.models.zoo import registry as zoo
 from evaluator.errors import UserError
-from evaluator.zoo import ZooError, ZooModel, WheelFile
+from evaluator.models.zoo.registry import ZooError, ZooModel, WheelFile
 
 # --------------------------------------------------------------------------------------------------------------------
 # helpers

@@ -1,0 +1,461 @@
+"""The three arms as units of work, and how one unit is evaluated on a model.
+
+A unit is one point of one arm on one task: (A, base, k), (B, base, n, eval k), (C, newer, k). Each unit writes
+per-item results as it goes and one record when it finishes (see store.py), so runs resume unit by unit and
+item by item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from evaluator.errors import UserError
+from evaluator.prompts.builder import TokenizedPrompts
+from evaluator.analysis.estimates import estimate
+from evaluator.store.run_store import RunStore
+from evaluator.tasks.load import Item, Task
+
+ARM_NAMES = {"A": "prompting (base)", "B": "LoRA (base)", "C": "prompting (newer base)"}
+CHUNK_ITEMS = 16  # items scored between two appends to the results file
+
+
+@dataclass(frozen=True)
+class Unit:
+    task: str
+    arm: str  # "A" | "B" | "C"
+    model: str  # the model spec as written in the job
+    model_slug: str
+    shots: int | str  # requested k (int or "max"); for B the eval shots
+    train_size: int | str | None = None  # B only: n or "all"
+
+    @property
+    def id(self) -> str:
+        n = f"__n{self.train_size}" if self.arm == "B" else ""
+        return f"{self.task}__{self.arm}__{self.model_slug}{n}__k{self.shots}"
+
+
+def accuracy_scores(rows: list[dict]) -> list[float]:
+    return [float(r["score"]) for r in rows]
+
+
+def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: int) -> list[dict]:
+    from evaluator.engine.scorer import ChoiceRequest
+
+    # The task's `scoring` rule picks the prediction: `sum` = argmax of the summed log-likelihood (lm-eval's acc);
+    # `length_normalised` = argmax of loglik / len(word) (lm-eval 0.4.13's acc_norm: characters of the choice text,
+    # without the target delimiter). Each label is scored as its word (`labels` verbaliser: continuation_ids
+    # verbalises); target and prediction stay the task's labels.
+    rule = task.spec.scoring
+    verbalised = task.spec.labels is not None
+    reqs = []
+    for it in items:
+        cont = [tp.continuation_ids(c, it, k) for c in it.choices]
+        reqs.append(ChoiceRequest(item_ids=tp.item_ids(it, k), choice_ids=cont))
+    scores = scorer.score(reqs)
+    rows = []
+    for it, req, sc in zip(items, reqs, scores):
+        words = [tp.builder.verbalise(c) for c in it.choices]
+        if rule == "length_normalised" and not all(words):
+            raise UserError(f"task {task.name}: item {it.id} has an empty choice — scoring: length_normalised divides "
+                            "by its length; give every choice text (or use scoring: sum)")
+        norm = [x / len(w) for x, w in zip(sc.loglik, words)] if rule == "length_normalised" else None
+        by = sc.loglik if norm is None else norm
+        best = max(range(len(by)), key=lambda j: by[j])  # the first of ties, as numpy's argmax
+        pred = it.choices[best]
+        rows.append(
+            {
+                "item_id": it.id,
+                "query": tp.builder.query(it),
+                "target": it.target,
+                "choices": list(it.choices),
+                "prediction": pred,
+                "score": float(pred == it.target),
+                "loglik": [round(x, 6) for x in sc.loglik],
+            }
+            | ({"loglik_norm": [round(x, 6) for x in norm]} if norm is not None else {})
+            | ({"scored_as": words} if verbalised else {})
+            | {
+                "is_greedy": list(sc.is_greedy),
+                "item_tokens": len(req.item_ids),
+                "prompt_tokens": scorer.prefix_len + len(req.item_ids),
+                "output_tokens": 0,
+            }
+            | ({"lmeval_target": it.lmeval_target} if getattr(it, "lmeval_target", None) is not None else {})
+        )
+    return rows
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    """The text before the earliest stop sequence (lm-eval's `until`)."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
+    rows = []
+    stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for it in items:
+        ids = tp.item_ids(it, k)
+        out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop)
+        text = _cut_at_stop(tokenizer.decode(out, skip_special_tokens=True), task.spec.stops).strip()
+        rows.append(
+            {
+                "item_id": it.id,
+                "query": tp.builder.query(it),
+                "target": it.target,
+                "prediction": text,
+                "score": float(text == it.target.strip()),
+                "item_tokens": len(ids),
+                "prompt_tokens": scorer.prefix_len + len(ids),
+                "output_tokens": len(out),
+            }
+            | ({"lmeval_target": it.lmeval_target} if getattr(it, "lmeval_target", None) is not None else {})
+        )
+    return rows
+
+
+class ShotsHow(str):
+    """How a unit's k was chosen (the text stored as `point.shots_how`); for `max` it also carries `max_limit`, the
+    limit that bound k (see `resolve_shots`), which the unit record stores as `point.max_limit`."""
+
+    max_limit: dict | None = None
+
+
+def resolve_shots(unit_shots: int | str, tp: TokenizedPrompts, items, context: int, cap: int) -> tuple[int, str]:
+    """The k to use and how it was chosen; an explicit k that does not fit is an error, never truncation.
+
+    For `max` the text names the binding limit — the context window, the `max_shots` cap or the size of the
+    demonstration pool — and the k the context alone would allow; the returned text's `max_limit` holds the same as
+    {"binding": "context" | "max_shots" | "demonstrations", "k_context", "cap", "pool", "context"}."""
+    need_after_prefix = tp.longest_request(items, 1 if unit_shots == "max" else int(unit_shots))
+    if unit_shots == "max":
+        lim = tp.max_shots_limits(context, items, cap)
+        k = lim["k"]
+        if k < 0:
+            raise UserError(f"even the zero-shot prompt does not fit the {context}-token context window")
+        pool, kc = lim["pool"], lim["k_context"]
+        if lim["binding"] == "max_shots":
+            why = (f"limited by the max_shots cap (the {context}-token context would fit k={kc}; "
+                   f"{pool} demonstrations)")
+        elif lim["binding"] == "demonstrations":
+            why = (f"limited by the demonstration pool (all {pool} demonstrations fit the {context}-token context; "
+                   f"max_shots cap {cap})")
+        else:
+            why = f"limited by the {context}-token context window (max_shots cap {cap}; {pool} demonstrations)"
+        how = ShotsHow(f"{why}; largest k with prefix + longest item and answer ({need_after_prefix} tokens) "
+                       f"<= {context} tokens")
+        how.max_limit = {"binding": lim["binding"], "k_context": kc, "cap": cap, "pool": pool, "context": context}
+        return k, how
+    k = int(unit_shots)
+    pool = tp.builder.task.demo_pool
+    if k > len(pool):
+        raise UserError(f"shots={k} but task {tp.builder.task.name} has only {len(pool)} demonstration items — lower it or use max")
+    total = len(tp.prefix_ids(k)) + need_after_prefix
+    if total > context:
+        raise UserError(
+            f"shots={k} does not fit: prompt needs {total} tokens > the model's {context}-token context window — use fewer shots or 'max'"
+        )
+    return k, "explicit"
+
+
+def evaluate_unit(
+    unit: Unit,
+    task: Task,
+    items: list[Item],
+    tp: TokenizedPrompts,
+    model,
+    tokenizer,
+    context: int,
+    store: RunStore,
+    *,
+    engine: str,
+    batch_tokens: int,
+    shots_cap: int,
+    extra: dict | None = None,
+    progress: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    model_path: str | None = None,
+) -> dict:
+    """Score every item of `unit` not already on disk, then write the unit's record.
+
+    Out of GPU memory while scoring a chunk: the chunk is scored again with half the failing batch's tokens as the
+    budget (kept for the rest of the unit; rows already stored stay), until a single request does not fit (UserError).
+    The packed and plain engines score every request independently of how requests are batched, so the rows equal
+    those of a run without the error up to float rounding. The record gets `oom_retries` and `batch_tokens_used`; each
+    retry is reported through `log` (default: the `tunecheck` logger).
+    """
+    from evaluator.engine.scorer import PrefixScorer, free_memory, is_out_of_memory
+
+    k, how = resolve_shots(unit.shots, tp, items, context, shots_cap)
+    prefix_text = tp.builder.prefix(k)
+    prefix_ids = tp.prefix_ids(k)
+    store.write_prefix(unit.id, prefix_text)
+    done = store.finished_items(unit.id)
+    todo = [it for it in items if it.id not in done]
+    if progress and done:
+        progress(len(items) - len(todo))
+    if engine == "lm-eval":
+        return _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how, context, store, extra, progress, model_path)
+    t0 = time.perf_counter()
+    try:
+        scorer = PrefixScorer(model, prefix_ids, mode=engine, max_batch_tokens=batch_tokens)
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        if not is_out_of_memory(exc):
+            raise
+        scorer = None
+    if scorer is None:  # encoding the shared prefix once: no batch to make smaller
+        free_memory()
+        raise UserError(
+            f"unit {unit.id}: the {len(prefix_ids)}-token shared prefix (k={k}) alone does not fit in GPU memory — "
+            "use fewer shots, a smaller dtype (e.g. dtype: bfloat16) or a GPU with more memory"
+        )
+    prefix_seconds = time.perf_counter() - t0
+    warmup_seconds = _warm_up(task, tp, scorer, todo, tokenizer, k)
+    oom_retries, start = 0, 0
+    while start < len(todo):
+        chunk = todo[start : start + CHUNK_ITEMS]
+        t1 = time.perf_counter()
+        try:
+            if task.spec.kind == "choice":
+                rows = _choice_rows(task, tp, scorer, chunk, k)
+            else:
+                rows = _generate_rows(task, tp, scorer, chunk, tokenizer, k)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            rows = None
+        if rows is None:  # out of GPU memory (the error and its frames are gone now): halve the batch, score again
+            free_memory()
+            _halve_batch_after_oom(unit, scorer, log)
+            oom_retries += 1
+            continue
+        per_item = (time.perf_counter() - t1) / len(chunk)
+        for r in rows:
+            r["seconds"] = round(per_item, 6)
+        store.append_items(unit.id, rows)
+        if progress:
+            progress(len(chunk))
+        start += CHUNK_ITEMS
+    extra = {**(extra or {}), "oom_retries": oom_retries, "batch_tokens_used": scorer.max_batch_tokens,
+             "measured_with": measured_with(model, scorer.mode, scorer.max_batch_tokens)}
+    return _finish(unit, task, items, k, how, len(prefix_ids), context, scorer.mode, prefix_seconds, store, extra,
+                   tp=tp, warmup_seconds=warmup_seconds)
+
+
+def _warm_up(task: Task, tp: TokenizedPrompts, scorer, todo: list[Item], tokenizer, k: int) -> float:
+    """Score the first pending item once, untimed for the unit's throughput: the first forward of a shape (kernel
+    selection, allocator growth, thread pools) is one-off work that would otherwise be priced per request. Returns
+    its seconds (recorded apart); an out-of-memory here is left to the timed loop's recovery."""
+    from evaluator.engine.scorer import free_memory, is_out_of_memory
+
+    if not todo:
+        return 0.0
+    t0 = time.perf_counter()
+    try:
+        if task.spec.kind == "choice":
+            _choice_rows(task, tp, scorer, todo[:1], k)
+        else:
+            _generate_rows(task, tp, scorer, todo[:1], tokenizer, k)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        free_memory()
+    return time.perf_counter() - t0
+
+
+def measured_with(model, engine: str, batch_tokens: int | None) -> dict:
+    """Device, dtype and batch a unit's throughput was measured with (the cost table prints them)."""
+    import os
+
+    import torch
+
+    w = next(model.parameters())
+    dev = w.device
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    elif dev.type == "cpu":
+        name = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    else:
+        name = str(dev)
+    return {"device": name, "device_type": dev.type, "dtype": str(w.dtype).removeprefix("torch."), "engine": engine,
+            "batch_tokens": batch_tokens, "chunk_items": CHUNK_ITEMS,
+            "batch_note": (f"chunks of {CHUNK_ITEMS} items, ≤ {batch_tokens} tokens per forward (an offline scoring "
+                           "batch, not a serving batch)") if batch_tokens else
+                          "lm-eval's own batching (an offline scoring batch, not a serving batch)"}
+
+
+def zero_shot_request(tp: TokenizedPrompts, items: list[Item]) -> dict:
+    """The request a user would send without demonstrations: instruction + input + reference answer (model tokens;
+    the texts for API counts are the instruction here and each row's query and target)."""
+    n = max(1, len(items))
+    s = tp.builder.task.spec
+    return {
+        "instruction": tp.builder.head(),
+        "target_delimiter": s.target_delimiter,
+        "instruction_tokens": len(tp.prefix_ids(0)),
+        "input_tokens_per_request": sum(len(tp.item_ids(it, 0)) for it in items) / n,
+        "answer_tokens_per_request": sum(len(tp.continuation_ids(it.target, it, 0)) for it in items) / n,
+    }
+
+
+def _halve_batch_after_oom(unit: Unit, scorer, log: Callable[[str], None] | None) -> None:
+    """Set the scorer's token budget to half the batch that ran out of memory; one request cannot be split."""
+    requests, tokens = scorer.last_batch
+    if requests <= 1:
+        raise UserError(
+            f"unit {unit.id} ran out of GPU memory even at the smallest batch (one request, {tokens} tokens) — use "
+            "fewer shots, a smaller dtype (e.g. dtype: bfloat16) or a GPU with more memory"
+        )
+    budget = max(1, min(scorer.max_batch_tokens, tokens) // 2)
+    message = (
+        f"{unit.id}: out of GPU memory on a batch of {requests} requests ({tokens} tokens) — "
+        f"retrying with batch_tokens {budget}"
+    )
+    (log or logging.getLogger("tunecheck").warning)(message)
+    scorer.max_batch_tokens = budget
+
+
+def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how, context, store, extra, progress, model_path) -> dict:
+    """The reference path: the same items and demonstrations scored by lm-eval's `simple_evaluate` (HF backend).
+
+    With `model_path`, lm-eval loads the model itself as its CLI would (`pretrained=<folder>`, `peft=<adapter folder>`
+    for arm B, on our device and in our dtype); its task files and dataset cache go to a folder of this unit (so
+    per model). Without it the loaded model object is wrapped in lm-eval's HFLM."""
+    from evaluator.arms.lmeval import run_lmeval
+
+    if task.spec.kind != "choice":
+        raise UserError(f"engine lm-eval supports choice tasks only; task {task.name} is {task.spec.kind}")
+    if task.spec.scoring != "sum" or task.spec.labels is not None:
+        what = " and ".join(x for x in (f"scoring: {task.spec.scoring}" if task.spec.scoring != "sum" else "",
+                                        "labels" if task.spec.labels is not None else "") if x)
+        raise UserError(f"engine lm-eval scores task {task.name} by the summed log-likelihood of its own labels only "
+                        f"— it does not support {what}: use engine auto/packed/plain (tunecheck's scorer)")
+    if todo:
+        t1 = time.perf_counter()
+        work = store.root / "lmeval" / unit.id
+        if model_path is not None:
+            adapter = (extra or {}).get("adapter", {}).get("dir") if unit.arm == "B" else None
+            if unit.arm == "B" and adapter is None:
+                raise ValueError(f"unit {unit.id}: the lm-eval engine needs the adapter folder in extra['adapter']['dir']")
+            weight = next(model.parameters())
+            rows = run_lmeval(
+                model_path, tokenizer, task, tp.builder, todo, k, peft=adapter, device=str(weight.device),
+                dtype=weight.dtype, work_dir=work,
+            )
+        else:
+            rows = run_lmeval(model, tokenizer, task, tp.builder, todo, k, work_dir=work)
+        per_item = (time.perf_counter() - t1) / len(todo)
+        by_id = {it.id: it for it in todo}
+        for r in rows:
+            r.setdefault("query", tp.builder.query(by_id[r["item_id"]]))
+            r.setdefault("item_tokens", len(tp.item_ids(by_id[r["item_id"]], k)))
+            r.setdefault("prompt_tokens", len(tp.prefix_ids(k)) + r["item_tokens"])
+            r.setdefault("output_tokens", 0)
+            r["seconds"] = round(per_item, 6)
+        store.append_items(unit.id, rows)
+        if progress:
+            progress(len(todo))
+    extra = {**(extra or {}), "measured_with": measured_with(model, "lm-eval", None)}
+    return _finish(unit, task, items, k, how, len(tp.prefix_ids(k)), context, "lm-eval", 0.0, store, extra, tp=tp)
+
+
+CHOICE_TOKENS_SHOWN = 64  # distinct labels listed in a unit's `scoring.choice_tokens` (per-row choices can be many)
+
+
+def scoring_record(task: Task, tp: TokenizedPrompts | None, items: list[Item], k: int) -> dict:
+    """The unit record's `scoring`: the rule, the verbaliser, each label's continuation tokens (target delimiter +
+    its word, as scored at this k; the first item holding the label stands in) and, for `sum`, a warning when the
+    choices of an item differ in token length (the sum then favours the shorter labels)."""
+    spec = task.spec
+    first: dict[str, Item] = {}
+    for it in items:
+        for c in it.choices:
+            first.setdefault(c, it)
+    tokens: dict[str, int] | None = None
+    warning = None
+    if tp is not None and first:
+        counts = {c: len(tp.continuation_ids(c, first[c], k)) for c in first}
+        tokens = counts if len(counts) <= CHOICE_TOKENS_SHOWN else None
+        uneven = [it for it in dict.fromkeys(first.values()) if len({counts[c] for c in it.choices}) > 1]
+        if spec.scoring == "sum" and uneven:
+            listed = ", ".join(f"{c} {n}" for c, n in list(counts.items())[:8]) + (", …" if len(counts) > 8 else "")
+            warning = (f"choices differ in token length ({listed}): summed log-likelihood favours shorter labels — "
+                       "consider scoring: length_normalised or labels")
+    return {"rule": spec.scoring, "labels": dict(spec.labels) if spec.labels is not None else None,
+            "choice_tokens": tokens, "warning": warning}
+
+
+def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_seconds, store, extra, *,
+            tp: TokenizedPrompts | None = None, warmup_seconds: float = 0.0) -> dict:
+    """Metrics and measurements of a unit from its stored per-item rows; written atomically (= unit done)."""
+    rows_by_id = store.finished_items(unit.id)
+    rows = [rows_by_id[it.id] for it in items]
+    est = estimate(accuracy_scores(rows))
+    n = len(rows)
+    record = {
+        "unit": unit.id,
+        "task": unit.task,
+        "arm": unit.arm,
+        "arm_name": ARM_NAMES[unit.arm],
+        "model": unit.model,
+        "model_slug": unit.model_slug,
+        "point": {"shots_requested": unit.shots, "shots": k, "shots_how": str(how), "train_size": unit.train_size}
+        | ({"max_limit": how.max_limit} if getattr(how, "max_limit", None) else {}),
+        "metric": task.spec.metric,
+        **est.as_dict(),
+        "n_items": n,
+        "item_ids_hash": hashlib.sha256(json.dumps([r["item_id"] for r in rows]).encode()).hexdigest()[:16],
+        "engine": engine,
+        "tokens": {
+            "shared_prefix_tokens": prefix_tokens,
+            "prompt_tokens_per_request": sum(r["prompt_tokens"] for r in rows) / n,
+            "unique_tokens_per_request": sum(r["item_tokens"] for r in rows) / n,
+            "output_tokens_per_request": sum(r["output_tokens"] for r in rows) / n,
+            "context_window": context,
+        },
+        "timings": {
+            # request_seconds: per-request work only (what throughput is priced from); eval_seconds: the unit's wall
+            "request_seconds": sum(r["seconds"] for r in rows),
+            "prefix_encode_seconds": prefix_seconds,
+            "warmup_seconds": warmup_seconds,
+            "eval_seconds": sum(r["seconds"] for r in rows) + prefix_seconds + warmup_seconds,
+            "requests": n,
+        },
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if tp is not None:
+        record["zero_shot_request"] = zero_shot_request(tp, items)
+        record["tokenisation"] = dict(tp.tokenisation)
+    if task.spec.kind == "choice":
+        record["scoring"] = scoring_record(task, tp, items, k)
+    if extra:
+        record.update(extra)
+    store.finish_unit(unit.id, record)
+    return record
+
+
+def adapter_key(base_fingerprint: dict, task: Task, train_items, hp: dict, seed: int, prompt_sig: str) -> str:
+    payload = json.dumps(
+        {
+            "base": {k: base_fingerprint.get(k) for k in ("source", "model_type", "num_parameters", "revision")},
+            "task": task.name,
+            "data": task.data_hash(train_items),
+            "hp": hp,
+            "seed": seed,
+            "prompt": prompt_sig,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def adapter_dir(root: Path, task: str, base_slug: str, n: int, r: int, key: str) -> Path:
+    from evaluator.store.run_store import safe_name
+
+    return root / safe_name(task) / safe_name(base_slug) / f"n{n}-r{r}-{key}"

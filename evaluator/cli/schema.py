@@ -1,0 +1,268 @@
+"""The field reference (docs/FIELDS.md, `tunecheck schema`): every job and task field, generated from the schemas.
+
+Each row is one field of the pydantic models — :class:`evaluator.config.Job` and the models nested in it, and
+:class:`evaluator.tasks.TaskSpec` with its own — with its dotted path, its type (constraints included), its default
+and its meaning, which is the field's `description=` in the schema: the reference cannot drift from the code, and
+`tests/test_fieldref.py` checks that docs/FIELDS.md is what :func:`field_reference` gives and that no field lacks a
+meaning. The "Template variables" section is derived the same way: the variables are the ones
+:func:`evaluator.prompts.render_query` passes to a template, the folders the ones :func:`evaluator.prompts.find_prompt`
+searches, in its order (probed with placeholder paths, nothing is read or written).
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+__all__ = ["field_reference", "field_rows", "schemas", "template_variables", "prompt_folders", "TEMPLATE_MEANINGS"]
+
+# What each variable a template gets holds (the names themselves come from render_query, see template_variables).
+TEMPLATE_MEANINGS = {
+    "input": "the item's input text (the task's `input_field`)",
+    "id": "the item's id, as text (the task's `id_field`; without one `<split>-<row index>`)",
+    "choices": "the item's choices, a list of strings (the task's `choices`, or its `choices_field` per row; empty "
+               "for a generate task without choices)",
+}
+
+
+def schemas() -> list[tuple[str, str, type[BaseModel], str]]:
+    """(section title, where it is written, model, one-line intro) for every schema the reference covers."""
+    from evaluator.config.job import Job
+    from evaluator.tasks.load import TaskSpec
+
+    return [
+        ("Job file", "`tunecheck run JOB.yaml`; schema `evaluator.config.Job`", Job,
+         "A job names the tasks, the base and newer models, the three arms' sweeps, the cost inputs and the verdict "
+         "settings. Unknown fields are refused."),
+        ("Task file", "`tasks/<name>.yaml` or a task YAML path; schema `evaluator.tasks.TaskSpec`", TaskSpec,
+         "A task is a `datasets.load_dataset` source, the input/target fields, the kind, a prompt template and the "
+         "splits. Unknown fields are refused."),
+    ]
+
+
+# --- types ---------------------------------------------------------------------------------------------------------
+
+
+def _constraints(meta: list[Any]) -> list[str]:
+    """Readable bounds from pydantic / annotated-types metadata (Ge, Gt, Le, Lt, MinLen, MaxLen, pattern)."""
+    out: list[str] = []
+    for m in meta:
+        if isinstance(m, FieldInfo):
+            out += _constraints(list(m.metadata))
+            continue
+        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"),
+                          ("min_length", "length ≥"), ("max_length", "length ≤")):
+            v = getattr(m, attr, None)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.append(f"{sym} {v:g}" if isinstance(v, float) else f"{sym} {v}")
+        pattern = getattr(m, "pattern", None)
+        if isinstance(pattern, str):
+            out.append(f"pattern {pattern}")
+    return out
+
+
+def _models_in(tp: Any) -> list[type[BaseModel]]:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    return [m for a in get_args(tp) for m in _models_in(a)]
+
+
+def type_text(tp: Any, meta: list[Any] | None = None) -> str:
+    """An annotation as a reader of a YAML file sees it: `int (≥ 1) | "all"`, `list[str] | null`, `mapping`. Bounds
+    on an optional field bound its value, so they are written beside the type, before `| null`."""
+    cons = _constraints(meta or [])
+    if not cons:
+        return _type(tp)
+    args = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else ()
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        inner = rest[0] if len(rest) == 1 else Union[tuple(rest)]  # type: ignore[valid-type]
+        return f"{_type(inner)} ({', '.join(cons)}) | null"
+    return f"{_type(tp)} ({', '.join(cons)})"
+
+
+def _type(tp: Any) -> str:
+    origin = get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any"
+    if origin is Annotated:
+        base, *meta = get_args(tp)
+        return type_text(base, meta)
+    if origin is Literal:
+        return " | ".join(json.dumps(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        parts = [_type(a) for a in args if a is not type(None)]
+        return " | ".join(parts + (["null"] if type(None) in args else []))
+    if origin in (list, tuple, set, frozenset):
+        return f"list[{', '.join(_type(a) for a in get_args(tp))}]"
+    if origin is dict:
+        k, v = get_args(tp)
+        return f"mapping[{_type(k)} → {_type(v)}]"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "mapping"
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp)
+
+
+# --- defaults and rows ---------------------------------------------------------------------------------------------
+
+
+def _default(fi: FieldInfo) -> tuple[str, bool]:
+    """(the default as YAML-ish text, whether it is a literal value to show as code)."""
+    if fi.default_factory is not None:
+        value = fi.default_factory()  # type: ignore[call-arg]
+    elif fi.default is PydanticUndefined:
+        return "required", False
+    else:
+        value = fi.default
+    if isinstance(value, BaseModel):
+        return "all defaults (below)", False
+    return json.dumps(value, ensure_ascii=False), True
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo, type[BaseModel]]]:
+    for name, fi in model.model_fields.items():
+        path = f"{prefix}{name}"
+        yield path, fi, model
+        for sub in _models_in(fi.annotation):
+            yield from _fields(sub, f"{path}.")
+
+
+def field_rows(model: type[BaseModel]) -> list[dict[str, str]]:
+    """One row per field of `model` and of every model nested in it (dotted paths), in schema order."""
+    rows = []
+    for path, fi, owner in _fields(model):
+        default, code = _default(fi)
+        rows.append({
+            "path": path, "type": type_text(fi.annotation, list(fi.metadata)), "default": default,
+            "default_is_value": "yes" if code else "", "meaning": " ".join((fi.description or "").split()),
+            "model": owner.__name__,
+        })
+    return rows
+
+
+# --- template variables and prompt folders ---------------------------------------------------------------------------
+
+
+def template_variables() -> list[str]:
+    """The variables a prompt template gets, as :func:`evaluator.prompts.render_query` passes them (captured from a
+    call with a stand-in template, so this list is the code's)."""
+    from types import SimpleNamespace
+
+    from evaluator.prompts.builder import render_query
+    from evaluator.tasks.load import Item
+
+    class _Capture:
+        names: list[str] = []
+
+        def render(self, **kw: Any) -> str:
+            _Capture.names = list(kw)
+            return "probe"
+
+    render_query(_Capture(), "probe", SimpleNamespace(name="probe"), Item("id", "input", "", ("a", "b")))
+    return _Capture.names
+
+
+def prompt_folders() -> list[str]:
+    """Where `prompt:` is looked up, in :func:`evaluator.prompts.find_prompt`'s order, as placeholders (`<task
+    folder>/prompts/`, `./prompts/`, …): find_prompt is called on a stand-in task under placeholder paths, with every
+    file check answering "no", and the folders it asked about are recorded."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from evaluator.prompts import builder as prompts
+    from evaluator.errors import UserError
+
+    root = Path("/__fieldref__")
+    task_file, cwd = root / "project" / "tasks" / "task.yaml", root / "cwd"
+    asked: list[Path] = []
+
+    def is_file(self: Path) -> bool:
+        if self.parent not in asked:
+            asked.append(self.parent)
+        return False
+
+    stub = SimpleNamespace(name="probe", path=task_file, spec=SimpleNamespace(prompt="__fieldref_probe__.j2"))
+    with mock.patch.object(Path, "is_file", is_file), mock.patch.object(Path, "cwd", lambda: cwd), \
+            mock.patch.object(Path, "is_dir", lambda self: False):
+        try:
+            prompts.find_prompt(stub)  # type: ignore[arg-type]
+        except UserError:
+            pass
+    out = []
+    for d in asked:
+        if d == prompts.REPO_PROMPTS:
+            out.append("the `prompts/` folder installed with tunecheck (its bundled templates)")
+            continue
+        for base, shown, note in ((task_file.parent, "<task folder>", " (next to the task file)"),
+                                  (task_file.parent.parent, "<task folder>/..", " (beside the task file's folder)"),
+                                  (cwd, ".", " (in the current directory)")):
+            try:
+                rel = d.relative_to(base)
+            except ValueError:
+                continue
+            out.append(f"`{shown}/{rel.as_posix()}/`{note}")
+            break
+        else:  # pragma: no cover - a folder find_prompt adds that is none of the above
+            out.append(f"`{d}`")
+    return out
+
+
+# --- the document --------------------------------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    """Text for a table cell: `|` escaped, and `<` outside code spans (`<name>` would be read as an HTML tag)."""
+    parts = text.replace("|", "\\|").split("`")
+    return "`".join(p.replace("<", "\\<") if i % 2 == 0 else p for i, p in enumerate(parts))
+
+
+def _code(text: str) -> str:
+    escaped = text.replace("|", "\\|")
+    return f"`{escaped}`" if "`" not in text else f"`` {escaped} ``"
+
+
+def field_reference() -> str:
+    """The whole reference as Markdown (what docs/FIELDS.md holds and `tunecheck schema` prints)."""
+    lines = [
+        "# Field reference",
+        "",
+        "Every field of a job file and of a task file, generated from the schemas (pydantic models) by "
+        "`tunecheck schema` — do not edit by hand: run `tunecheck schema --out docs/FIELDS.md`. A nested field is "
+        "written with its dotted path (`arms.lora.r` is `r:` under `lora:` under `arms:`). `null` means the field is "
+        "left unset; a YAML boolean (yes/no/on/off) where a number or text is expected is refused.",
+    ]
+    for title, where, model, intro in schemas():
+        lines += ["", f"## {title}", "", f"{intro} ({where}.)", "", "| path | type | default | meaning |",
+                  "|---|---|---|---|"]
+        for r in field_rows(model):
+            default = _code(r["default"]) if r["default_is_value"] else r["default"]
+            lines.append(f"| `{r['path']}` | {_code(r['type'])} | {default} | {_cell(r['meaning'])} |")
+    names = template_variables()
+    lines += [
+        "",
+        "## Template variables",
+        "",
+        "A task's prompt template (`prompt:`) is a Jinja2 file rendered in a sandbox for every item, with strict "
+        "undefined variables: it gets exactly these variables, and any other name is an error when the task loads "
+        "(`tunecheck tasks --check` lists the variables each template uses).",
+        "",
+        "| variable | meaning |",
+        "|---|---|",
+    ]
+    lines += [f"| `{n}` | {_cell(TEMPLATE_MEANINGS.get(n, ''))} |" for n in names]
+    lines += ["", "`prompt:` is a file name (not a path), looked up in these folders in order — the first match wins:", ""]
+    lines += [f"{i}. {d}" for i, d in enumerate(prompt_folders(), 1)]
+    lines += ["", "A prompt that is not found is one error line naming every folder searched."]
+    return "\n".join(lines) + "\n"

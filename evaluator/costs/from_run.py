@@ -1,0 +1,204 @@
+"""Costs of a finished run: stored measurements (units, per-item prompts, prefixes) → the pure cost model.
+
+No model is loaded: token counts for the API come from tiktoken on the stored prompt texts, throughput and
+training seconds from the unit records. The options costed are each arm's operating points, chosen by
+:func:`evaluator.selection.choose` — the same rule and items as the verdict. `tunecheck cost` re-runs only this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from evaluator.costs.pricing import ApiPriceError, api_token_counts, prices_for_inputs
+from evaluator.costs.model import ArmMeasurement, CostInputs, CostReport, RequestSize, compute_costs
+from evaluator.errors import UserError
+from evaluator.analysis.selection import choose, verdict_settings
+from evaluator.store.run_store import RunStore, read_json
+
+
+def unit_label(u: Mapping) -> str:
+    """Short, unique within a task: 'A k=32', 'B n=100', 'B n=100 k=5', 'C gemma3-270m k=32'."""
+    pt = u["point"]
+    if u["arm"] == "B":
+        return f"B n={pt['train_size']}" + (f" k={pt['shots']}" if pt["shots"] else "")
+    return ("A" if u["arm"] == "A" else f"C {u['model_slug']}") + f" k={pt['shots']}"
+
+
+def cost_inputs(job_costs: dict[str, Any], overrides: dict[str, Any] | None = None) -> CostInputs:
+    """The job's recorded cost inputs with command-line overrides on top (None = keep)."""
+    names = {f.name for f in fields(CostInputs)}
+    data = {k: v for k, v in job_costs.items() if k in names}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None and k in names})
+    return CostInputs(**data)
+
+
+def parse_throughput(specs: Sequence[str] | None) -> dict[str, float]:
+    """``["B n=100=850", "A k=128=12.5"]`` → {option label: req/s}; the value follows the last '='."""
+    out: dict[str, float] = {}
+    for spec in specs or []:
+        label, sep, value = spec.rpartition("=")
+        try:
+            rps = float(value)
+        except ValueError:
+            rps = float("nan")
+        if not sep or not label.strip() or not rps > 0 or rps == float("inf"):
+            raise UserError(f"--throughput {spec!r}: expected OPTION=REQ_PER_S with a positive number, e.g. "
+                            "\"B n=100=850\" (option labels as in the cost table)")
+        out[label.strip()] = rps
+    return out
+
+
+def _store_scores(store: RunStore, units: Sequence[Mapping]) -> dict[str, dict[str, float]]:
+    return {u["unit"]: {r["item_id"]: float(r["score"]) for r in store.items(u["unit"])} for u in units}
+
+
+def _env_device(store: RunStore) -> str:
+    env_path = store.root / "env.json"
+    if not env_path.exists():
+        return "unknown device"
+    dev = read_json(env_path).get("device", {})
+    return (dev.get("gpu") or f"CPU ({dev.get('cpu_count')} cores)") + " (from env.json: not recorded by the unit)"
+
+
+def _measured_on(store: RunStore, u: Mapping) -> tuple[str, bool]:
+    """(how the unit's throughput was measured, whether on a CPU). Units record it; older ones fall back to env.json."""
+    mw = u.get("measured_with")
+    if isinstance(mw, Mapping):
+        return (f"{mw.get('device')}, {mw.get('dtype')}, {mw.get('engine')} engine, {mw.get('batch_note', '')}"
+                .rstrip(", "), mw.get("device_type") == "cpu")
+    dev = _env_device(store)
+    return dev, dev.startswith("CPU")
+
+
+def _request_seconds(u: Mapping) -> float:
+    t = u["timings"]
+    if "request_seconds" in t:
+        return float(t["request_seconds"])
+    return float(t["eval_seconds"]) - float(t.get("prefix_encode_seconds", 0.0))  # older records: prefix inside
+
+
+def tok_prefix(u: Mapping) -> float:
+    return float((u.get("tokens") or {}).get("shared_prefix_tokens") or 0)
+
+
+def measurement(store: RunStore, u: Mapping, api_model: str, api_provider: str,
+                stated_rps: float | None = None) -> ArmMeasurement:
+    rows = store.items(u["unit"])
+    prefix = store.read_prefix(u["unit"])
+    if prefix is None and tok_prefix(u):  # a many-shot unit without its prefix text cannot be API-counted
+        rows = []
+    prefix = prefix or ""
+    api: dict[str, float | None] = {"p": None, "s": None, "o": None}
+    if rows and all("query" in r for r in rows):
+        try:  # outputs: the reference answers — one output size for every arm, whatever each arm predicted
+            c = api_token_counts([prefix + r["query"] for r in rows], prefix, [r["target"] for r in rows],
+                                 api_model, api_provider)
+            api = {"p": c.prompt_tokens_per_request, "s": c.shared_prefix_tokens, "o": c.output_tokens_per_request}
+        except ApiPriceError:
+            pass  # unknown encoding: the model's own token counts stand in (the cost model says so)
+    tok = u["tokens"]
+    device, on_cpu = _measured_on(store, u)
+    training = u.get("training") or {}
+    return ArmMeasurement(
+        name=unit_label(u),
+        arm=u["arm"],
+        requests=int(u["timings"]["requests"]),
+        eval_seconds=max(_request_seconds(u), 1e-9),
+        device=device,
+        prompt_tokens_per_request=float(tok["prompt_tokens_per_request"]),
+        shared_prefix_tokens=float(tok["shared_prefix_tokens"]),
+        output_tokens_per_request=float(tok["output_tokens_per_request"]),
+        train_seconds=float(training.get("train_seconds", 0.0)),
+        api_prompt_tokens_per_request=api["p"],
+        api_shared_prefix_tokens=api["s"],
+        api_output_tokens_per_request=api["o"],
+        prefix_cached=u.get("engine", "packed") != "lm-eval",
+        prefix_seconds=float(u["timings"].get("prefix_encode_seconds", 0.0)) if tok["shared_prefix_tokens"] else 0.0,
+        train_processes=int(training.get("world_size", 1) or 1),
+        on_cpu=on_cpu,
+        stated_rps=stated_rps,
+    )
+
+
+def zero_shot_request(store: RunStore, units: Sequence[Mapping], base_model: str | None, api_model: str,
+                      api_provider: str) -> RequestSize | None:
+    """Instruction + input + reference answer of the task's zero-shot request, from a base-model unit's record
+    (API tokens where tiktoken knows the API model, else the base model's tokens). None when no unit recorded it."""
+    recs = [u for u in units if isinstance(u.get("zero_shot_request"), Mapping)]
+    if not recs:
+        return None
+    recs.sort(key=lambda u: (u["model"] != base_model, u["arm"] not in ("A", "B"), u["unit"]))
+    u = recs[0]
+    z = u["zero_shot_request"]
+    rows = store.items(u["unit"])
+    if rows and all("query" in r for r in rows):
+        head = str(z.get("instruction", ""))
+        try:
+            full = api_token_counts([head + r["query"] for r in rows], head.rstrip(), [r["target"] for r in rows],
+                                    api_model, api_provider)
+            instr = full.shared_prefix_tokens
+            return RequestSize(instr, full.prompt_tokens_per_request - instr, float(full.output_tokens_per_request or 0),
+                               f"API tokens ({full.encoding})", f"tiktoken counts of the {len(rows)} test items")
+        except ApiPriceError:
+            pass
+    return RequestSize(float(z["instruction_tokens"]), float(z["input_tokens_per_request"]),
+                       float(z["answer_tokens_per_request"]), f"model tokens ({u['model_slug']})",
+                       "the base model's tokenizer (no tiktoken encoding for the API model)")
+
+
+def cost_options(units: Sequence[Mapping], scores: Mapping[str, Mapping[str, float]], job: Mapping) -> list[Mapping]:
+    """The options to cost: each arm's operating point (A, B, and the best point of each newer base), chosen by
+    the verdict's selection rule on the verdict's selection items."""
+    ch = choose(units, scores, verdict_settings(job))
+    seen, out = set(), []
+    for key, u in ch.points.items():
+        if key == "C" or u["unit"] in seen:  # "C" is one of the per-model "C:<model>" points
+            continue
+        seen.add(u["unit"])
+        out.append(u)
+    return sorted(out, key=lambda u: (u["arm"], u["model"]))
+
+
+def run_costs(store: RunStore, overrides: dict[str, Any] | None = None, *, only_key: bool = True,
+              throughput: Mapping[str, float] | None = None, must_use: set[str] | None = None) -> dict[str, CostReport]:
+    """One cost report per task of the run: the operating point of each arm (only_key) or every unit.
+
+    ``throughput`` states serving throughputs (req/s) for option labels, replacing the measured ones; a label in
+    ``must_use`` that names no costed option is an error (a typo must not be ignored)."""
+    cfg = store.config
+    job = cfg.get("job", {})
+    inputs = cost_inputs(job.get("costs", {}), overrides)
+    try:
+        prices = prices_for_inputs(inputs)
+    except ApiPriceError as exc:
+        raise UserError(str(exc)) from None
+    by_task: dict[str, list[dict]] = {}
+    for u in store.units():
+        by_task.setdefault(u["task"], []).append(u)
+    if not by_task:
+        raise UserError(f"{store.root} has no finished units yet — run the job first")
+    stated = dict(throughput or {})
+    reports = {}
+    used: set[str] = set()
+    for task, units in by_task.items():
+        opts = cost_options(units, _store_scores(store, units), job) if only_key else units
+        labels = {unit_label(u) for u in opts}
+        used |= labels & set(stated)
+        ms = [measurement(store, u, inputs.api_model, inputs.api_provider, stated.get(unit_label(u))) for u in opts]
+        req = zero_shot_request(store, units, job.get("base"), inputs.api_model, inputs.api_provider)
+        reports[task] = compute_costs(ms, inputs, prices, req)
+    unknown = sorted(set(must_use or ()) - used)
+    if unknown:
+        known = sorted({m.name for r in reports.values() for m in r.arms})
+        raise UserError(f"--throughput names {', '.join(repr(x) for x in unknown)}, not a costed option — use one of "
+                        f"{', '.join(known)} (or --all to cost every point)")
+    return reports
+
+
+def throughput_from_run(run_dir: Path) -> dict[str, float]:
+    """Measured per-request throughput (req/s) of every option in another run (e.g. the same job on the target GPU),
+    by option label, to cost this run's quality at that hardware's speed."""
+    other = RunStore.open(Path(run_dir))
+    return {unit_label(u): u["timings"]["requests"] / max(_request_seconds(u), 1e-9) for u in other.units()}

@@ -1,0 +1,373 @@
+"""Model sources (local folder, hub id, built-in name) and loading them the ordinary transformers way.
+
+Secure defaults: `trust_remote_code` only when asked, safetensors only unless pickle is explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from evaluator.errors import UserError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    spec: str  # what the user wrote
+    kind: Literal["local", "hub", "builtin"]
+    ref: str  # folder path, hub id or built-in name
+
+    @property
+    def slug(self) -> str:
+        """A filesystem-safe short name for run/adapters paths."""
+        base = self.ref if self.kind != "local" else Path(self.ref).name
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", base.replace("/", "--")).strip("-.")[:60] or "model"
+
+
+def resolve_source(spec: str, base_dir: Path | None = None) -> ModelSource:
+    """Classify a model reference without loading it; a local path must exist and hold a config.json."""
+    from evaluator.models.zoo import registry as zoo
+
+    if zoo.is_builtin(spec):
+        return ModelSource(spec, "builtin", spec)
+    p = Path(spec).expanduser()
+    looks_local = spec.startswith((".", "/", "~")) or p.exists() or (base_dir is not None and (base_dir / p).exists())
+    if looks_local:
+        for cand in ([p] if p.is_absolute() else [Path.cwd() / p, *([base_dir / p] if base_dir else [])]):
+            if cand.is_dir():
+                if not (cand / "config.json").is_file():
+                    raise UserError(f"model folder {cand} has no config.json — it is not a transformers model folder")
+                return ModelSource(spec, "local", str(cand.resolve()))
+        raise UserError(f"model path {spec} does not exist — check the path, or use a hub id or a built-in name ({', '.join(zoo.BUILTIN)})")
+    if HUB_ID.match(spec):
+        return ModelSource(spec, "hub", spec)
+    raise UserError(f"model {spec!r} is not a local folder, a hub id (org/name) or a built-in name ({', '.join(zoo.BUILTIN)})")
+
+
+def materialise(source: ModelSource, cache_dir: Path | None = None) -> str:
+    """Where transformers should load from: the folder, the hub id, or the built-in's cached conversion."""
+    if source.kind == "builtin":
+        from evaluator.models.zoo import registry as zoo
+
+        try:
+            return str(zoo.ensure_model(source.ref, cache_dir=cache_dir))
+        except zoo.ZooError as exc:
+            raise UserError(str(exc)) from None
+    return source.ref
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_weights_format(source: ModelSource, allow_pickle: bool = False) -> None:
+    """A local folder whose weights exist only as pickle files is refused (unpickling can run code) unless allowed."""
+    if source.kind != "local" or allow_pickle:
+        return
+    folder = Path(source.ref)
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
+        raise UserError(f"model folder {folder} has no weight files (*.safetensors) — save the model there with save_pretrained")
+    raise UserError(
+        f"model {source.spec} has only pickle weights ({pickles[0]}); loading them can run code — convert them to "
+        f"safetensors, or set allow_pickle: true if you trust the files"
+    )
+
+
+def check_loadable(source: ModelSource, trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
+    """Fail early (before any compute) when a model is unreachable, is not a causal LM, or has only pickle weights."""
+    if source.kind == "builtin":
+        return
+    check_weights_format(source, allow_pickle)
+    if source.kind == "local":
+        check_weight_files(Path(source.ref))
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(source.ref, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise UserError(f"model {source.spec} needs custom code: pass trust_remote_code: true only if you trust it") from None
+        raise UserError(f"model {source.spec}: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        where = "is not reachable on the hub (offline?)" if source.kind == "hub" else "cannot be read"
+        raise UserError(f"model {source.spec} {where}: {str(exc).splitlines()[0]}") from None
+    archs = getattr(cfg, "architectures", None) or []
+    if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
+        raise UserError(f"model {source.spec} is a {archs[0]}, not a causal language model — use a decoder (causal LM) model")
+    if not trust_remote_code:
+        from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        if type(cfg) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+            raise UserError(f"model {source.spec} ({cfg.model_type}) has no causal language-model class in transformers — use a decoder (causal LM) model")
+
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def device_name_problem(device: str) -> str | None:
+    """Why `device` is not a device name (the job file's validator says the same), or None."""
+    ok = device in {"auto", "cpu", "cuda", "mps"} or (device.startswith("cuda:") and device[5:].isdigit())
+    return None if ok else f"unknown device {device!r}; use {DEVICES}"
+
+
+def device_absent_problem(device: str, option: str = "device:") -> str | None:
+    """Why a well-formed device cannot be used on this machine (no CUDA, no such GPU index, no MPS), or None."""
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"device {device!r} requested but CUDA is not available on this machine — use {option} auto or cpu"
+        if ":" in device:
+            n = torch.cuda.device_count()
+            if int(device.split(":", 1)[1]) >= n:
+                return f"device {device!r} requested but this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1}) — use {option} cuda, auto or a lower index"
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return f"device 'mps' requested but MPS (Apple GPU) is not available on this machine — use {option} auto or cpu"
+    return None
+
+
+def check_device_and_dtype(device: str, dtype: str, option: str = "--device") -> None:
+    """For `tunecheck train` / `eval`: the same checks a job file's device and dtype get, before anything loads."""
+    why = device_name_problem(device)
+    if why:
+        raise UserError(f"{option}: {why}")
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    why = device_absent_problem(device, option)
+    if why:
+        raise UserError(why)
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        why = device_name_problem(device) or device_absent_problem(device)
+        if why:
+            raise UserError(why)
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+@dataclass
+class LoadedModel:
+    source: ModelSource
+    path: str
+    model: object
+    tokenizer: object
+    device: str
+    load_seconds: float
+
+    @property
+    def context_window(self) -> int:
+        cfg = self.model.config
+        n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
+        tmax = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tmax, int) and 0 < tmax < 10**7:
+            n = min(n, tmax)
+        return int(n)
+
+    @property
+    def fingerprint(self) -> dict:
+        """Identity of the base weights for adapter metadata: id, revision/commit where known."""
+        cfg = self.model.config
+        return {
+            "source": self.source.spec,
+            "path": self.path,
+            "name_or_path": getattr(cfg, "_name_or_path", ""),
+            "model_type": getattr(cfg, "model_type", ""),
+            "revision": getattr(cfg, "_commit_hash", None),
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+
+
+def check_weight_files(folder: Path) -> None:
+    """Every safetensors file transformers would read from a folder has a readable header that covers the file: a
+    truncated, empty or garbage file is one line naming it (safetensors itself raises SafetensorError)."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files: list[Path] = []
+    if index.is_file():
+        import json
+
+        try:
+            data = json.loads(index.read_text(encoding="utf-8"))
+            names = sorted(set((data.get("weight_map") or {}).values())) if isinstance(data, dict) else None
+        except (OSError, UnicodeDecodeError, ValueError):
+            names = None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UserError(f"{index} is truncated or corrupt (not a safetensors index) — re-download or re-convert the model")
+        files = [folder / n for n in names]
+    elif (folder / "model.safetensors").is_file():
+        files = [folder / "model.safetensors"]
+    for f in files:
+        check_safetensors_file(f, "re-download or re-convert it")
+
+
+def check_safetensors_file(path: Path, fix: str) -> None:
+    """One line naming `path` when it is missing, truncated or not a safetensors file (header read only: cheap)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} is missing — {fix}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            fh.keys()
+    except Exception as exc:  # noqa: BLE001 - safetensors.SafetensorError (not an OSError), or OSError
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path} is truncated or corrupt ({why}) — {fix}") from None
+
+
+def _keys_preview(keys, n: int = 3) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def check_loading_info(info: dict, where: str) -> None:
+    """transformers' loading report as one UserError: a model is only scored with the weights it was saved with.
+
+    `info` is what `from_pretrained(..., output_loading_info=True)` returns (missing_keys, unexpected_keys,
+    mismatched_keys, error_msgs). Tied weights (lm_head with tie_word_embeddings) and keys the architecture declares
+    ignorable are already left out by transformers."""
+    missing = set(info.get("missing_keys") or ())
+    unexpected = set(info.get("unexpected_keys") or ())
+    mismatched = list(info.get("mismatched_keys") or ())
+    errors = list(info.get("error_msgs") or ())
+    fix = "its weight files do not match its config.json (incomplete, or from another model): re-download or re-convert it"
+    if mismatched:
+        mismatched.sort(key=lambda t: str(t[0]))
+        shown = "; ".join(f"{k} (file {tuple(a)}, config {tuple(b)})" for k, a, b in mismatched[:3])
+        more = f" and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""
+        raise UserError(f"model {where}: {len(mismatched)} tensor(s) have another shape than its config.json: {shown}{more} — {fix}")
+    if missing:
+        raise UserError(f"model {where}: {len(missing)} tensor(s) missing from the weight files: {_keys_preview(missing)} — {fix}")
+    if unexpected:
+        raise UserError(f"model {where}: {len(unexpected)} unexpected tensor(s) in the weight files that its config.json does not use: {_keys_preview(unexpected)} — {fix}")
+    if errors:
+        raise UserError(f"model {where} could not be loaded: {str(errors[0]).splitlines()[0]} — {fix}")
+
+
+def tokenizer_max_id(tokenizer) -> int:
+    """The largest token id the tokenizer produces for text we feed the model: its base vocabulary (what the
+    tokenization model emits for any text), the non-special added tokens (matched in text), and the special tokens the
+    prompts and batches use (bos, eos, pad). Special tokens nothing here inserts (e.g. an unk a byte-level BPE never
+    emits) are left out."""
+    ids: list[int] = []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    try:
+        base = backend.get_vocab(with_added_tokens=False) if backend is not None else tokenizer.get_vocab()
+        ids.append(max(base.values(), default=-1))
+    except Exception:  # noqa: BLE001 - a tokenizer without a vocabulary to list: its length is the best bound
+        ids.append(len(tokenizer) - 1)
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    ids += [int(i) for i, t in decoder.items() if not getattr(t, "special", False)]
+    ids += [i for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) if isinstance(i, int)]
+    return max(ids)
+
+
+def check_vocab(tokenizer, model, where: str) -> None:
+    """Every token id the tokenizer can produce must have a row in the model's input embeddings (else IndexError)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(emb, "num_embeddings", None)
+    if not isinstance(rows, int):
+        return
+    top = tokenizer_max_id(tokenizer)
+    if top >= rows:
+        raise UserError(
+            f"model {where}: its tokenizer produces token ids up to {top} but the model has only {rows} embedding rows "
+            f"(vocab_size) — the tokenizer belongs to another model, or tokens were added without resizing the embeddings: "
+            f"use the tokenizer the model was trained with"
+        )
+
+
+@contextlib.contextmanager
+def _no_load_report():
+    """transformers logs a multi-line LOAD REPORT (missing/unexpected/mismatched keys) as a warning; we turn the same
+    information into one error line instead, so the warning is held back while loading."""
+    log = logging.getLogger("transformers.modeling_utils")
+    old = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
+def load_model(
+    source: ModelSource,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    cache_dir: Path | None = None,
+) -> LoadedModel:
+    """Tokenizer + causal LM, loaded strictly: missing, unexpected or shape-mismatched tensors, unreadable weight
+    files and a tokenizer larger than the embeddings are each one UserError (never a model with random weights)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    path = materialise(source, cache_dir)
+    dev = pick_device(device)
+    if Path(path).is_dir():
+        check_weight_files(Path(path))
+    where = f"{source.spec}" + (f" ({path})" if path != source.spec else "")
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with _no_load_report():
+            model, info = AutoModelForCausalLM.from_pretrained(
+                path,
+                dtype=pick_dtype(dtype, dev),
+                trust_remote_code=trust_remote_code,
+                use_safetensors=None if allow_pickle else True,
+                attn_implementation="sdpa",
+                ignore_mismatched_sizes=True,  # reported below as one line instead of a RuntimeError after a table
+                output_loading_info=True,
+            )
+    except (OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "safetensors" in msg.lower() and not allow_pickle:
+            raise UserError(f"model {source.spec} has no safetensors weights; pickle files are refused — convert them, or set allow_pickle: true if you trust them") from None
+        raise UserError(f"model {source.spec} could not be loaded: {msg}") from None
+    except Exception as exc:  # safetensors.SafetensorError (corrupt file), RuntimeError (state-dict errors, OOM)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if type(exc).__name__ == "SafetensorError":
+            raise UserError(f"the weights of model {where} are truncated or corrupt ({msg}) — re-download or re-convert it") from None
+        if "out of memory" in msg.lower():
+            raise UserError(f"model {source.spec} does not fit in memory on {dev} ({msg}) — use a smaller dtype (e.g. dtype: bfloat16), another device or a smaller model") from None
+        if isinstance(exc, RuntimeError):
+            raise UserError(f"model {source.spec} could not be loaded: {msg}") from None
+        raise
+    check_loading_info(info, where)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    check_vocab(tok, model, where)
+    model.to(dev)
+    model.eval()
+    return LoadedModel(source, path, model, tok, dev, time.perf_counter() - t0)

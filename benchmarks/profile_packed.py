@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
     from transformers import AutoTokenizer
 
-    from evaluator.arms.evaluate import _choice_rows
+    from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
     from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
     from oom_recovery import snips_task

@@ -55,7 +55,7 @@ def model_fingerprint(kind: str, ref: str) -> dict[str, Any]:
     """Identity of a model source without loading it (see the module docstring). Hub ids are identified by id alone
     (the weights are not here to inspect); built-in models by their pinned registry package and GGUF checksum."""
     if kind == "builtin":
-        from evaluator.models.zoo import registry as zoo
+        from evaluator.models import zoo
 
         m = zoo.get(ref)
         return {"kind": kind, "ref": ref, "fingerprint": _h(m.package, m.version, m.gguf_file, m.gguf_sha256),
@@ -85,7 +85,7 @@ def model_fingerprint(kind: str, ref: str) -> dict[str, Any]:
 def task_fingerprint(task) -> dict[str, Any]:
     """Identity of a task's content: every train and test item (id, input, target, choices), the spec (fields,
     delimiters, instruction, demonstration order), the prompt template's text, and the demonstration pool."""
-    from evaluator.prompts.builder import find_prompt
+    from evaluator.tasks.templates import find_prompt
 
     spec = task.spec.model_dump(mode="json")
     template = None

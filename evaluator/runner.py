@@ -20,8 +20,10 @@ from evaluator.config.job import Job
 from evaluator.errors import UserError
 from evaluator.models.load import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
 from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
-from evaluator.store.run_store import RunStore, atomic_write_json, atomic_write_text, safe_name
-from evaluator.tasks.load import Item, Task, check_task_for_job, load_task, task_search_dirs
+from evaluator.store.files import atomic_write_json, atomic_write_text, safe_name
+from evaluator.store.run_store import RunStore
+from evaluator.tasks.load import check_task_for_job, load_task, task_search_dirs
+from evaluator.tasks.spec import Item, Task
 
 console = Console(stderr=True, soft_wrap=True)
 ADAPTER_META = "tunecheck-adapter.json"  # = evaluator.adapters.ADAPTER_META

@@ -388,7 +388,8 @@ def test_bad_input_is_found_before_any_model_loads(name, tmp_path, tiny_llama_di
 def test_field_paths_carry_no_pydantic_tags():
     from pydantic import ValidationError
 
-    from evaluator.config.job import Job, format_validation_error
+    from evaluator.config.job import Job
+    from evaluator.config.validation import format_validation_error
 
     for arms in ({"lora": {"train_sizes": [0]}}, {"prompting": {"shots": [2.5]}}, {"lora": {"train_sizes": ["x"]}}):
         with pytest.raises(ValidationError) as ei:
@@ -410,7 +411,7 @@ def test_lenient_values_still_load(tmp_path):
 
 
 def test_yaml_merge_keys_may_override(tmp_path):
-    from evaluator.config.job import load_yaml
+    from evaluator.config.validation import load_yaml
 
     p = tmp_path / "x.yaml"
     p.write_text("base: &b {a: 1, b: 2}\nother:\n  <<: *b\n  b: 3\n")

@@ -104,12 +104,12 @@ def _fail_mkstemp(code: int, where: str | None = None) -> None:
 
 def _no_eval() -> None:
     """`eval` must refuse a bad --output before evaluating: an evaluation here would exit 1, not 2."""
-    import evaluator.arms.lora
+    import evaluator.cli.eval
 
     def boom(**kw):
         raise AssertionError("the evaluation ran before --output was checked")
 
-    MP["mp"].setattr(evaluator.arms.lora, "eval_command", boom)
+    MP["mp"].setattr(evaluator.cli.eval, "eval_command", boom)
 
 
 # -- config.json of the wrong shape -----------------------------------------------------------------------------------
@@ -381,9 +381,9 @@ def case_eval_output_is_a_folder(d, m, existing):
 
 def case_eval_output_folder_not_writable(d, m, existing):
     _no_eval()
-    import evaluator.cli.app
+    import evaluator.cli.base
 
-    MP["mp"].setattr(evaluator.cli.app.os, "access", lambda p, mode: False)
+    MP["mp"].setattr(evaluator.cli.base.os, "access", lambda p, mode: False)
     return ["eval", "--adapter", str(d / "ad"), "--output", str(d / "out.json")], "is not writable"
 
 
@@ -491,7 +491,7 @@ def test_a_run_resumed_after_a_full_disk_finishes(tmp_path, tiny_llama_dir, fini
 
 
 def test_written_files_get_the_mode_open_would_give(tmp_path, finished):
-    from evaluator.store.run_store import FILE_MODE, UMASK, atomic_write_text
+    from evaluator.store.files import FILE_MODE, UMASK, atomic_write_text
 
     assert FILE_MODE == 0o666 & ~UMASK
     for rel in ("report.html", "report.json", "report.md", "config.json", f"units/{_uid(finished)}.json", f"results/{_uid(finished)}.jsonl"):
@@ -529,11 +529,11 @@ def test_recompute_is_passed_to_the_runner(tmp_path, tiny_llama_dir, monkeypatch
 
 
 def test_eval_output_is_written_after_a_valid_check(tmp_path, monkeypatch):
-    import evaluator.arms.lora
+    import evaluator.cli.eval
 
     summary = {"task": "t", "metric": "accuracy", "value": 0.5, "ci_low": 0.1, "ci_high": 0.9, "n_items": 2,
                "shots": 0, "model": "m", "adapter": "a"}
-    monkeypatch.setattr(evaluator.arms.lora, "eval_command", lambda **kw: (summary, [{"item_id": "1", "score": 1.0}]))
+    monkeypatch.setattr(evaluator.cli.eval, "eval_command", lambda **kw: (summary, [{"item_id": "1", "score": 1.0}]))
     out = tmp_path / "new" / "deeper" / "eval.json"
     res = CliRunner().invoke(app, ["eval", "--adapter", str(tmp_path), "--output", str(out)])
     assert res.exit_code == 0, res.output
@@ -563,7 +563,7 @@ def test_damaged_report_json_does_not_stop_compare(tmp_path, finished, monkeypat
 
 
 def test_store_names_the_file_when_a_write_fails_without_a_name(tmp_path, monkeypatch):
-    from evaluator.store.run_store import atomic_write_text
+    from evaluator.store.files import atomic_write_text
 
     def fsync(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

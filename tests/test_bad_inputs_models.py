@@ -373,7 +373,7 @@ def test_intact_models_load_strictly(tiny_llama_dir, tiny_gemma_dir, tiny_qwen_d
 
 
 def test_builtin_models_load_strictly():
-    from evaluator.models.zoo import registry as zoo
+    from evaluator.models import zoo
     from evaluator.models.load import load_model, resolve_source
 
     done = [n for n in zoo.BUILTIN if zoo.cached_path(n) is not None]

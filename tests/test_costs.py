@@ -12,7 +12,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from evaluator.costs.model import ARTICLE, ApiPrices, ArmMeasurement, CostInputError, CostInputs, CostLine, api_cached_tokens, article_scenario, break_even, compute_costs, format_cost_report, format_scenario, resolve_prices, throughput, to_jsonable, training_cost
+from evaluator.costs.scenario import ARTICLE, article_scenario
+from evaluator.costs.api import ApiPrices, api_cached_tokens, resolve_prices
+from evaluator.costs.inputs import ArmMeasurement, CostInputError, CostInputs
+from evaluator.costs.breakeven import CostLine, break_even
+from evaluator.costs.compute import compute_costs, to_jsonable
+from evaluator.costs.text import format_cost_report, format_scenario
+from evaluator.costs.workload import throughput
+from evaluator.costs.selfhost import training_cost
 
 REL = 1e-9
 
@@ -394,7 +401,7 @@ def test_article_scenario_other_volume():
 
 # -- the zero-shot request, per-request throughput, training processes, CPU figures, stated throughput ------------
 
-from evaluator.costs.model import RequestSize  # noqa: E402
+from evaluator.costs.workload import RequestSize  # noqa: E402
 
 
 def test_requests_per_day_use_the_full_zero_shot_request():

@@ -131,7 +131,7 @@ def test_lmeval_first_n_logliks_equal_simple_evaluate(first_n_folder, tiny_llama
     from lm_eval.tasks import TaskManager
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evaluator.arms.evaluate import _choice_rows
+    from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
     from evaluator.prompts.builder import TokenizedPrompts
 

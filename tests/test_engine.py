@@ -7,7 +7,10 @@ import json
 import pytest
 import torch
 
-from evaluator.engine.scorer import PACKED_MODEL_TYPES, ChoiceRequest, PrefixScorer, packed_support, score_reference
+from evaluator.engine.masks import PACKED_MODEL_TYPES, packed_support
+from evaluator.engine.requests import ChoiceRequest
+from evaluator.engine.scorer import PrefixScorer
+from evaluator.engine.reference import score_reference
 from tests.tiny_models import REPO
 
 TOL = 1e-4

@@ -37,7 +37,7 @@ def test_every_field_of_every_model_has_a_meaning():
 
 def test_nested_models_are_expanded_with_dotted_paths():
     from evaluator.config.job import Job
-    from evaluator.tasks.load import TaskSpec
+    from evaluator.tasks.spec import TaskSpec
 
     job = {r["path"] for r in field_rows(Job)}
     task = {r["path"] for r in field_rows(TaskSpec)}
@@ -78,7 +78,7 @@ def test_template_variables_are_what_render_query_passes():
 
 def test_prompt_folders_are_find_prompts_in_its_order(tmp_path, monkeypatch):
     """The documented folders, checked against find_prompt on real folders: each found first when present."""
-    from evaluator.prompts.builder import REPO_PROMPTS, find_prompt
+    from evaluator.tasks.templates import REPO_PROMPTS, find_prompt
 
     shown = prompt_folders()
     assert [s.split("`")[1] if "`" in s else s for s in shown] == [

@@ -90,7 +90,8 @@ def test_render_html_tolerates_minimal_reports():
 
 def test_plots_edge_cases():
     from evaluator.report import plots
-    from evaluator.costs.model import ArmMeasurement, CostInputs, compute_costs
+    from evaluator.costs.inputs import ArmMeasurement, CostInputs
+    from evaluator.costs.compute import compute_costs
 
     png = b"\x89PNG\r\n\x1a\n"
     assert plots.learning_curves_png([]).startswith(png)  # no points yet: a labelled empty figure

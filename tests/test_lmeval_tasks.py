@@ -182,7 +182,7 @@ def test_generate_until_with_answer_filters_is_refused(tmp_path):
 
 
 def test_cut_at_stop():
-    from evaluator.arms.evaluate import _cut_at_stop
+    from evaluator.arms.rows import _cut_at_stop
 
     assert _cut_at_stop("play_music\nUtterance: x", ["Utterance:", "\n"]) == "play_music"
     assert _cut_at_stop("abc", ["\n"]) == "abc" and _cut_at_stop("a\n\nb", []) == "a\n\nb"

@@ -12,14 +12,17 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.arms.lora import build_examples, hp_dict, prompt_signature, train_or_reuse
-from evaluator.arms.evaluate import adapter_key, resolve_shots
+from evaluator.arms.lora import build_examples, train_or_reuse
+from evaluator.arms.adapters import hp_dict, prompt_signature
+from evaluator.arms.adapters import adapter_key
+from evaluator.arms.evaluate import resolve_shots
 from evaluator.cli.app import app
 from evaluator.config.job import LoraArm
 from evaluator.errors import UserError
 from evaluator.identity import task_fingerprint
 from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
-from evaluator.tasks.load import Task, load_task
+from evaluator.tasks.spec import Task
+from evaluator.tasks.load import load_task
 from evaluator.training.loop import Example, answer_metrics, split_validation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,7 +224,7 @@ def test_lora_states_items_trained_and_held_out(tiny_llama_dir, snips, tmp_path)
 
 def test_report_point_shows_the_trained_n():
     from evaluator.report import html as html_report
-    from evaluator.report import build as report
+    from evaluator.report import markdown as report
 
     u = {"arm": "B", "point": {"train_size": 256, "shots": 0, "shots_requested": 0},
          "training": {"train_items": 230, "val_items": 26}}

@@ -20,7 +20,9 @@ from typer.testing import CliRunner
 from evaluator.arms.evaluate import Unit, evaluate_unit
 from evaluator.cli.app import app
 from evaluator.config.job import LoraArm
-from evaluator.engine.scorer import ChoiceRequest, PrefixScorer, is_out_of_memory
+from evaluator.engine.requests import ChoiceRequest
+from evaluator.engine.scorer import PrefixScorer
+from evaluator.engine.memory import is_out_of_memory
 from evaluator.errors import UserError
 from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
 from evaluator.store.run_store import RunStore

@@ -19,7 +19,7 @@ from evaluator.report import samples as sx
 from evaluator.cli.app import app
 from evaluator.errors import UserError
 from evaluator.report.samples import SAMPLE_KEYS, export_samples, jsonl_record, samples_file_name, unit_samples
-from evaluator.tasks.load import TaskSpec
+from evaluator.tasks.spec import TaskSpec
 
 LABELS = ["book", "play", "rate"]
 PREFIX = "Pick the intent.\n\nUtterance: hi\nIntent: play\n\n"

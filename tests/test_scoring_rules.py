@@ -17,7 +17,8 @@ import yaml
 
 from evaluator.errors import UserError
 from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
-from evaluator.tasks.load import TaskSpec, load_task
+from evaluator.tasks.spec import TaskSpec
+from evaluator.tasks.load import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 MUSIC = {"play_music", "add_to_playlist"}
@@ -111,7 +112,7 @@ def tiny(tiny_llama_dir):
 
 
 def ours(task, tiny, k: int = K, items=None):
-    from evaluator.arms.evaluate import _choice_rows
+    from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
 
     model, tok = tiny
@@ -136,7 +137,7 @@ def lmeval_samples(tiny, folder: Path, name: str, k: int = K):
 
 def _old_choice_rows(task, tp, scorer, items, k):
     """`arms._choice_rows` as it was before `scoring` existed (the byte-identity reference for `sum`)."""
-    from evaluator.engine.scorer import ChoiceRequest
+    from evaluator.engine.requests import ChoiceRequest
 
     reqs = [ChoiceRequest(item_ids=tp.item_ids(it, k), choice_ids=[tp.continuation_ids(c, it, k) for c in it.choices])
             for it in items]

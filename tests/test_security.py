@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from evaluator.cli.app import app
 from evaluator.config.job import Job, load_job
 from evaluator.errors import UserError
-from evaluator.store.run_store import safe_name
+from evaluator.store.files import safe_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_safe_name_is_one_harmless_path_component(text):
 
 
 def test_run_id_and_adapter_paths_stay_inside_their_roots(tmp_path):
-    from evaluator.arms.evaluate import adapter_dir
+    from evaluator.arms.adapters import adapter_dir
     from evaluator.runner import run_dir_for
 
     job = Job(name="j", tasks=["snips_intents"], base="x/y", output_dir=str(tmp_path / "runs"))

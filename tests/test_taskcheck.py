@@ -102,7 +102,8 @@ def test_template_variables_used():
 def test_validation_error_names_every_problem_on_one_line():
     from pydantic import ValidationError
 
-    from evaluator.config.job import Job, format_validation_error
+    from evaluator.config.job import Job
+    from evaluator.config.validation import format_validation_error
 
     with pytest.raises(ValidationError) as ei:
         Job.model_validate({"name": "j", "tasks": ["t"], "bas": "b", "seed": True,

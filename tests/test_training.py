@@ -13,7 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from evaluator.arms.lora import ADAPTER_META, build_examples, train_or_reuse
+from evaluator.arms.adapters import ADAPTER_META
+from evaluator.arms.lora import build_examples, train_or_reuse
 from evaluator.cli.app import app
 from evaluator.config.job import LoraArm
 from evaluator.models.load import load_model, resolve_source
@@ -246,7 +247,7 @@ def test_weights_probe_on_large_matrices_stays_in_range():
     """Regression: a float32 linspace over 28M elements rounded past the last index (crashed the real demo)."""
     import torch
 
-    from evaluator.arms.lora import weights_probe
+    from evaluator.arms.adapters import weights_probe
 
     m = torch.nn.Sequential(torch.nn.Embedding(49152, 576), torch.nn.Linear(576, 49152))
     a = weights_probe(m)

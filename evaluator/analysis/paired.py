@@ -7,7 +7,7 @@ Pure numpy/scipy on ``{item_id: score}`` dicts; no model code.
   a percentile bootstrap over items for non-binary scores; McNemar's exact test for 0/1 scores.
 - :func:`judge` — the symmetric, interval-based reading of one difference against a margin (within / beyond /
   undetermined), with the items needed for the criterion it leans to (power of the interval criterion itself, by
-  simulation: :func:`evaluator.intervals.items_needed`). The verdict and ``compare`` both use it.
+  simulation: :func:`evaluator.analysis.power.items_needed`). The verdict and ``compare`` both use it.
 
 Why paired: two accuracies of 0.60 and 0.65 on 100 items each have overlapping Wilson intervals, but when both
 arms get the same 55 items right and differ only on 10, the paired difference is far better determined.
@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats as _st
 
 from evaluator.analysis import intervals
+from evaluator.analysis.power import items_needed
 
 __all__ = ["PairedDiff", "paired_diff", "mcnemar_exact", "judge", "pct"]
 
@@ -178,7 +179,7 @@ def judge(d: PairedDiff, margin: float, *, low: float | None = None, high: float
     if not d.binary:
         out["items_needed"] = {"n": None, "criterion": criterion, "reason": "non-binary scores: not computed"}
         return out
-    need = intervals.items_needed(counts or d.counts(), criterion, margin, alpha=d.alpha)
+    need = items_needed(counts or d.counts(), criterion, margin, alpha=d.alpha)
     rec = asdict(need)
     if need.n is not None and selection_share > 0:
         rec["total_items"] = int(np.ceil(need.n / (1 - selection_share)))

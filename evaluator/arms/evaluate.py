@@ -12,14 +12,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
+from evaluator.analysis.estimates import estimate
+from evaluator.arms.rows import _choice_rows, _generate_rows, accuracy_scores
 from evaluator.errors import UserError
 from evaluator.prompts.builder import TokenizedPrompts
-from evaluator.analysis.estimates import estimate
 from evaluator.store.run_store import RunStore
-from evaluator.tasks.load import Item, Task
+from evaluator.tasks.spec import Item, Task
 
 ARM_NAMES = {"A": "prompting (base)", "B": "LoRA (base)", "C": "prompting (newer base)"}
 CHUNK_ITEMS = 16  # items scored between two appends to the results file
@@ -38,86 +38,6 @@ class Unit:
     def id(self) -> str:
         n = f"__n{self.train_size}" if self.arm == "B" else ""
         return f"{self.task}__{self.arm}__{self.model_slug}{n}__k{self.shots}"
-
-
-def accuracy_scores(rows: list[dict]) -> list[float]:
-    return [float(r["score"]) for r in rows]
-
-
-def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: int) -> list[dict]:
-    from evaluator.engine.scorer import ChoiceRequest
-
-    # The task's `scoring` rule picks the prediction: `sum` = argmax of the summed log-likelihood (lm-eval's acc);
-    # `length_normalised` = argmax of loglik / len(word) (lm-eval 0.4.13's acc_norm: characters of the choice text,
-    # without the target delimiter). Each label is scored as its word (`labels` verbaliser: continuation_ids
-    # verbalises); target and prediction stay the task's labels.
-    rule = task.spec.scoring
-    verbalised = task.spec.labels is not None
-    reqs = []
-    for it in items:
-        cont = [tp.continuation_ids(c, it, k) for c in it.choices]
-        reqs.append(ChoiceRequest(item_ids=tp.item_ids(it, k), choice_ids=cont))
-    scores = scorer.score(reqs)
-    rows = []
-    for it, req, sc in zip(items, reqs, scores):
-        words = [tp.builder.verbalise(c) for c in it.choices]
-        if rule == "length_normalised" and not all(words):
-            raise UserError(f"task {task.name}: item {it.id} has an empty choice — scoring: length_normalised divides "
-                            "by its length; give every choice text (or use scoring: sum)")
-        norm = [x / len(w) for x, w in zip(sc.loglik, words)] if rule == "length_normalised" else None
-        by = sc.loglik if norm is None else norm
-        best = max(range(len(by)), key=lambda j: by[j])  # the first of ties, as numpy's argmax
-        pred = it.choices[best]
-        rows.append(
-            {
-                "item_id": it.id,
-                "query": tp.builder.query(it),
-                "target": it.target,
-                "choices": list(it.choices),
-                "prediction": pred,
-                "score": float(pred == it.target),
-                "loglik": [round(x, 6) for x in sc.loglik],
-            }
-            | ({"loglik_norm": [round(x, 6) for x in norm]} if norm is not None else {})
-            | ({"scored_as": words} if verbalised else {})
-            | {
-                "is_greedy": list(sc.is_greedy),
-                "item_tokens": len(req.item_ids),
-                "prompt_tokens": scorer.prefix_len + len(req.item_ids),
-                "output_tokens": 0,
-            }
-            | ({"lmeval_target": it.lmeval_target} if getattr(it, "lmeval_target", None) is not None else {})
-        )
-    return rows
-
-
-def _cut_at_stop(text: str, stops: list[str]) -> str:
-    """The text before the earliest stop sequence (lm-eval's `until`)."""
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
-    return text[:cut]
-
-
-def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
-    rows = []
-    stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for it in items:
-        ids = tp.item_ids(it, k)
-        out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop)
-        text = _cut_at_stop(tokenizer.decode(out, skip_special_tokens=True), task.spec.stops).strip()
-        rows.append(
-            {
-                "item_id": it.id,
-                "query": tp.builder.query(it),
-                "target": it.target,
-                "prediction": text,
-                "score": float(text == it.target.strip()),
-                "item_tokens": len(ids),
-                "prompt_tokens": scorer.prefix_len + len(ids),
-                "output_tokens": len(out),
-            }
-            | ({"lmeval_target": it.lmeval_target} if getattr(it, "lmeval_target", None) is not None else {})
-        )
-    return rows
 
 
 class ShotsHow(str):
@@ -190,7 +110,8 @@ def evaluate_unit(
     those of a run without the error up to float rounding. The record gets `oom_retries` and `batch_tokens_used`; each
     retry is reported through `log` (default: the `tunecheck` logger).
     """
-    from evaluator.engine.scorer import PrefixScorer, free_memory, is_out_of_memory
+    from evaluator.engine.memory import free_memory, is_out_of_memory
+    from evaluator.engine.scorer import PrefixScorer
 
     k, how = resolve_shots(unit.shots, tp, items, context, shots_cap)
     prefix_text = tp.builder.prefix(k)
@@ -252,7 +173,7 @@ def _warm_up(task: Task, tp: TokenizedPrompts, scorer, todo: list[Item], tokeniz
     """Score the first pending item once, untimed for the unit's throughput: the first forward of a shape (kernel
     selection, allocator growth, thread pools) is one-off work that would otherwise be priced per request. Returns
     its seconds (recorded apart); an out-of-memory here is left to the timed loop's recovery."""
-    from evaluator.engine.scorer import free_memory, is_out_of_memory
+    from evaluator.engine.memory import free_memory, is_out_of_memory
 
     if not todo:
         return 0.0
@@ -440,22 +361,3 @@ def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_se
     return record
 
 
-def adapter_key(base_fingerprint: dict, task: Task, train_items, hp: dict, seed: int, prompt_sig: str) -> str:
-    payload = json.dumps(
-        {
-            "base": {k: base_fingerprint.get(k) for k in ("source", "model_type", "num_parameters", "revision")},
-            "task": task.name,
-            "data": task.data_hash(train_items),
-            "hp": hp,
-            "seed": seed,
-            "prompt": prompt_sig,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def adapter_dir(root: Path, task: str, base_slug: str, n: int, r: int, key: str) -> Path:
-    from evaluator.store.run_store import safe_name
-
-    return root / safe_name(task) / safe_name(base_slug) / f"n{n}-r{r}-{key}"

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.prompts.builder import PromptBuilder
-from evaluator.tasks.load import Item, Task
+from evaluator.tasks.spec import Item, Task
 
 __all__ = [
     "LmEvalRun",
@@ -188,7 +188,7 @@ def lmeval_requests(tokenizer, builder: PromptBuilder, items: list[Item], k: int
     context and lm-eval's continuation ids. Scoring these reproduces lm-eval's log-likelihoods to float rounding.
     Also returns, per item, whether our piecewise ids (:class:`TokenizedPrompts`) equal lm-eval's.
     """
-    from evaluator.engine.scorer import ChoiceRequest
+    from evaluator.engine.requests import ChoiceRequest
     from evaluator.prompts.builder import TokenizedPrompts
 
     prefix_text = builder.prefix(k)

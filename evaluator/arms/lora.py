@@ -17,59 +17,35 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from evaluator import __version__
-from evaluator.arms.evaluate import adapter_dir, adapter_key
+from evaluator.version import __version__
+from evaluator.arms.adapters import (
+    ADAPTER_META,
+    FORMAT,
+    adapter_dir,
+    adapter_key,
+    base_identity,
+    check_base,
+    hp_dict,
+    prompt_signature,
+    read_meta,
+)
 from evaluator.config.job import LoraArm
 from evaluator.errors import UserError
-from evaluator.models.load import PICKLE_SUFFIXES, check_device_and_dtype, check_safetensors_file
 from evaluator.faults import checkpoint
 from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
-from evaluator.store.run_store import atomic_write_json, read_json
-from evaluator.tasks.load import Item, Task
+from evaluator.store.files import atomic_write_json
+from evaluator.tasks.spec import Item, Task
+from evaluator.training.distributed import barrier, is_main_process
 from evaluator.training.loop import Example, lora_target_problem, train_lora
-
-ADAPTER_META = "tunecheck-adapter.json"
-FORMAT = "tunecheck-adapter/1"
-HP_EXCLUDE = {"enabled", "train_sizes", "eval_shots"}  # arm settings that do not change an adapter
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Processes (accelerate launch sets WORLD_SIZE / RANK / LOCAL_RANK)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        from accelerate.state import PartialState
-
-        PartialState().wait_for_everyone()
-
-
-def process_device(device: str) -> str:
-    """Under a multi-process launch each process loads the model onto its own GPU (not all onto cuda:0)."""
-    if world_size() <= 1 or device not in ("auto", "cuda"):
-        return device
-    import torch
-
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"} or not torch.cuda.is_available():
-        return "cpu"
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    torch.cuda.set_device(local)
-    return f"cuda:{local}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -77,139 +53,9 @@ def process_device(device: str) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def weights_probe(model, per_tensor: int = 16, n_tensors: int = 4) -> list[float]:
-    """A few weight values spread over the first and last matrices: tells apart bases of the same architecture and
-    size (other seeds, fine-tunes, revisions), yet matches the same weights loaded in another dtype or device."""
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    mats = sorted(
-        ((n.replace(".base_layer", ""), p) for n, p in base.named_parameters() if p.dim() == 2 and "lora_" not in n),
-        key=lambda t: t[0],
-    )
-    chosen = mats[: n_tensors - 1] + mats[-1:] if len(mats) >= n_tensors else mats
-    vals: list[float] = []
-    with torch.no_grad():
-        for _, p in chosen:
-            flat = p.detach().reshape(-1)
-            # integer spacing: a float32 linspace rounds past the last index on large matrices (e.g. embeddings)
-            idx = (torch.arange(per_tensor, dtype=torch.long) * (flat.numel() - 1) // max(1, per_tensor - 1)).to(flat.device)
-            vals += [round(float(v), 6) for v in flat.index_select(0, idx).float().cpu()]
-    return vals
-
-
-def base_identity(lm) -> dict[str, Any]:
-    """lm.fingerprint (source, path, model_type, revision, parameter count) + config hash + weight probe."""
-    ident = dict(lm.fingerprint)
-    cfg = Path(lm.path) / "config.json"
-    ident["config_sha256"] = hashlib.sha256(cfg.read_bytes()).hexdigest()[:16] if cfg.is_file() else None
-    ident["weights_probe"] = weights_probe(lm.model)
-    return ident
-
-
-def describe_base(b: dict[str, Any]) -> str:
-    n = b.get("num_parameters")
-    size = f"{n:,} parameters" if isinstance(n, int) else "unknown size"
-    return f"'{b.get('source') or b.get('name_or_path') or '?'}' ({b.get('model_type') or '?'}, {size})"
-
-
-def base_mismatch(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """Why an adapter trained on `recorded` cannot be loaded onto `current` (None: it can)."""
-    if recorded.get("model_type") and recorded.get("model_type") != current.get("model_type"):
-        return "different architecture"
-    if recorded.get("num_parameters") and recorded.get("num_parameters") != current.get("num_parameters"):
-        return "different size"
-    a, b = recorded.get("weights_probe"), current.get("weights_probe")
-    if a and b:
-        if len(a) != len(b) or any(abs(x - y) > 1e-3 + 1e-2 * abs(y) for x, y in zip(a, b)):
-            return "same architecture and size, different weights"
-    return None
-
-
-def check_base(meta: dict[str, Any], current: dict[str, Any], where: Path) -> None:
-    rec = meta.get("base") or {}
-    why = base_mismatch(rec, current)
-    if why:
-        raise UserError(
-            f"adapter {where} was trained on base {describe_base(rec)} but the model given is {describe_base(current)} "
-            f"({why}) — an adapter only works on its own base: evaluate it with --model {rec.get('source')} or "
-            f"train one for this base with `tunecheck train`"
-        )
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Metadata
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def read_meta(folder: Path) -> dict[str, Any]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"adapter folder {folder} does not exist — check the path")
-    if not (folder / "adapter_config.json").is_file():
-        raise UserError(f"{folder} is not a peft adapter folder (no adapter_config.json)")
-    if not (folder / "adapter_model.safetensors").is_file():
-        pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
-        what = f"only pickle weights ({pickled[0]}), which are refused" if pickled else "no adapter_model.safetensors"
-        raise UserError(f"adapter folder {folder} has {what} — retrain it (tunecheck saves safetensors)")
-    path = folder / ADAPTER_META
-    if not path.is_file():
-        raise UserError(f"{folder} has no {ADAPTER_META}: it was not trained by tunecheck (or did not finish) — retrain it")
-    meta = read_json(path)
-    if not isinstance(meta, dict):
-        raise UserError(f"{path} is not tunecheck adapter metadata (a JSON {_json_kind(meta)}, not an object) — retrain the adapter")
-    if not str(meta.get("format", "")).startswith("tunecheck-adapter/"):
-        raise UserError(f"{path} is not tunecheck adapter metadata (no 'format': 'tunecheck-adapter/…') — retrain the adapter")
-    why = meta_problem(meta)
-    if why:
-        raise UserError(f"{path} is damaged tunecheck adapter metadata: {why} — retrain the adapter (delete {folder} first)")
-    check_safetensors_file(folder / "adapter_model.safetensors", f"delete {folder} and train the adapter again")
-    return meta
-
-
-def _json_kind(v: Any) -> str:
-    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}.get(type(v), type(v).__name__)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# field -> (check, what it must be); optional fields are checked only when present
-_META_REQUIRED: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "task": (lambda v: isinstance(v, str) and bool(v.strip()), "a task name"),
-    "base": (lambda v: isinstance(v, dict), "an object describing the base model"),
-    "key": (lambda v: isinstance(v, str) and bool(v), "the adapter key (a string)"),
-    "training": (lambda v: isinstance(v, dict), "an object of training measurements"),
-}
-_META_OPTIONAL: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    "evaluations": (lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v), "a list of objects"),
-    "hyperparameters": (lambda v: isinstance(v, dict), "an object"),
-    "train_size": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-}
-_TRAINING_NUMBERS = ("train_seconds", "steps", "tokens_seen", "peak_mem_mb", "adapter_bytes")
-
-
-def meta_problem(meta: dict[str, Any]) -> str | None:
-    """What is wrong with the shape of adapter metadata (valid JSON, but not what tunecheck wrote), or None."""
-    for name, (ok, what) in _META_REQUIRED.items():
-        if name not in meta:
-            return f"field '{name}' is missing"
-        if not ok(meta[name]):
-            return f"field '{name}' must be {what}, got {_json_kind(meta[name])}"
-    for name, (ok, what) in _META_OPTIONAL.items():
-        if name in meta and not ok(meta[name]):
-            return f"field '{name}' must be {what}, got {_json_kind(meta[name])}"
-    for name in _TRAINING_NUMBERS:
-        v = meta["training"].get(name)
-        if not _is_num(v):
-            return f"field 'training.{name}' must be a number, got {'nothing' if name not in meta['training'] else _json_kind(v)}"
-    for name in ("source", "path"):
-        v = meta["base"].get(name)
-        if v is not None and not isinstance(v, str):
-            return f"field 'base.{name}' must be a string, got {_json_kind(v)}"
-    return None
 
 
 def _peft_load(model, folder: Path):
@@ -237,14 +83,6 @@ def check_target_modules(model, hp: LoraArm) -> None:
     why = lora_target_problem(torch_model, hp.target_modules)
     if why:
         raise UserError(why)
-
-
-def hp_dict(hp: LoraArm) -> dict[str, Any]:
-    return hp.model_dump(exclude=HP_EXCLUDE)
-
-
-def prompt_signature(tp: TokenizedPrompts) -> str:
-    return tp.builder.signature()
 
 
 def build_examples(task: Task, tp: TokenizedPrompts, items: list[Item], tokenizer) -> list[Example]:
@@ -356,21 +194,6 @@ def load_adapter(lm, folder: Path, meta: dict[str, Any]):
     return _peft_load(lm.model, Path(folder))
 
 
-def recorded_base_spec(meta: dict[str, Any]) -> str:
-    """The model to load for an adapter: its recorded id (built-in name, hub id, absolute folder), else its folder."""
-    b = meta.get("base") or {}
-    src, path = b.get("source"), b.get("path")
-    if src:
-        p = Path(src).expanduser()
-        if (not src.startswith((".", "/", "~")) and not p.exists()) or (p.is_absolute() and p.is_dir()):
-            return src
-    if path and Path(path).is_dir():
-        return path
-    if src:
-        return src
-    raise UserError("the adapter's metadata names no base model — pass --model")
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Evaluation of one model (base or adapter) on a task
 # --------------------------------------------------------------------------------------------------------------------
@@ -379,9 +202,10 @@ def recorded_base_spec(meta: dict[str, Any]) -> str:
 def evaluate(model, tokenizer, task: Task, items: list[Item], *, seed: int, shots: int, context: int,
              engine: str = "auto", batch_tokens: int = 4096, shots_cap: int = 256) -> tuple[dict[str, Any], list[dict]]:
     """Score items (the same prompts and scorer as the runner's units). Returns (summary, per-item rows)."""
-    from evaluator.arms.evaluate import CHUNK_ITEMS, _choice_rows, _generate_rows, resolve_shots
-    from evaluator.engine.scorer import PrefixScorer
     from evaluator.analysis.estimates import estimate
+    from evaluator.arms.evaluate import CHUNK_ITEMS, resolve_shots
+    from evaluator.arms.rows import _choice_rows, _generate_rows
+    from evaluator.engine.scorer import PrefixScorer
 
     tp = TokenizedPrompts(PromptBuilder(task, seed), tokenizer)
     k, how = resolve_shots(shots, tp, items, context, shots_cap)
@@ -430,7 +254,7 @@ def lora_hp(base: LoraArm, overrides: dict[str, Any]) -> LoraArm:
     """base hyper-parameters with the options given on the command line (None = not given), validated."""
     from pydantic import ValidationError
 
-    from evaluator.config.job import format_validation_error
+    from evaluator.config.validation import format_validation_error
 
     data = base.model_dump() | {k: v for k, v in overrides.items() if v is not None}
     try:
@@ -439,75 +263,3 @@ def lora_hp(base: LoraArm, overrides: dict[str, Any]) -> LoraArm:
         raise UserError(format_validation_error(err, "training options")) from None
 
 
-def _quiet_loading() -> None:
-    """No download/loading progress bars or info logs on stderr: these commands print their own lines."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def _load(spec: str, device: str, dtype: str, model_cache: Path | None):
-    from evaluator.models.load import check_loadable, load_model, resolve_source
-
-    check_device_and_dtype(device, dtype)
-    src = resolve_source(spec, Path.cwd())
-    check_loadable(src)
-    return load_model(src, device=device, dtype=dtype, cache_dir=model_cache)
-
-
-def train_command(*, model: str, task: str, n: str, hp: LoraArm, seed: int, adapters_dir: Path, device: str = "auto",
-                  dtype: str = "auto", model_cache: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or reuse) one adapter; works unchanged under `accelerate launch` (DDP)."""
-    from evaluator.tasks.load import load_task, task_search_dirs
-
-    device = process_device(device)  # under `accelerate launch`: this process's GPU (or cpu)
-    check_device_and_dtype(device, dtype)  # before anything loads (a job file's device gets the same check)
-    _quiet_loading()
-    t = load_task(task, task_search_dirs(Path.cwd()))
-    if n == "all":
-        n_eff = len(t.train)
-    elif n.isdigit() and int(n) >= 1:
-        n_eff = min(int(n), len(t.train))
-    else:
-        raise UserError(f"--n {n!r}: use a positive number of training items or 'all'")
-    lm = _load(model, device, dtype, model_cache)
-    check_target_modules(lm, hp)
-    reused = False
-
-    def _log(msg: str) -> None:
-        nonlocal reused
-        reused = reused or msg.startswith("reusing adapter")
-        if is_main_process():
-            log(msg)
-
-    _, meta, out = train_or_reuse(lm, t, n_eff, hp, seed, resolve_root(adapters_dir), log=_log)
-    tr = meta["training"]
-    return {"adapter_dir": str(out), "key": meta["key"], "reused": reused, "task": t.name, "n": n_eff,
-            "train_seconds": tr["train_seconds"], "steps": tr["steps"], "tokens_seen": tr["tokens_seen"],
-            "tokens_per_second": tr.get("tokens_per_second"), "peak_mem_mb": tr["peak_mem_mb"],
-            "adapter_bytes": tr["adapter_bytes"], "world_size": tr.get("world_size", 1)}
-
-
-def eval_command(*, adapter: Path, task: str | None = None, model: str | None = None, shots: int = 0,
-                 limit: int | None = None, device: str = "auto", dtype: str = "auto", model_cache: Path | None = None,
-                 engine: str = "auto", record: bool = True) -> tuple[dict[str, Any], list[dict]]:
-    """Evaluate a stored adapter on a task's test items (its own task by default), on its own base by default."""
-    from evaluator.tasks.load import load_task, task_search_dirs
-
-    check_device_and_dtype(device, dtype)  # before anything loads
-    _quiet_loading()
-    adapter = Path(adapter).expanduser().resolve()
-    meta = read_meta(adapter)
-    t = load_task(task or meta["task"], task_search_dirs(Path.cwd()))
-    spec = model or recorded_base_spec(meta)
-    lm = _load(spec, device, dtype, model_cache)
-    peft_model = load_adapter(lm, adapter, meta)
-    items = list(t.test[:limit] if limit else t.test)
-    summary, rows = evaluate(peft_model, lm.tokenizer, t, items, seed=int(meta.get("seed", 1234)), shots=shots,
-                             context=lm.context_window, engine=engine)
-    summary = {"adapter": str(adapter), "key": meta.get("key"), "model": spec, **summary,
-               "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if record:
-        summary["recorded"] = record_evaluation(adapter, meta, {k: v for k, v in summary.items() if k != "adapter"})
-    return summary, rows

@@ -6,11 +6,15 @@ resolved by the zoo like any other model source. Sweeps are sized for a 2-core l
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
+from typing import Optional
 
+import typer
 import yaml
 
+from evaluator.cli.base import app, check_folder, err, friendly, out
 from evaluator.config.job import Job
 
 DEMO_JOB: dict = {
@@ -60,7 +64,7 @@ def demo_job(
 
 def prepare_models(job: Job, say) -> dict[str, float]:
     """Fetch + convert the built-in models the job names (once), timing each; other sources are left to the runner."""
-    from evaluator.models.zoo import registry as zoo
+    from evaluator.models import zoo
 
     cache = Path(job.model_cache).expanduser() if job.model_cache else None
     seconds: dict[str, float] = {}
@@ -74,3 +78,46 @@ def prepare_models(job: Job, say) -> dict[str, float]:
         seconds[name] = time.perf_counter() - t0
         say(f"{name}: {'cached' if cached else 'fetched and converted'} at {path} ({seconds[name]:.1f}s)")
     return seconds
+
+
+@app.command()
+@friendly
+def demo(
+    limit: Optional[int] = typer.Option(None, min=1, help="Test items per arm point (default 60)."),
+    base: Optional[str] = typer.Option(None, help="Base model: built-in name, hub id or folder (default smollm2-135m)."),
+    newer: Optional[list[str]] = typer.Option(None, help="Newer base model(s) (default gemma3-270m); repeat to add more."),
+    model_cache: Optional[Path] = typer.Option(None, help="Where built-in models are converted to (default ~/.cache/tunecheck/models, or $TUNECHECK_CACHE/models)."),
+    output_dir: Optional[Path] = typer.Option(None, help="Parent of the run folder (default ./runs)."),
+    run_id: Optional[str] = typer.Option(None, help="Run folder name (default: demo-snips-<config hash>; the same id resumes)."),
+) -> None:
+    """The offline demo: SNIPS intents with SmolLM2-135M (base, LoRA) vs Gemma 3 270M (newer base), on CPU.
+
+    Models come from PyPI (GGUF wheels) and are converted once; no hub access is needed.
+    """
+    import time as _time
+
+    from evaluator.cli.demo import demo_job, prepare_models
+    from evaluator.runner import run_job
+
+    t0 = _time.perf_counter()
+    job, text = demo_job(
+        base=base, newer=newer, limit=limit, output_dir=str(output_dir) if output_dir else None,
+        model_cache=str(model_cache) if model_cache else None,
+    )
+    if job.arms.lora.enabled:
+        from evaluator.arms.lora import resolve_root
+
+        check_folder(resolve_root(job.adapters_dir), "the demo's adapters folder", "run it from a folder where "
+                     f"{job.adapters_dir} can be created")
+    err.print("[bold]tunecheck demo[/]: is fine-tuning needed for SNIPS intents, or do many-shot prompting / a newer base do?")
+    fetch = prepare_models(job, lambda m: err.print(m, highlight=False, soft_wrap=True))
+    run_dir = run_job(job, Path.cwd(), text, run_id)
+    total = _time.perf_counter() - t0
+    sys.stdout.write((run_dir / "report.md").read_text(encoding="utf-8") + "\n")
+    from evaluator.store.run_store import RunStore
+
+    units = RunStore.open(run_dir).units()
+    out.print(f"models ready in {sum(fetch.values()):.1f}s; total {total:.1f}s; report: {run_dir / 'report.md'}")
+    arms = len({u["arm"] for u in units})
+    items = max((u["n_items"] for u in units), default=0)
+    out.print(f"demo run_dir={run_dir} total_s={total:.1f} arms={arms} items={items}", highlight=False, soft_wrap=True)

@@ -12,14 +12,18 @@ searches, in its order (probed with placeholder paths, nothing is read or writte
 from __future__ import annotations
 
 import json
+import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
+import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+
+from evaluator.cli.base import app, check_output_file, friendly, out
 
 __all__ = ["field_reference", "field_rows", "schemas", "template_variables", "prompt_folders", "TEMPLATE_MEANINGS"]
 
@@ -35,7 +39,7 @@ TEMPLATE_MEANINGS = {
 def schemas() -> list[tuple[str, str, type[BaseModel], str]]:
     """(section title, where it is written, model, one-line intro) for every schema the reference covers."""
     from evaluator.config.job import Job
-    from evaluator.tasks.load import TaskSpec
+    from evaluator.tasks.spec import TaskSpec
 
     return [
         ("Job file", "`tunecheck run JOB.yaml`; schema `evaluator.config.Job`", Job,
@@ -160,8 +164,8 @@ def template_variables() -> list[str]:
     call with a stand-in template, so this list is the code's)."""
     from types import SimpleNamespace
 
-    from evaluator.prompts.builder import render_query
-    from evaluator.tasks.load import Item
+    from evaluator.tasks.spec import Item
+    from evaluator.tasks.templates import render_query
 
     class _Capture:
         names: list[str] = []
@@ -181,8 +185,8 @@ def prompt_folders() -> list[str]:
     from types import SimpleNamespace
     from unittest import mock
 
-    from evaluator.prompts import builder as prompts
     from evaluator.errors import UserError
+    from evaluator.tasks import templates as prompts
 
     root = Path("/__fieldref__")
     task_file, cwd = root / "project" / "tasks" / "task.yaml", root / "cwd"
@@ -266,3 +270,23 @@ def field_reference() -> str:
     lines += [f"{i}. {d}" for i, d in enumerate(prompt_folders(), 1)]
     lines += ["", "A prompt that is not found is one error line naming every folder searched."]
     return "\n".join(lines) + "\n"
+
+
+@app.command()
+@friendly
+def schema(
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Write the reference to this file (e.g. docs/FIELDS.md) instead of printing it."),
+) -> None:
+    """Print the field reference: every job and task field (dotted path, type, default, meaning) and the template
+    variables, generated from the schemas (docs/FIELDS.md is this output)."""
+    from evaluator.cli.schema import field_reference
+
+    text = field_reference()
+    if out_file is None:
+        sys.stdout.write(text)
+        return
+    from evaluator.store.files import atomic_write_text
+
+    check_output_file(out_file, "--out")
+    atomic_write_text(out_file, text)
+    out.print(f"written: {out_file}", highlight=False, soft_wrap=True)

@@ -11,11 +11,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from evaluator.costs.pricing import ApiPriceError, api_token_counts, prices_for_inputs
-from evaluator.costs.model import ArmMeasurement, CostInputs, CostReport, RequestSize, compute_costs
-from evaluator.errors import UserError
 from evaluator.analysis.selection import choose, verdict_settings
-from evaluator.store.run_store import RunStore, read_json
+from evaluator.costs.compute import CostReport, compute_costs
+from evaluator.costs.inputs import ArmMeasurement, CostInputs
+from evaluator.costs.pricing import ApiPriceError, api_token_counts, prices_for_inputs
+from evaluator.costs.workload import RequestSize
+from evaluator.errors import UserError
+from evaluator.store.files import read_json
+from evaluator.store.run_store import RunStore
 
 
 def unit_label(u: Mapping) -> str:

@@ -22,6 +22,7 @@ price comments. Prices are resolved for a date (default: today, UTC) because the
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import gzip
 import hashlib
@@ -35,7 +36,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from evaluator.costs.model import ApiPrices, CostInputs
+from evaluator.costs.api import ApiPrices
+from evaluator.costs.inputs import CostInputs
 from evaluator.errors import UserError
 
 __all__ = [
@@ -369,4 +371,43 @@ def prices_for_inputs(inputs: CostInputs, *, at: datetime | date | None = None) 
             "output_usd_per_m": inputs.api_output_usd_per_m,
         },
         at=at,
+    )
+
+
+def api_model_problem(model: str, provider: str | None, input_usd_per_m: float | None = None,
+                      output_usd_per_m: float | None = None) -> tuple[str, str] | None:
+    """None when the price table prices `model` (or both prices are given), else (field, one-line reason with the
+    closest names) — the check `tunecheck cost --api-model` makes, done when the job loads."""
+    try:
+        from evaluator.costs.pricing import ApiPriceError, _bundled_snapshot, api_prices
+
+        api_prices(model, provider, {"input_usd_per_m": input_usd_per_m, "output_usd_per_m": output_usd_per_m})
+        return None
+    except ImportError:  # pragma: no cover - genai-prices is a dependency; without it `tunecheck cost` says so
+        return None
+    except ApiPriceError:
+        pass
+    try:
+        providers = list(_bundled_snapshot().providers)
+    except Exception:  # noqa: BLE001  # pragma: no cover - the bundled table always loads
+        providers = []
+    prov_ids = [p.id for p in providers]
+    if provider and provider not in prov_ids:
+        near = difflib.get_close_matches(provider, prov_ids, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(near)}?" if near else "e.g. openai, anthropic, google"
+        return "api_provider", f"unknown API provider {provider!r} in the price table — {hint}"
+    if provider:
+        try:
+            other = api_prices(model, None).provider
+            return "api_model", (f"API model {model!r} is not priced under provider {provider!r} but under {other!r} — "
+                                 f"set costs.api_provider: {other}")
+        except ApiPriceError:
+            pass
+    names = sorted({m.id for p in providers if not provider or p.id == provider for m in p.models})
+    near = difflib.get_close_matches(model, names, n=3, cutoff=0.5)
+    where = f"provider {provider!r}" if provider else "any provider"
+    hint = f"did you mean {', '.join(near)}?" if near else "check the model id"
+    return "api_model", (
+        f"no price for API model {model!r} ({where}) in the price table — {hint} (or give both "
+        "costs.api_input_usd_per_m and costs.api_output_usd_per_m)"
     )

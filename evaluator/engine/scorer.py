@@ -25,13 +25,31 @@ in their ``forward``). Sliding windows follow ``sliding_window_overlay``: key vi
 from __future__ import annotations
 
 import copy
-import gc
-import inspect
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
+
+from evaluator.engine.masks import (
+    PACKED_MODEL_TYPES,
+    _cache_kwarg,
+    _forward_params,
+    _model_device,
+    _model_dtype,
+    _render_mask,
+    attention_kernels,
+    packed_support,
+)
+from evaluator.engine.memory import _sync, free_memory, is_out_of_memory
+from evaluator.engine.reference import score_reference
+from evaluator.engine.requests import (
+    ChoiceRequest,
+    ChoiceScore,
+    _choice_stats,
+    _returned_cache,
+    _split_scores,
+    _validate,
+)
 
 __all__ = [
     "ChoiceRequest",
@@ -45,126 +63,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ChoiceRequest:
-    item_ids: list[int]  # tokens of the test item's query, placed right after the prefix (non-empty)
-    choice_ids: list[list[int]]  # tokens of each answer continuation (each non-empty)
-
-
-@dataclass(frozen=True)
-class ChoiceScore:
-    loglik: list[float]  # per choice: sum of log p(choice tokens | prefix + item + earlier choice tokens)
-    is_greedy: list[bool]  # per choice: every choice token is the argmax (lm-eval's is_greedy)
-    n_tokens: list[int]  # per choice: number of choice tokens
-
-
-# Architectures whose modelling code (transformers 5.17 and 5.24) builds its masks with masking_utils and passes a
-# precomputed 4D mask / dict through unchanged. Dict form: one mask per entry of ``config.layer_types``.
-_DICT_MASK_TYPES = frozenset({"qwen2", "qwen3", "gemma2", "gemma3_text", "smollm3", "ministral", "cohere2"})
-# Single mask for all layers; for these, a non-None ``config.sliding_window`` applies to every layer.
-_SINGLE_WINDOW_TYPES = frozenset({"mistral", "phi3", "starcoder2"})
-_SINGLE_FULL_TYPES = frozenset({"llama", "olmo", "olmo2", "granite"})
-PACKED_MODEL_TYPES = _DICT_MASK_TYPES | _SINGLE_WINDOW_TYPES | _SINGLE_FULL_TYPES
-_MASKABLE_ATTN = frozenset({"sdpa", "eager"})  # flash / flex kernels ignore a custom 4D mask
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Model introspection
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model under a peft wrapper (for config / signature checks; forwards still go via the wrapper
-    so adapters are applied)."""
-    try:
-        from peft import PeftModel
-    except ImportError:  # peft is optional for base-model evaluation
-        return model
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def _forward_params(model: torch.nn.Module) -> set[str]:
-    return set(inspect.signature(_unwrap(model).forward).parameters)
-
-
-def _cache_kwarg(model: torch.nn.Module) -> str:
-    """transformers renamed ``past_key_values`` to ``cache`` (5.2x, old name deprecated): use whichever it declares."""
-    return "cache" if "cache" in _forward_params(model) else "past_key_values"
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    dev = getattr(model, "device", None)
-    if isinstance(dev, torch.device):
-        return dev
-    return next(model.parameters()).device
-
-
-def _model_dtype(model: torch.nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
-
-
-@dataclass(frozen=True)
-class _MaskPlan:
-    """How to hand a custom mask to this architecture."""
-
-    layers: tuple[tuple[str, int | None], ...]  # (mask key, sliding window or None) per distinct layer type
-    as_dict: bool  # pass {"full_attention": ..., "sliding_attention": ...} instead of one tensor
-    boolean: bool  # sdpa wants bool; eager wants an additive float mask
-
-
-def packed_support(model: torch.nn.Module) -> tuple[_MaskPlan | None, str]:
-    """Whether the packed tree-mask path is exact for this model; returns (plan, reason-if-not)."""
-    base = _unwrap(model)
-    peft_config = getattr(model, "active_peft_config", None)
-    if base is not model and getattr(peft_config, "is_prompt_learning", False):
-        return None, "peft prompt-learning adapters inject their own past key values"
-    config = base.config
-    model_type = getattr(config, "model_type", None)
-    if model_type not in PACKED_MODEL_TYPES:
-        return None, f"model_type {model_type!r} is not in the verified packed allow-list"
-    attn = getattr(config, "_attn_implementation", None)
-    if attn not in _MASKABLE_ATTN:
-        return None, f"attn_implementation {attn!r} ignores custom masks (need 'sdpa' or 'eager')"
-    if getattr(config, "use_bidirectional_attention", False):
-        return None, "bidirectional attention is not a causal LM"
-    if model_type in _DICT_MASK_TYPES:
-        layer_types = getattr(config, "layer_types", None)
-        if not layer_types:
-            return None, "config has no layer_types"
-        layers = []
-        for kind in sorted(set(layer_types)):
-            if kind == "full_attention":
-                layers.append((kind, None))
-            elif kind == "sliding_attention" and getattr(config, "sliding_window", None):
-                layers.append((kind, int(config.sliding_window)))
-            else:
-                return None, f"unsupported layer type {kind!r}"
-        plan_layers, as_dict = tuple(layers), True
-    else:
-        window = getattr(config, "sliding_window", None) if model_type in _SINGLE_WINDOW_TYPES else None
-        plan_layers, as_dict = (("all", int(window) if window else None),), False
-    return _MaskPlan(plan_layers, as_dict, boolean=(attn == "sdpa")), ""
-
-
-def _render_mask(
-    plan: _MaskPlan, allowed: torch.Tensor, q_pos: torch.Tensor, kv_pos: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Turn a [q, kv] visibility matrix into what the model's attention expects (4D; dict for hybrid models).
-
-    The sliding-window condition matches ``masking_utils.sliding_window_overlay``: ``kv_pos > q_pos - window``.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, window in plan.layers:
-        m = allowed if window is None else allowed & (kv_pos[None, :] > q_pos[:, None] - window)
-        m = m[None, None]
-        if not plan.boolean:
-            zero = torch.zeros((), dtype=dtype, device=m.device)
-            m = torch.where(m, zero, torch.finfo(dtype).min)
-        out[key] = m
-    return out if plan.as_dict else out["all"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -172,115 +73,9 @@ def _render_mask(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _validate(requests: Sequence[ChoiceRequest]) -> None:
-    """Items must be non-empty: the last item token is what predicts each choice's first token."""
-    for i, r in enumerate(requests):
-        if not r.item_ids:
-            raise ValueError(f"request {i}: item_ids must be non-empty")
-        if not r.choice_ids or any(len(c) == 0 for c in r.choice_ids):
-            raise ValueError(f"request {i}: needs at least one choice and every choice non-empty")
-
-
-def _choice_stats(
-    logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, owner: torch.Tensor, n_choices: int
-) -> tuple[list[float], list[bool]]:
-    """Sum float32 log-probs and all-argmax flags per choice.
-
-    ``logits[rows[t]]`` predicts ``targets[t]``, which belongs to choice ``owner[t]``. Works in chunks so a large
-    vocabulary never gets a full float32 copy of all kept logits at once.
-    """
-    step = max(1, 2**28 // (4 * logits.shape[-1]))  # ~256 MiB of float32 per chunk
-    lp_parts, miss_parts = [], []
-    for start in range(0, rows.numel(), step):
-        r = rows[start : start + step]
-        t = targets[start : start + step]
-        chunk = logits[r].float()
-        lp_parts.append(chunk.gather(-1, t[:, None]).squeeze(-1) - torch.logsumexp(chunk, dim=-1))
-        miss_parts.append((chunk.argmax(dim=-1) != t).float())
-    lp = torch.cat(lp_parts)
-    miss = torch.cat(miss_parts)
-    loglik = torch.zeros(n_choices, dtype=torch.float64, device=lp.device).index_add_(0, owner, lp.double())
-    misses = torch.zeros(n_choices, dtype=torch.float32, device=lp.device).index_add_(0, owner, miss)
-    return loglik.tolist(), (misses == 0).tolist()
-
-
-def _split_scores(
-    requests: Sequence[ChoiceRequest], loglik: list[float], greedy: list[bool]
-) -> list[ChoiceScore]:
-    out, k = [], 0
-    for r in requests:
-        n = len(r.choice_ids)
-        out.append(ChoiceScore(loglik[k : k + n], greedy[k : k + n], [len(c) for c in r.choice_ids]))
-        k += n
-    return out
-
-
-def _returned_cache(out):
-    """The cache a forward returned (named ``cache`` from transformers 5.2x, ``past_key_values`` before)."""
-    cache = out.get("cache")
-    return cache if cache is not None else out.get("past_key_values")
-
-
-def attention_kernels():
-    """SDPA backends for the scorer's forwards: flash, memory-efficient or math, not cuDNN.
-
-    Packed batches carry an explicit 4-D mask, and torch 2.11 on H100/B200 sends masked SDPA to cuDNN first, which
-    builds an execution plan for every new (query, key) shape: ~0.4 s each (pytorch and FunASR issue threads report
-    the same). Each chunk of items has its own length: on an H100 at k=256, 100 items took 0.15 s with warm shapes
-    (benchmarks/profile_packed.py) but 1.4 s in benchmarks/many_shot.py, where the shapes were new. The
-    memory-efficient kernel takes the same masks with no per-shape plan (its GPU timing is still to be measured).
-    """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """A device out-of-memory error: ``torch.cuda.OutOfMemoryError``, or a RuntimeError saying "out of memory" (what
-    some backends and older kernels raise instead)."""
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
-def free_memory() -> None:
-    """Give memory held by dead tensors back after an out-of-memory error (call it outside the ``except`` block, once
-    the exception and the frames it holds are gone)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Reference
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def score_reference(model: torch.nn.Module, prefix_ids: list[int], requests: Sequence[ChoiceRequest]) -> list[ChoiceScore]:
-    """One plain, unbatched full forward per (item, choice): slow, but obviously what lm-eval computes."""
-    _validate(requests)
-    model.eval()
-    device = _model_device(model)
-    results = []
-    with torch.inference_mode():
-        for r in requests:
-            ll, gr = [], []
-            ctx = list(prefix_ids) + list(r.item_ids)
-            for choice in r.choice_ids:
-                ids = torch.tensor([ctx + list(choice)], device=device)
-                logits = model(input_ids=ids, use_cache=False).logits[0]
-                n = len(choice)
-                pred = logits[len(ctx) - 1 : len(ctx) - 1 + n].float().log_softmax(-1)
-                tgt = torch.tensor(choice, device=device)
-                ll.append(float(pred.gather(-1, tgt[:, None]).sum()))
-                gr.append(bool((pred.argmax(-1) == tgt).all()))
-            results.append(ChoiceScore(ll, gr, [len(c) for c in r.choice_ids]))
-    return results
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ class ModelSource:
 
 def resolve_source(spec: str, base_dir: Path | None = None) -> ModelSource:
     """Classify a model reference without loading it; a local path must exist and hold a config.json."""
-    from evaluator.models.zoo import registry as zoo
+    from evaluator.models import zoo
 
     if zoo.is_builtin(spec):
         return ModelSource(spec, "builtin", spec)
@@ -54,7 +54,7 @@ def resolve_source(spec: str, base_dir: Path | None = None) -> ModelSource:
 def materialise(source: ModelSource, cache_dir: Path | None = None) -> str:
     """Where transformers should load from: the folder, the hub id, or the built-in's cached conversion."""
     if source.kind == "builtin":
-        from evaluator.models.zoo import registry as zoo
+        from evaluator.models import zoo
 
         try:
             return str(zoo.ensure_model(source.ref, cache_dir=cache_dir))

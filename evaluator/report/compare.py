@@ -35,11 +35,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evaluator.errors import UserError
 from evaluator.analysis.paired import judge, paired_diff, pct
+from evaluator.analysis.selection import best as _select
+from evaluator.analysis.selection import split_items, verdict_settings
 from evaluator.costs.from_run import unit_label
-from evaluator.analysis.selection import best as _select, split_items, verdict_settings
-from evaluator.store.run_store import RunStore, atomic_write_json, atomic_write_text, safe_name
+from evaluator.errors import UserError
+from evaluator.store.files import atomic_write_json, atomic_write_text, safe_name
+from evaluator.store.run_store import RunStore
 
 __all__ = ["compare_runs", "format_compare", "write_compare", "compare_paths", "COMPARE_VERSION"]
 

@@ -188,7 +188,7 @@ def _ul(items: Iterable[str]) -> str:
 
 
 def _point(u: Mapping[str, Any]) -> str:
-    from evaluator.report.build import trained_note
+    from evaluator.report.markdown import trained_note
 
     pt = u.get("point") or {}
     if u.get("arm") == "B":
@@ -359,7 +359,7 @@ def _task(task: str, t: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
     dm = t.get("demonstrations")
     if isinstance(dm, Mapping):
         out.append(f"<p><strong>Demonstrations:</strong> <code>{e(dm.get('order'))}</code> — {e(dm.get('note'))}.</p>")
-    from evaluator.report.build import scoring_statement
+    from evaluator.report.markdown import scoring_statement
 
     scoring_line = scoring_statement(list(t.get("units") or []))
     if scoring_line:

@@ -16,9 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)  # headless; a no-op when a backend is already in use by the caller
 import matplotlib.ticker  # noqa: E402
-
 from matplotlib.figure import Figure  # noqa: E402  (Figure() needs no pyplot state: thread-safe, no leaks)
-
 
 __all__ = ["learning_curves_png", "quality_vs_cost_png", "cost_vs_volume_png", "pareto_frontier", "ARM_COLOURS"]
 

@@ -51,7 +51,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from evaluator.errors import UserError
-from evaluator.store.run_store import RunStore, atomic_write_text, read_results, safe_name
+from evaluator.store.files import atomic_write_text, safe_name
+from evaluator.store.records import read_results
+from evaluator.store.run_store import RunStore
 
 __all__ = [
     "SAMPLE_KEYS",

@@ -51,7 +51,7 @@ def template_variables_used(path: Path) -> list[str]:
 
 
 def _check_prompt(chk: TaskCheck, spec, path: Path, allowed: list[str]) -> None:
-    from evaluator.prompts.builder import TEMPLATE_VARIABLES, _template, find_prompt
+    from evaluator.tasks.templates import TEMPLATE_VARIABLES, _template, find_prompt
 
     try:
         tpath = find_prompt(SimpleNamespace(name=spec.name, path=path, spec=spec))  # type: ignore[arg-type]

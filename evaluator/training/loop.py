@@ -537,7 +537,7 @@ def train_lora(
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from evaluator.engine.scorer import free_memory, is_out_of_memory
+    from evaluator.engine.memory import free_memory, is_out_of_memory
 
     why = lora_target_problem(model, hp.target_modules)  # one line, not peft's error, if the modules do not exist
     if why:

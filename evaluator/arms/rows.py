@@ -1,0 +1,87 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from evaluator.errors import UserError
+from evaluator.prompts.builder import TokenizedPrompts
+from evaluator.tasks.spec import Item, Task
+
+
+def accuracy_scores(rows: list[dict]) -> list[float]:
+    return [float(r["score"]) for r in rows]
+
+
+def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: int) -> list[dict]:
+    from evaluator.engine.requests import ChoiceRequest
+
+    # The task's `scoring` rule picks the prediction: `sum` = argmax of the summed log-likelihood (lm-eval's acc);
+    # `length_normalised` = argmax of loglik / len(word) (lm-eval 0.4.13's acc_norm: characters of the choice text,
+    # without the target delimiter). Each label is scored as its word (`labels` verbaliser: continuation_ids
+    # verbalises); target and prediction stay the task's labels.
+    rule = task.spec.scoring
+    verbalised = task.spec.labels is not None
+    reqs = []
+    for it in items:
+        cont = [tp.continuation_ids(c, it, k) for c in it.choices]
+        reqs.append(ChoiceRequest(item_ids=tp.item_ids(it, k), choice_ids=cont))
+    scores = scorer.score(reqs)
+    rows = []
+    for it, req, sc in zip(items, reqs, scores):
+        words = [tp.builder.verbalise(c) for c in it.choices]
+        if rule == "length_normalised" and not all(words):
+            raise UserError(f"task {task.name}: item {it.id} has an empty choice — scoring: length_normalised divides "
+                            "by its length; give every choice text (or use scoring: sum)")
+        norm = [x / len(w) for x, w in zip(sc.loglik, words)] if rule == "length_normalised" else None
+        by = sc.loglik if norm is None else norm
+        best = max(range(len(by)), key=lambda j: by[j])  # the first of ties, as numpy's argmax
+        pred = it.choices[best]
+        rows.append(
+            {
+                "item_id": it.id,
+                "query": tp.builder.query(it),
+                "target": it.target,
+                "choices": list(it.choices),
+                "prediction": pred,
+                "score": float(pred == it.target),
+                "loglik": [round(x, 6) for x in sc.loglik],
+            }
+            | ({"loglik_norm": [round(x, 6) for x in norm]} if norm is not None else {})
+            | ({"scored_as": words} if verbalised else {})
+            | {
+                "is_greedy": list(sc.is_greedy),
+                "item_tokens": len(req.item_ids),
+                "prompt_tokens": scorer.prefix_len + len(req.item_ids),
+                "output_tokens": 0,
+            }
+            | ({"lmeval_target": it.lmeval_target} if getattr(it, "lmeval_target", None) is not None else {})
+        )
+    return rows
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    """The text before the earliest stop sequence (lm-eval's `until`)."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
+    rows = []
+    stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for it in items:
+        ids = tp.item_ids(it, k)
+        out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop)
+        text = _cut_at_stop(tokenizer.decode(out, skip_special_tokens=True), task.spec.stops).strip()
+        rows.append(
+            {
+                "item_id": it.id,
+                "query": tp.builder.query(it),
+                "target": it.target,
+                "prediction": text,
+                "score": float(text == it.target.strip()),
+                "item_tokens": len(ids),
+                "prompt_tokens": scorer.prefix_len + len(ids),
+                "output_tokens": len(out),
+            }
+            | ({"lmeval_target": it.lmeval_target} if getattr(it, "lmeval_target", None) is not None else {})
+        )
+    return rows

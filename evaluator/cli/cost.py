@@ -1,0 +1,74 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from evaluator.cli.base import app, friendly
+from evaluator.errors import UserError
+
+
+@app.command()
+@friendly
+def cost(
+    run_dir: Optional[Path] = typer.Argument(None, help="A run folder; its stored measurements are re-costed (no model is loaded)."),
+    scenario: Optional[str] = typer.Option(None, help="'article': the article's worked example (50M tokens/day, API vs 4 GPUs, $500K/year rule)."),
+    volume: Optional[float] = typer.Option(None, help="Traffic in zero-shot-request tokens/day (default 50e6)."),
+    requests_per_day: Optional[float] = typer.Option(None, help="Traffic in requests/day (overrides --volume)."),
+    gpu_hourly: Optional[float] = typer.Option(None, help="GPU rental, $/GPU-hour."),
+    gpus: Optional[int] = typer.Option(None, min=1, help="GPUs the throughput was measured on."),
+    utilisation: Optional[float] = typer.Option(None, help="Average GPU utilisation in (0, 1]."),
+    refresh_months: Optional[float] = typer.Option(None, help="Base-model refresh period: LoRA is retrained this often."),
+    api_model: Optional[str] = typer.Option(None, help="API model to compare with (genai-prices name, e.g. gpt-4o-mini)."),
+    api_provider: Optional[str] = typer.Option(None, help="API provider id (e.g. openai)."),
+    api_input_price: Optional[float] = typer.Option(None, help="Negotiated input price, $/M tokens."),
+    api_cached_input_price: Optional[float] = typer.Option(None, help="Negotiated cached-input price, $/M tokens."),
+    api_output_price: Optional[float] = typer.Option(None, help="Negotiated output price, $/M tokens."),
+    engineering_hours: Optional[float] = typer.Option(None, help="Engineering hours per (re)training."),
+    engineering_rate: Optional[float] = typer.Option(None, help="Engineering $/hour."),
+    ops_hours: Optional[float] = typer.Option(None, help="Self-hosting operations hours per month."),
+    all_points: bool = typer.Option(False, "--all", help="Cost every arm point, not only the operating point of each arm."),
+    throughput: Optional[list[str]] = typer.Option(None, "--throughput", help="State a serving throughput for an option, 'LABEL=REQ_PER_S' (e.g. \"B n=100=850\"); repeatable. Replaces the measured figure (e.g. a CPU run costed for a GPU node)."),
+    throughput_from: Optional[Path] = typer.Option(None, "--throughput-from", help="Take every option's throughput from another run of the same job measured on the target GPU."),
+    prefix_cache_hours: Optional[float] = typer.Option(None, help="How long a replica keeps the shared prefix cached before encoding it again (default 24)."),
+) -> None:
+    """Monthly cost per arm, break-even volumes and the verdict, recomputed from a run's stored measurements."""
+    from evaluator.costs.inputs import DEFAULT_VOLUME_TOKENS_PER_DAY
+    from evaluator.costs.scenario import article_scenario
+    from evaluator.costs.text import format_cost_report, format_scenario
+
+    if scenario is not None:
+        if scenario != "article":
+            raise UserError(f"unknown scenario {scenario!r} — the only built-in one is 'article'")
+        sys.stdout.write("\n".join(format_scenario(article_scenario(volume or DEFAULT_VOLUME_TOKENS_PER_DAY))) + "\n")
+        return
+    if run_dir is None:
+        raise UserError("give a run folder (runs/<run-id>) or --scenario article")
+    from evaluator.costs.from_run import run_costs
+    from evaluator.report.build import write_reports
+    from evaluator.store.run_store import RunStore
+
+    overrides = {
+        "volume_tokens_per_day": volume, "requests_per_day": requests_per_day, "gpu_hourly_usd": gpu_hourly,
+        "gpus": gpus, "utilisation": utilisation, "refresh_months": refresh_months, "api_model": api_model,
+        "api_provider": api_provider, "api_input_usd_per_m": api_input_price,
+        "api_cached_input_usd_per_m": api_cached_input_price, "api_output_usd_per_m": api_output_price,
+        "engineering_hours_per_training": engineering_hours, "engineering_usd_per_hour": engineering_rate,
+        "selfhost_ops_hours_per_month": ops_hours, "prefix_cache_hours": prefix_cache_hours,
+    }
+    from evaluator.costs.from_run import parse_throughput, throughput_from_run
+
+    named = parse_throughput(throughput)
+    stated = throughput_from_run(throughput_from) if throughput_from is not None else {}
+    stated.update(named)
+    store = RunStore.open(run_dir)
+    reports = run_costs(store, overrides, only_key=not all_points, throughput=stated, must_use=set(named))
+    rep = write_reports(store, cost_overrides=overrides, write=False, throughput=stated)
+    for task, cr in reports.items():
+        sys.stdout.write(f"== {task} ==\n" + "\n".join(format_cost_report(cr)) + "\n\n")
+        v = rep["tasks"][task]["verdict"]
+        sys.stdout.write(f"Verdict: {v['title']} — {v['reason']}\n")

@@ -1,0 +1,119 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from evaluator.costs.inputs import CostInputs
+from evaluator.fmt import _q, _usd
+
+
+@dataclass(frozen=True)
+class CostLine:
+    """monthly = fixed_usd_per_month + usd_per_request × requests/day × days_per_month."""
+
+    name: str
+    kind: str  # "self-host (prefix cached)" | "self-host (uncached)" | "API"
+    fixed_usd_per_month: float
+    usd_per_request: float
+
+    def monthly(self, requests_per_day: float, days_per_month: float) -> float:
+        return self.fixed_usd_per_month + self.usd_per_request * requests_per_day * days_per_month
+
+    def monthly_at_tokens(self, tokens_per_day: float, tokens_per_request: float, days_per_month: float) -> float:
+        return self.monthly(tokens_per_day / tokens_per_request, days_per_month)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} [{self.kind}]"
+
+
+@dataclass(frozen=True)
+class BreakEven:
+    a: str
+    b: str
+    requests_per_day: float | None  # None: never cross at volume >= 0; inf: parallel; 0.0: identical / cross at 0
+    tokens_per_day: float | None
+    cheaper_below: str | None  # cheaper at volumes below the break-even (None when not applicable)
+    cheaper_above: str | None
+    how: str
+
+
+def break_even(a: CostLine, b: CostLine, days_per_month: float, tokens_per_request: float | None = None) -> BreakEven:
+    """Volume where two linear monthly costs are equal (closed form; see module docstring for None / inf)."""
+    fa, va, fb, vb = a.fixed_usd_per_month, a.usd_per_request, b.fixed_usd_per_month, b.usd_per_request
+    la, lb = a.label, b.label
+
+    def tok(r: float | None) -> float | None:
+        if r is None or tokens_per_request is None:
+            return None
+        return r * tokens_per_request if not math.isinf(r) else math.inf
+
+    lines = f"{la}: {_usd(fa)}/month + {_usd(va)}/req; {lb}: {_usd(fb)}/month + {_usd(vb)}/req"
+    if va == vb:
+        if fa == fb:
+            return BreakEven(la, lb, 0.0, 0.0, None, None, f"{lines} — identical lines: equal at every volume")
+        cheaper = la if fa < fb else lb
+        return BreakEven(
+            la, lb, math.inf, math.inf if tokens_per_request is not None else None, cheaper, cheaper,
+            f"{lines} — parallel lines: {cheaper} stays cheaper by {_usd(abs(fa - fb))}/month at every volume "
+            f"(they meet only at infinite volume)",
+        )
+    r = (fb - fa) / ((va - vb) * days_per_month)
+    if r == 0:
+        r = 0.0  # not -0.0
+    if r < 0:
+        cheaper = la if (fa < fb or (fa == fb and va < vb)) else lb
+        return BreakEven(
+            la, lb, None, None, cheaper, cheaper,
+            f"{lines} — lines would cross at {_q(r)} req/day < 0: {cheaper} is cheaper at every volume",
+        )
+    below = la if fa < fb else lb if fb < fa else None
+    above = la if va < vb else lb
+    t = tok(r)
+    tok_s = f" = {_q(t)} tokens/day" if t is not None else ""
+    return BreakEven(
+        la, lb, r, t, below, above,
+        f"{lines} — equal at requests/day = ({_usd(fb)} - {_usd(fa)}) / (({_usd(va)} - {_usd(vb)}) × "
+        f"{days_per_month:.4g} d) = {_q(r)}{tok_s}; "
+        + (f"{below} cheaper below, " if below else "")
+        + f"{above} cheaper above",
+    )
+
+
+@dataclass(frozen=True)
+class ThresholdCheck:
+    monthly_api_usd: float
+    annual_api_usd: float
+    threshold_usd_per_year: float
+    over_threshold: bool
+    threshold_tokens_per_day: float | None  # volume at which this API line reaches the threshold
+    sentence: str
+
+
+def threshold_check(
+    api_line: CostLine, rpd: float, inputs: CostInputs, tokens_per_request: float | None
+) -> ThresholdCheck:
+    """The article's rule: self-hosting pays only above ~$500K/year of API spend."""
+    monthly = api_line.monthly(rpd, inputs.days_per_month)
+    annual = 12 * monthly
+    thr = inputs.self_host_threshold_usd_per_year
+    over = annual >= thr
+    thr_tok = None
+    per_day = api_line.usd_per_request * inputs.days_per_month * 12
+    if per_day > 0 and tokens_per_request is not None:
+        thr_tok = (thr - 12 * api_line.fixed_usd_per_month) / per_day * tokens_per_request
+    at = f" (reached at ≈{_q(thr_tok)} tokens/day)" if thr_tok is not None else ""
+    if over:
+        s = (
+            f"Annual API spend {_usd(monthly)}/month × 12 = {_usd(annual)} is at or above the {_usd(thr)}/year "
+            f"threshold: on the article's rule self-hosting is worth examining on cost."
+        )
+    else:
+        s = (
+            f"Annual API spend {_usd(monthly)}/month × 12 = {_usd(annual)} is below the {_usd(thr)}/year "
+            f"threshold{at}: on the article's rule the API stays the default unless compliance (HIPAA, SOC 2), "
+            f"latency or behaviour prompting cannot reach requires self-hosting."
+        )
+    return ThresholdCheck(monthly, annual, thr, over, thr_tok, s)

@@ -1,0 +1,185 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def trained_note(u: dict) -> str:
+    """" (230 trained, 26 held out)" when a LoRA point trained on fewer items than its n (a validation slice was held
+    out), from the unit's `training` record (`train_items` / `val_items`, or the older `n_train` / `n_val`); else ""."""
+    tr = u.get("training") if isinstance(u.get("training"), dict) else {}
+    trained, held = tr.get("train_items", tr.get("n_train")), tr.get("val_items", tr.get("n_val"))
+    if isinstance(trained, int) and isinstance(held, int) and held > 0 and trained != (u.get("point") or {}).get("train_size"):
+        return f" ({trained} trained, {held} held out)"
+    return ""
+
+
+def _point(u: dict) -> str:
+    pt = u["point"]
+    if u["arm"] == "B":
+        return f"n={pt['train_size']}{trained_note(u)}, k={pt['shots']}"
+    return f"k={pt['shots']}" + (" (max)" if pt["shots_requested"] == "max" else "")
+
+
+def _money(x: Any) -> str:
+    return "—" if x is None else ("∞" if x == "inf" else f"${x:,.0f}")
+
+
+def render_markdown(rep: dict) -> str:
+    job = rep["job"]
+    dev = rep.get("environment", {}).get("device", {})
+    pk = rep.get("environment", {}).get("packages", {})
+    lines = [
+        f"# tunecheck report — {job.get('name', rep['run_id'])}",
+        "",
+        f"Run `{rep['run_id']}` · base `{job.get('base')}` · newer {', '.join(f'`{n}`' for n in job.get('newer', [])) or '—'} "
+        f"· seed {job.get('seed')} · tunecheck {rep['tunecheck_version']}  ",
+        f"Device: {dev.get('gpu', 'CPU')} ({dev.get('cpu_count')} CPU cores) · torch {pk.get('torch')} · "
+        f"transformers {pk.get('transformers')} · peft {pk.get('peft')}",
+    ]
+    if job.get("description"):
+        lines += ["", f"> {job['description']}"]
+    if not rep["complete"]:
+        done = sum(len(t["units"]) for t in rep["tasks"].values())
+        lines += ["", f"**Incomplete run**: {done} of {rep['units_planned']} units finished."]
+    if rep.get("costs_error"):
+        lines += ["", f"Costs not computed: {rep['costs_error']}"]
+    for task, t in rep["tasks"].items():
+        lines += ["", f"## Task `{task}`", ""] + task_markdown(t)
+    return "\n".join(lines) + "\n"
+
+
+def _pct(level: float) -> str:
+    return f"{level * 100:.4g}%"
+
+
+SCORING_WORDS = {
+    "sum": "sum of log-likelihoods of each choice's continuation (lm-eval's `acc`)",
+    "length_normalised": "log-likelihood per character of each choice's scored word (lm-eval's `acc_norm`)",
+}
+
+
+def scoring_statement(units: list) -> str | None:
+    """One sentence on how a task's choices were scored, read from its units' `scoring` records (None when no unit
+    has one, e.g. generation tasks): the rule(s), the verbaliser, each label's tokens, and the first warning."""
+    recs = [u["scoring"] for u in units if isinstance(u, dict) and isinstance(u.get("scoring"), dict)]
+    if not recs:
+        return None
+    rules = list(dict.fromkeys(str(r.get("rule")) for r in recs))
+    text = "; ".join(SCORING_WORDS.get(r, r) for r in rules)
+    words = next((r["labels"] for r in recs if isinstance(r.get("labels"), dict)), None)
+    if words:
+        text += "; labels scored as " + ", ".join(f"{k} → “{v}”" for k, v in words.items())
+    toks = next((r["choice_tokens"] for r in recs if isinstance(r.get("choice_tokens"), dict)), None)
+    if toks:
+        shown = list(toks.items())[:8]
+        text += "; tokens per choice: " + ", ".join(f"{k} {n}" for k, n in shown) + (", …" if len(toks) > 8 else "")
+    text += "."
+    warning = next((r["warning"] for r in recs if r.get("warning")), None)
+    if warning:
+        text += f" ⚠ {warning}."
+    return text
+
+
+def task_markdown(t: dict) -> list[str]:
+    """One task's section: verdict, selection (honest beside optimistic), baselines, points, paired tests, costs."""
+    v = t["verdict"]
+    ci = _pct(1 - v.get("alpha", 0.05))
+    lines = [f"**Verdict: {v['title']}** — {v['reason']}."]
+    need = v.get("items_needed") or {}
+    if need.get("n"):
+        lines += ["", f"**What would settle it:** about {need['n']:,} paired test items"
+                  + (f" ({need['total_items']:,} with the selection share)" if need.get("total_items") else "")
+                  + f" (have {(t.get('selection') or {}).get('test_items', '?')}) — {need.get('method', '')}."]
+    sel = t.get("selection") or {}
+    if sel:
+        lines += ["", f"**Selection:** {sel.get('reason', '')}. Decided by: {v.get('decided_by', '—')}."]
+        arms = sel.get("arms") or {}
+        if arms:
+            lines += ["", "| arm | operating point (honest) | quality on test items | best on all items (optimistic) "
+                      "| quality on all items |", "|---|---|---|---|---|"]
+            for arm, a in arms.items():
+                tv = "—" if a.get("test_value") is None else f"{a['test_value']:.3f} ({a['test_items']})"
+                lines.append(f"| {arm} | {a['chosen']} | {tv} | {a['optimistic_point']} | {a['optimistic_value']:.3f} |")
+    b = t.get("baselines")
+    if b:
+        at = ", ".join(b.get("at_chance") or []) or "none"
+        lines += ["", f"**Baselines:** {b['how']}; an option must clear {b['bar']:.3f}. At chance (the {ci} "
+                  f"interval does not clear it): {at}."]
+    flat = [u for u in t["units"] if (u.get("answer_spread") or {}).get("constant")]
+    for u in flat:
+        lines += ["", f"**Constant answer:** {u['label']} {u['answer_spread']['statement']}."]
+    if t.get("obsolescence"):
+        lines += ["", f"**Obsolescence:** {t['obsolescence']['statement']}"]
+    if t.get("crossover"):
+        lines += ["", f"**Crossover:** {t['crossover'].get('statement', t['crossover'])}"]
+    if t.get("demonstrations"):
+        d = t["demonstrations"]
+        lines += ["", f"**Demonstrations:** `{d['order']}` — {d['note']}."]
+    scoring_line = scoring_statement(t.get("units") or [])
+    if scoring_line:
+        lines += ["", f"**Scoring:** {scoring_line}"]
+    lines += [
+        "",
+        "A = prompting the base with k shared demonstrations; B = LoRA on the first n training items; C = prompting "
+        f"the newer base. Quality on all test items with a {ci} CI (Wilson); ★ = operating point (chosen by the "
+        "selection rule); *chance* = the interval does not clear the baseline.",
+        "",
+        f"| arm | model | point | quality | {ci} CI | items | prompt tok/req | shared prefix tok | eval s | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for u in t["units"]:
+        train = u.get("training", {}).get("train_seconds")
+        mark = (" ★" if u.get("operating_point") else "") + (" *chance*" if u.get("at_chance") else "")
+        lines.append(
+            f"| {u['arm']} | {u['model']} | {_point(u)}{mark} | {u['value']:.3f} | [{u['ci_low']:.3f}, {u['ci_high']:.3f}] "
+            f"| {u['n_items']} | {u['tokens']['prompt_tokens_per_request']:.0f} | {u['tokens']['shared_prefix_tokens']} "
+            f"| {u['timings']['eval_seconds']:.1f} | {'' if train is None else f'{train:.1f}'} |"
+        )
+    for u in t["units"]:
+        if u["point"]["shots_requested"] == "max":
+            lines.append(f"\n`max` for {u['model']}: k={u['point']['shots']} — {u['point']['shots_how']}.")
+    if t["paired"]:
+        lines += ["", "### Paired comparisons that decide (same items)", "",
+                  f"| comparison | difference | {ci} CI | McNemar p | b only / a only | n | interval |",
+                  "|---|---|---|---|---|---|---|"]
+        rows = [(d, d.get("interval_of", "")) for d in t["paired"]]
+        rows += [(d, "optimistic (chosen and tested on all items; does not decide)") for d in t.get("paired_optimistic", [])]
+        for d, how in rows:
+            p = "—" if d.get("mcnemar_p") is None else f"{d['mcnemar_p']:.3g}"
+            how = {"split": "Newcombe, test items", "bootstrap": "procedure bootstrap ∪ Newcombe",
+                   "none": "Newcombe, all items"}.get(how, how)
+            lines.append(f"| {d['b']} − {d['a']} | {d['diff']:+.3f} | [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {p} "
+                         f"| {d['b_only']} / {d['a_only']} | {d['n']} | {how} |")
+    c = t.get("costs")
+    if c:
+        vol = c["inputs"]["volume_tokens_per_day"]
+        z = c.get("zero_shot_request") or {}
+        lines += [
+            "",
+            f"### Costs at {vol / 1e6:g}M tokens/day ({c['requests_per_day']:,.0f} requests/day), operating point of each arm",
+            "",
+        ]
+        if z.get("statement"):
+            lines += [f"Requests/day from the {z['statement']}.", ""]
+        lines += [
+            "| option | req/s (per-request work) | $/1k req (self-host) | self-host $/month | no prefix cache $/month | "
+            "API $/month (same prompts) | measured with |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for a in c["arms"]:
+            dev = a.get("device", "") + (" — **CPU: not a GPU serving figure**" if a.get("on_cpu") else "")
+            lines.append(
+                f"| {a['name']} | {a['requests_per_second']:.3g} | ${a['usd_per_1k_requests_cached']:.4g} "
+                f"| {_money(a['monthly_selfhost_cached'])} | {_money(a['monthly_selfhost_uncached'])} "
+                f"| {_money(a['monthly_api'])} | {dev} |"
+            )
+        lines += ["", "Break-even volumes:"]
+        for b_ in c["break_evens"]:
+            lines.append(f"- {b_['how']}")
+        if c.get("threshold"):
+            lines += ["", f"Article threshold: {c['threshold']['sentence']}"]
+        lines += ["", "Assumptions:"] + [f"- {a}" for a in c["assumptions"]]
+    lines += ["", f"_{v.get('framework', '')}_"]
+    return lines

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""LoRA training throughput: tunecheck's trainer (evaluator/training.py) vs a plain default `transformers.Trainer`.
+"""LoRA training throughput: tunecheck's trainer (evaluator/training/) vs a plain default `transformers.Trainer`.
 
 Same model (same weights, same dtype), same data (same token ids), same LoRA configuration, same batch size, same
 number of optimizer steps; default first, then ours, in one process. The first `--warmup` steps of each are not timed
@@ -20,7 +20,7 @@ its default fused AdamW, gradient clipping 1.0, no evaluation. The model is load
 `from_pretrained` default dtype="auto" for Qwen2.5) loads it: bf16 on GPUs, fp32 on CPU; `--model random:...` builds
 it directly in that dtype on the device.
 
-Where the default loses (and what ours does instead, evaluator/training.py):
+Where the default loses (and what ours does instead, evaluator/training/):
   * logits, their fp32 up-cast and cross-entropy for every token of every row (the 152k-row head of Qwen2.5-0.5B is
     ~28% of its weights) — ours computes the head only at answer positions (the loss needs nothing else);
   * shuffled batches padded to the longest item — ours groups by length (padding ~0% instead of ~10-45%);
@@ -145,7 +145,8 @@ def _snips_without_datasets():
 def snips_examples(tok, args):
     """SNIPS training items as tunecheck trains them: zero-shot prompt → answer (or with 0-8 demos prepended)."""
     from evaluator.arms.lora import build_examples
-    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
+    from evaluator.prompts.tokenized import TokenizedPrompts
     from evaluator.tasks.load import load_task
     from evaluator.training.loop import Example
 

@@ -10,7 +10,7 @@ the last k):
 
     many_shot k=<k> items=<n> lmeval_s=<s> ours_s=<s> ratio=<x> agreement=<0..1> max_dloglik=<d>
 
-"Δ lm-ids" is the same comparison with our engine fed lm-eval's own token ids (evaluator.lmeval_bridge.lmeval_requests):
+"Δ lm-ids" is the same comparison with our engine fed lm-eval's own token ids (evaluator.arms.lmeval.lmeval_requests):
 it isolates engine differences from the prefix/query tokenisation boundary (see that module's docstring).
 
 Examples:
@@ -134,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     import lm_eval
     from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
-    from evaluator.arms.lmeval import _quiet_lmeval, lmeval_requests, run_lmeval
-    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.tasks.lmeval import _quiet_lmeval
+    from evaluator.arms.lmeval import lmeval_requests, run_lmeval
+    from evaluator.tasks.layout import PromptBuilder
+    from evaluator.prompts.tokenized import TokenizedPrompts
     from evaluator.tasks.load import load_task
 
     t_load = time.perf_counter()

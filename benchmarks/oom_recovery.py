@@ -114,7 +114,8 @@ def scoring(model, tok, task, args, work: Path) -> dict:
     import torch
 
     from evaluator.arms.evaluate import Unit, evaluate_unit
-    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
+    from evaluator.prompts.tokenized import TokenizedPrompts
     from evaluator.store.run_store import RunStore
 
     tp = TokenizedPrompts(PromptBuilder(task, args.seed), tok)
@@ -153,7 +154,8 @@ def training(model, tok, task, args, work: Path) -> dict:
 
     from evaluator.arms.lora import build_examples
     from evaluator.config.job import LoraArm
-    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
+    from evaluator.prompts.tokenized import TokenizedPrompts
     from evaluator.training.loop import train_lora
 
     tp = TokenizedPrompts(PromptBuilder(task, args.seed), tok)

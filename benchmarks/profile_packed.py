@@ -28,7 +28,8 @@ def main(argv=None) -> int:
 
     from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
-    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
+    from evaluator.prompts.tokenized import TokenizedPrompts
     from oom_recovery import snips_task
     from random_models import random_qwen25_05b
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The one formatter of numbers in outputs: money, quantities, percentages — used by costs, report and compare."""
 
 from __future__ import annotations
 

@@ -18,15 +18,16 @@ from evaluator import identity
 from evaluator.arms.evaluate import Unit, evaluate_unit
 from evaluator.config.job import Job
 from evaluator.errors import UserError
+from evaluator.models.environment import environment
 from evaluator.models.load import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
-from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.files import atomic_write_json, atomic_write_text, safe_name
 from evaluator.store.run_store import RunStore
+from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import check_task_for_job, load_task, task_search_dirs
 from evaluator.tasks.spec import Item, Task
 
 console = Console(stderr=True, soft_wrap=True)
-ADAPTER_META = "tunecheck-adapter.json"  # = evaluator.adapters.ADAPTER_META
 
 
 @dataclass
@@ -288,7 +289,7 @@ def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *
     with console.status("checking tasks, data and models"):
         p = plan(job, job_dir)
     run_dir = run_dir_for(job, job_dir, run_id, p.inputs)
-    store = RunStore.create_or_resume(run_dir, job_text, resolved_config(p, run_dir))
+    store = RunStore.create_or_resume(run_dir, job_text, resolved_config(p, run_dir), environment())
     check_inputs(p, store, recompute)
     for note in p.notes:
         console.print(f"[yellow]note:[/] {note}")

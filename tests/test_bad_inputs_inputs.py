@@ -453,7 +453,7 @@ def test_json_array_data_loads_like_json_lines(tmp_path):
 
 def test_queries_are_rendered_once_when_the_task_loads(monkeypatch):
     """load_task renders every item (train and test); the run reads those queries and never renders again."""
-    from evaluator.prompts import builder as prompts
+    from evaluator.tasks import layout as prompts
     from evaluator.tasks.load import load_task
 
     task = load_task("snips_intents")
@@ -519,7 +519,8 @@ def _whole(tok, b, it, k, answer):
 def test_tiny_tokenizer_stays_piecewise_with_unchanged_ids(snips, tiny_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.prompts.tokenized import TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     b = PromptBuilder(snips, 1234)
@@ -540,7 +541,8 @@ def test_tiny_tokenizer_stays_piecewise_with_unchanged_ids(snips, tiny_tokenizer
 
 @pytest.mark.parametrize("variant", ["llama2", "metaspace"])
 def test_dummy_prefix_tokenizer_switches_to_whole_mode(snips, variant):
-    from evaluator.prompts.builder import ANCHOR_CHARS, PromptBuilder, TokenizedPrompts
+    from evaluator.prompts.tokenized import ANCHOR_CHARS, TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
 
     tok = _sentencepiece_like(variant)
     b = PromptBuilder(snips, 1234)
@@ -600,7 +602,8 @@ def _all_text():
 
 
 def test_a_token_merging_across_the_prefix_cut_is_reported(snips):
-    from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+    from evaluator.prompts.tokenized import TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
 
     b = PromptBuilder(snips, 1234)
     tp = TokenizedPrompts(b, _MergingTokenizer())

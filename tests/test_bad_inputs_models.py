@@ -364,7 +364,8 @@ def test_unknown_target_module_is_found_before_any_unit(tmp_path, tiny_llama_dir
 
 
 def test_intact_models_load_strictly(tiny_llama_dir, tiny_gemma_dir, tiny_qwen_dir):
-    from evaluator.models.load import load_model, resolve_source, tokenizer_max_id
+    from evaluator.models.load import load_model, resolve_source
+    from evaluator.models.tokens import tokenizer_max_id
 
     for folder in (tiny_llama_dir, tiny_gemma_dir, tiny_qwen_dir):  # tied lm_head is not "missing"
         lm = load_model(resolve_source(str(folder)), device="cpu")

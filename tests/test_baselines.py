@@ -1,4 +1,4 @@
-"""Chance / majority baselines and degenerate-answer detection (evaluator.baselines)."""
+"""Chance / majority baselines and degenerate-answer detection (evaluator.analysis.baselines)."""
 
 from __future__ import annotations
 

@@ -149,7 +149,7 @@ def _cli_has_compare() -> bool:
 def test_cli_compare_exits_2_with_one_line(tmp_path, repo_root):
     """Acceptance: `tunecheck compare` on two runs with different items exits 2 with one clear line."""
     if not _cli_has_compare():
-        pytest.skip("the `compare` CLI command is not wired yet (evaluator/cli.py)")
+        pytest.skip("the `compare` CLI command is not wired yet (evaluator/cli/)")
     a = old_run(tmp_path, item_ids(60))
     b = new_run(tmp_path, item_ids(60, start=10))
     proc = subprocess.run([sys.executable, "-m", "evaluator.cli", "compare", str(a), str(b)], cwd=repo_root,

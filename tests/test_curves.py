@@ -1,4 +1,4 @@
-"""Learning-curve crossover (point estimate) and its paired item bootstrap (evaluator.curves)."""
+"""Learning-curve crossover (point estimate) and its paired item bootstrap (evaluator.analysis.crossover)."""
 
 from __future__ import annotations
 

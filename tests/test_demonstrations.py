@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from evaluator.cli.app import app
 from evaluator.errors import UserError
-from evaluator.prompts.builder import PromptBuilder
+from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task
 from tests.test_lmeval_tasks import lmeval_yaml
 
@@ -133,7 +133,7 @@ def test_lmeval_first_n_logliks_equal_simple_evaluate(first_n_folder, tiny_llama
 
     from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
-    from evaluator.prompts.builder import TokenizedPrompts
+    from evaluator.prompts.tokenized import TokenizedPrompts
 
     task = load_task("lm-eval:snips_first_n", lmeval_include=[first_n_folder])
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from evaluator.cli.app import app
 from evaluator.errors import UserError
-from evaluator.prompts.builder import PromptBuilder
+from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,8 @@ from evaluator.cli.app import app
 from evaluator.config.job import LoraArm
 from evaluator.errors import UserError
 from evaluator.identity import task_fingerprint
-from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.tasks.layout import PromptBuilder
+from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.tasks.spec import Task
 from evaluator.tasks.load import load_task
 from evaluator.training.loop import Example, answer_metrics, split_validation

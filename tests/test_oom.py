@@ -24,7 +24,8 @@ from evaluator.engine.requests import ChoiceRequest
 from evaluator.engine.scorer import PrefixScorer
 from evaluator.engine.memory import is_out_of_memory
 from evaluator.errors import UserError
-from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.tasks.layout import PromptBuilder
+from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.run_store import RunStore
 from evaluator.tasks.load import load_task
 from evaluator.training.loop import train_lora

@@ -289,7 +289,7 @@ def _run_and_export(tmp_path, job: dict):
 def test_export_matches_real_lmeval_samples(tmp_path, tiny_llama_dir):
     """A real run (our engine) exported, vs lm-eval's simple_evaluate on the same model, items and demonstrations."""
     from evaluator.arms.lmeval import run_lmeval
-    from evaluator.prompts.builder import PromptBuilder
+    from evaluator.tasks.layout import PromptBuilder
     from evaluator.tasks.load import load_task
 
     job = {

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from evaluator.errors import UserError
-from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.tasks.layout import PromptBuilder
+from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.tasks.spec import TaskSpec
 from evaluator.tasks.load import load_task
 

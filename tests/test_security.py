@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_template_cannot_reach_python_internals(tmp_path):
-    from evaluator.prompts.builder import PromptBuilder
+    from evaluator.tasks.layout import PromptBuilder
     from evaluator.tasks.load import load_task
 
     (tmp_path / "prompts").mkdir()

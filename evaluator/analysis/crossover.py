@@ -3,7 +3,7 @@
 Pure numpy; no model code.
 
 - :func:`crossover` — the training-set size n where LoRA's learning curve (quality vs n) first reaches the best
-  prompting point (quality vs k). Point estimate only; same rules and keys as :func:`evaluator.paired.crossover`.
+  prompting point (quality vs k). Point estimate only; same rules and keys as :func:`evaluator.analysis.paired.crossover`.
 - :func:`crossover_with_uncertainty` — the same point estimate from per-item scores, plus a paired bootstrap over
   *items*: every curve point scored the same test items, so each resample draws one set of item indices and
   recomputes every point's mean from it (the correlation between points travels with the items). The crossover is

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Power and sample size of the test the verdict uses: simulated power of the paired procedure and the items
+needed to resolve a margin."""
 
 from __future__ import annotations
 

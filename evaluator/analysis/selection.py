@@ -12,7 +12,7 @@ on n items is a count out of n, so equal accuracies are equal as fractions, not 
 the winner. With a *selection split* the points are chosen on a seeded share of the test items and the verdict's
 paired test runs on the remaining, disjoint items. The split depends only on the item ids and the seed, so two runs
 of the same items (``tunecheck compare``) split them identically. When a run is too small to split, the caller
-bootstraps the whole select-then-compare procedure instead (see :mod:`evaluator.verdict`).
+bootstraps the whole select-then-compare procedure instead (see :mod:`evaluator.analysis.verdict`).
 """
 
 from __future__ import annotations

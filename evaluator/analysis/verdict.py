@@ -10,7 +10,7 @@ Outcomes (PRODUCT.md "Verdict", "Evidence standards"):
   holds on real numbers (self-hosting the adapter costs no more than the prompting rival at the stated volume);
 - inconclusive: anything else — with the side it leans to and the items needed for that very criterion.
 
-The operating point of each arm is chosen by :mod:`evaluator.selection` on a selection split and tested on the
+The operating point of each arm is chosen by :mod:`evaluator.analysis.selection` on a selection split and tested on the
 other items; when the run is too small to split, the whole select-then-compare procedure is bootstrapped. The
 optimistic figure (chosen and tested on all items) is reported beside the honest one.
 """

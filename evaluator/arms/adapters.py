@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Adapter identity: the key (base fingerprint, task data, hyper-parameters, seed, prompt signature), the folder
+scheme, the metadata file and its validation, and the check that a stored adapter fits the loaded base."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Callable
 from evaluator.config.job import LoraArm
 from evaluator.errors import UserError
 from evaluator.models.load import PICKLE_SUFFIXES, check_safetensors_file
-from evaluator.prompts.builder import TokenizedPrompts
+from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.files import read_json
 from evaluator.tasks.spec import Task
 

@@ -17,7 +17,7 @@ from typing import Callable
 from evaluator.analysis.estimates import estimate
 from evaluator.arms.rows import _choice_rows, _generate_rows, accuracy_scores
 from evaluator.errors import UserError
-from evaluator.prompts.builder import TokenizedPrompts
+from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.run_store import RunStore
 from evaluator.tasks.spec import Item, Task
 

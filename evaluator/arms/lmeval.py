@@ -7,10 +7,10 @@
   lm-eval itself to build the context (``verify=True``).
 * :func:`run_lmeval` runs ``lm_eval.simple_evaluate`` (HF backend) on that task — from a model folder
   (``model="hf"``, optionally with a peft adapter folder) or from an already loaded model wrapped in ``HFLM`` — and
-  returns per-item rows in the row format of :func:`evaluator.arms._choice_rows`.
+  returns per-item rows in the row format of :func:`evaluator.arms.rows._choice_rows`.
 * :func:`lmeval_requests` tokenises the prompts exactly as lm-eval's HF backend does (context encoded whole,
   continuation = encode(context + continuation) minus encode(context), trailing context spaces moved to the
-  continuation) and splits them into one shared prefix + per-item requests for :class:`evaluator.engine.PrefixScorer`.
+  continuation) and splits them into one shared prefix + per-item requests for :class:`evaluator.engine.scorer.PrefixScorer`.
 
 Tokenisation. lm-eval tokenises ``prefix + query`` as ONE string and each continuation as
 encode(context + continuation) minus encode(context); we tokenise the shared prefix, each item and each choice
@@ -32,13 +32,13 @@ lm-eval's request cache is never used here (its key ignores the model); its data
 from __future__ import annotations
 
 import json
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluator.prompts.builder import PromptBuilder
+from evaluator.tasks.layout import PromptBuilder
+from evaluator.tasks.lmeval import quiet_lmeval
 from evaluator.tasks.spec import Item, Task
 
 __all__ = [
@@ -136,11 +136,6 @@ def write_lmeval_task(
     return name
 
 
-def _quiet_lmeval() -> None:
-    for name in ("lm_eval", "lm-eval"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def _task_manager(out_dir: Path):
     from lm_eval.tasks import TaskManager
 
@@ -149,7 +144,7 @@ def _task_manager(out_dir: Path):
 
 def lmeval_context(out_dir: Path, name: str, k: int, doc_index: int = 0) -> str:
     """The context string lm-eval builds for one test doc of a task written by :func:`write_lmeval_task`."""
-    _quiet_lmeval()
+    quiet_lmeval()
     task_obj = _task_manager(out_dir).load([name])["tasks"][name]
     doc = task_obj.test_docs()[doc_index]
     return task_obj.fewshot_context(doc, k)
@@ -189,7 +184,7 @@ def lmeval_requests(tokenizer, builder: PromptBuilder, items: list[Item], k: int
     Also returns, per item, whether our piecewise ids (:class:`TokenizedPrompts`) equal lm-eval's.
     """
     from evaluator.engine.requests import ChoiceRequest
-    from evaluator.prompts.builder import TokenizedPrompts
+    from evaluator.prompts.tokenized import TokenizedPrompts
 
     prefix_text = builder.prefix(k)
     tp = TokenizedPrompts(builder, tokenizer)
@@ -273,7 +268,7 @@ def run_lmeval(
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    _quiet_lmeval()
+    quiet_lmeval()
     base = work_dir or cache_dir
     if base is not None:
         Path(base).mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from evaluator.version import __version__
 from evaluator.arms.adapters import (
     ADAPTER_META,
     FORMAT,
@@ -37,11 +36,13 @@ from evaluator.arms.adapters import (
 from evaluator.config.job import LoraArm
 from evaluator.errors import UserError
 from evaluator.faults import checkpoint
-from evaluator.prompts.builder import PromptBuilder, TokenizedPrompts
+from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.files import atomic_write_json
+from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.spec import Item, Task
 from evaluator.training.distributed import barrier, is_main_process
 from evaluator.training.loop import Example, lora_target_problem, train_lora
+from evaluator.version import __version__
 
 # --------------------------------------------------------------------------------------------------------------------
 # Processes (accelerate launch sets WORLD_SIZE / RANK / LOCAL_RANK)

@@ -1,9 +1,10 @@
-"""TODO docstring."""
+"""Per-item result rows of a unit: choice tasks scored from per-choice log-likelihoods, generate tasks by greedy
+generation cut at the stop sequences and exact match."""
 
 from __future__ import annotations
 
 from evaluator.errors import UserError
-from evaluator.prompts.builder import TokenizedPrompts
+from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.tasks.spec import Item, Task
 
 

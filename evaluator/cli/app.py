@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 
 # isort: off  (the order of registration is the order `tunecheck --help` lists the verbs)
-from evaluator.cli import run, demo, cost, compare, report, tasks, schema, train, eval, samples  # noqa: F401
+from evaluator.cli import compare, cost, demo, eval, report, run, samples, schema, tasks, train  # noqa: F401
+
 # isort: on
 from evaluator.cli.base import app
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The command-line application every verb registers on: typer app whose errors are one line with exit code 2
+(user errors, usage errors, OS errors naming what was kept), and the shared folder/output-file checks."""
 
 from __future__ import annotations
 

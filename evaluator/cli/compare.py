@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`tunecheck compare RUN_A RUN_B`: the same options across two runs on the same items, paired."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`tunecheck cost RUN` (or `--scenario article`): costs recomputed from stored measurements with overrides."""
 
 from __future__ import annotations
 

@@ -96,7 +96,6 @@ def demo(
     """
     import time as _time
 
-    from evaluator.cli.demo import demo_job, prepare_models
     from evaluator.runner import run_job
 
     t0 = _time.perf_counter()

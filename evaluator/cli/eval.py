@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`tunecheck eval --adapter DIR`: evaluate one stored adapter on a task's test items."""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ def eval_adapter(
     output: Optional[Path] = typer.Option(None, help="Also write the summary and per-item results to this JSON file."),
 ) -> None:
     """Evaluate a stored adapter on a task; refuses an adapter whose base does not match the model (exit 2)."""
-    from evaluator.cli.eval import eval_command
     from evaluator.store.files import atomic_write_json
 
     if output is not None:  # checked before the evaluation, so a bad path never costs its result

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`tunecheck report RUN`: rewrite report.md, report.json and report.html from the stored results; no model loads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`tunecheck run JOB`: run (or resume) a job's three arms on the same test items."""
 
 from __future__ import annotations
 

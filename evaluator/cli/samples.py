@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`tunecheck samples RUN`: export per-item results as lm-eval samples JSONL, one file per finished unit."""
 
 from __future__ import annotations
 

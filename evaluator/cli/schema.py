@@ -1,7 +1,7 @@
 """The field reference (docs/FIELDS.md, `tunecheck schema`): every job and task field, generated from the schemas.
 
-Each row is one field of the pydantic models — :class:`evaluator.config.Job` and the models nested in it, and
-:class:`evaluator.tasks.TaskSpec` with its own — with its dotted path, its type (constraints included), its default
+Each row is one field of the pydantic models — :class:`evaluator.config.job.Job` and the models nested in it, and
+:class:`evaluator.tasks.spec.TaskSpec` with its own — with its dotted path, its type (constraints included), its default
 and its meaning, which is the field's `description=` in the schema: the reference cannot drift from the code, and
 `tests/test_fieldref.py` checks that docs/FIELDS.md is what :func:`field_reference` gives and that no field lacks a
 meaning. The "Template variables" section is derived the same way: the variables are the ones
@@ -24,16 +24,9 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from evaluator.cli.base import app, check_output_file, friendly, out
+from evaluator.tasks.templates import TEMPLATE_MEANINGS, prompt_folders, template_variables
 
 __all__ = ["field_reference", "field_rows", "schemas", "template_variables", "prompt_folders", "TEMPLATE_MEANINGS"]
-
-# What each variable a template gets holds (the names themselves come from render_query, see template_variables).
-TEMPLATE_MEANINGS = {
-    "input": "the item's input text (the task's `input_field`)",
-    "id": "the item's id, as text (the task's `id_field`; without one `<split>-<row index>`)",
-    "choices": "the item's choices, a list of strings (the task's `choices`, or its `choices_field` per row; empty "
-               "for a generate task without choices)",
-}
 
 
 def schemas() -> list[tuple[str, str, type[BaseModel], str]]:
@@ -42,10 +35,10 @@ def schemas() -> list[tuple[str, str, type[BaseModel], str]]:
     from evaluator.tasks.spec import TaskSpec
 
     return [
-        ("Job file", "`tunecheck run JOB.yaml`; schema `evaluator.config.Job`", Job,
+        ("Job file", "`tunecheck run JOB.yaml`; schema `evaluator.config.job.Job`", Job,
          "A job names the tasks, the base and newer models, the three arms' sweeps, the cost inputs and the verdict "
          "settings. Unknown fields are refused."),
-        ("Task file", "`tasks/<name>.yaml` or a task YAML path; schema `evaluator.tasks.TaskSpec`", TaskSpec,
+        ("Task file", "`tasks/<name>.yaml` or a task YAML path; schema `evaluator.tasks.spec.TaskSpec`", TaskSpec,
          "A task is a `datasets.load_dataset` source, the input/target fields, the kind, a prompt template and the "
          "splits. Unknown fields are refused."),
     ]
@@ -159,70 +152,6 @@ def field_rows(model: type[BaseModel]) -> list[dict[str, str]]:
 # --- template variables and prompt folders ---------------------------------------------------------------------------
 
 
-def template_variables() -> list[str]:
-    """The variables a prompt template gets, as :func:`evaluator.prompts.render_query` passes them (captured from a
-    call with a stand-in template, so this list is the code's)."""
-    from types import SimpleNamespace
-
-    from evaluator.tasks.spec import Item
-    from evaluator.tasks.templates import render_query
-
-    class _Capture:
-        names: list[str] = []
-
-        def render(self, **kw: Any) -> str:
-            _Capture.names = list(kw)
-            return "probe"
-
-    render_query(_Capture(), "probe", SimpleNamespace(name="probe"), Item("id", "input", "", ("a", "b")))
-    return _Capture.names
-
-
-def prompt_folders() -> list[str]:
-    """Where `prompt:` is looked up, in :func:`evaluator.prompts.find_prompt`'s order, as placeholders (`<task
-    folder>/prompts/`, `./prompts/`, …): find_prompt is called on a stand-in task under placeholder paths, with every
-    file check answering "no", and the folders it asked about are recorded."""
-    from types import SimpleNamespace
-    from unittest import mock
-
-    from evaluator.errors import UserError
-    from evaluator.tasks import templates as prompts
-
-    root = Path("/__fieldref__")
-    task_file, cwd = root / "project" / "tasks" / "task.yaml", root / "cwd"
-    asked: list[Path] = []
-
-    def is_file(self: Path) -> bool:
-        if self.parent not in asked:
-            asked.append(self.parent)
-        return False
-
-    stub = SimpleNamespace(name="probe", path=task_file, spec=SimpleNamespace(prompt="__fieldref_probe__.j2"))
-    with mock.patch.object(Path, "is_file", is_file), mock.patch.object(Path, "cwd", lambda: cwd), \
-            mock.patch.object(Path, "is_dir", lambda self: False):
-        try:
-            prompts.find_prompt(stub)  # type: ignore[arg-type]
-        except UserError:
-            pass
-    out = []
-    for d in asked:
-        if d == prompts.REPO_PROMPTS:
-            out.append("the `prompts/` folder installed with tunecheck (its bundled templates)")
-            continue
-        for base, shown, note in ((task_file.parent, "<task folder>", " (next to the task file)"),
-                                  (task_file.parent.parent, "<task folder>/..", " (beside the task file's folder)"),
-                                  (cwd, ".", " (in the current directory)")):
-            try:
-                rel = d.relative_to(base)
-            except ValueError:
-                continue
-            out.append(f"`{shown}/{rel.as_posix()}/`{note}")
-            break
-        else:  # pragma: no cover - a folder find_prompt adds that is none of the above
-            out.append(f"`{d}`")
-    return out
-
-
 # --- the document --------------------------------------------------------------------------------------------------
 
 
@@ -279,7 +208,6 @@ def schema(
 ) -> None:
     """Print the field reference: every job and task field (dotted path, type, default, meaning) and the template
     variables, generated from the schemas (docs/FIELDS.md is this output)."""
-    from evaluator.cli.schema import field_reference
 
     text = field_reference()
     if out_file is None:

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`tunecheck tasks`: list the tasks (or lm-eval tasks) with item counts; `--check` validates task files."""
 
 from __future__ import annotations
 

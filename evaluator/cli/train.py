@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`tunecheck train`: train (or reuse by key) one LoRA adapter; works under `accelerate launch` (DDP)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,6 @@ def train(
 ) -> None:
     """Train one LoRA adapter (peft format + tunecheck-adapter.json); runs unchanged under `accelerate launch`."""
     from evaluator.arms.lora import lora_hp, resolve_root
-    from evaluator.cli.train import train_command
     from evaluator.config.job import LoraArm, load_job
     from evaluator.training.distributed import is_main_process
 

@@ -177,7 +177,7 @@ class Arms(_Strict):
 class CostConfig(_Strict):
     """Cost assumptions, recorded with the run; every one is overridable later by `tunecheck cost`.
 
-    Defaults are the cost model's (evaluator/costs.py explains each)."""
+    Defaults are the cost model's (evaluator/costs/inputs.py explains each)."""
 
     volume_tokens_per_day: Annotated[float, Field(gt=0)] = Field(costs.DEFAULT_VOLUME_TOKENS_PER_DAY, description="Traffic in tokens per day, counted as zero-shot requests (instruction + input + reference answer); converted to requests/day, the same for every arm.")
     requests_per_day: Annotated[float, Field(gt=0)] | None = Field(None, description="Traffic in requests per day; when set it overrides volume_tokens_per_day.")

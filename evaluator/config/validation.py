@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Validation shared by every input file: strict YAML (duplicate keys and unquoted YAML booleans refused), the
+strict pydantic base, and pydantic errors turned into one line naming the file, the field and the fix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""API cost: per-million-token prices (`ApiPrices`, with the prompt-cache discount), cached prefix tokens as billed,
+and the $/request of an arm's prompts at those prices."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from evaluator.fmt import _p, _q, _usd
 
 @dataclass(frozen=True)
 class ApiPrices:
-    """Per-million-token API prices for one model (built by ``evaluator.api_pricing.api_prices`` or by hand)."""
+    """Per-million-token API prices for one model (built by ``evaluator.costs.pricing.api_prices`` or by hand)."""
 
     model: str
     provider: str

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Cost lines (fixed $/month + $/request), the volume where two lines cross, and the article's self-hosting
+threshold on annual API spend."""
 
 from __future__ import annotations
 

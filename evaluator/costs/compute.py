@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The cost report of a task: every arm's measurement priced for self-hosting (prefix cached and not) and at the
+API's rates, at the job's volume, with the break-even volumes between options; and its JSON form."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def compute_costs(
 ) -> CostReport:
     """Monthly cost per arm at the stated volume, break-even volumes and the article's threshold.
 
-    ``prices`` is the API price table entry (``evaluator.api_pricing.api_prices``); the overrides in ``inputs``
+    ``prices`` is the API price table entry (``evaluator.costs.pricing.api_prices``); the overrides in ``inputs``
     are applied on top. Without prices (and without both input/output overrides) the API lines are omitted.
     ``request`` is the zero-shot request that converts tokens/day into requests/day (one size for every arm);
     without it :func:`fallback_request` approximates it from the arms (and says so).

@@ -2,7 +2,7 @@
 
 No model is loaded: token counts for the API come from tiktoken on the stored prompt texts, throughput and
 training seconds from the unit records. The options costed are each arm's operating points, chosen by
-:func:`evaluator.selection.choose` — the same rule and items as the verdict. `tunecheck cost` re-runs only this.
+:func:`evaluator.analysis.selection.choose` — the same rule and items as the verdict. `tunecheck cost` re-runs only this.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The cost model's inputs: every assumption with its default and why (GPU price, utilisation, volume, refresh
+period, engineering hours), and what a measured arm brings (`ArmMeasurement`). The one cost schema."""
 
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ class ArmMeasurement:
     """What a run recorded for one arm point (built from the run directory).
 
     Token counts are per request, in the *model's* tokenizer; the ``api_*`` counts are the same prompts counted
-    with tiktoken in the API model's encoding (see ``evaluator.api_pricing.api_token_counts``). When an ``api_*``
+    with tiktoken in the API model's encoding (see ``evaluator.costs.pricing.api_token_counts``). When an ``api_*``
     count is missing, the model-tokenizer count stands in for it (noted in ``how``).
     """
 

@@ -379,7 +379,6 @@ def api_model_problem(model: str, provider: str | None, input_usd_per_m: float |
     """None when the price table prices `model` (or both prices are given), else (field, one-line reason with the
     closest names) — the check `tunecheck cost --api-model` makes, done when the job loads."""
     try:
-        from evaluator.costs.pricing import ApiPriceError, _bundled_snapshot, api_prices
 
         api_prices(model, provider, {"input_usd_per_m": input_usd_per_m, "output_usd_per_m": output_usd_per_m})
         return None

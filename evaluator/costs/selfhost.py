@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Self-hosted cost: $/request from measured throughput at the stated utilisation, GPUs needed at the volume,
+LoRA training amortised over the refresh period, ops and prefix encodings as fixed monthly costs."""
 
 from __future__ import annotations
 

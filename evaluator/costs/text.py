@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Plain-text renderings of a cost report and of the article scenario (`tunecheck cost`)."""
 
 from __future__ import annotations
 

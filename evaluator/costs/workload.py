@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The workload: the zero-shot request that converts tokens/day into requests/day (the same for every arm), and
+each arm's throughput with and without the shared prefix cached."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Mask planning for packed scoring: which attention implementations accept a custom 4-D mask (or packed
+positions), and the block mask that lets all choices of an item share one forward pass over the cached prefix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Device memory helpers: recognising an out-of-memory error on any backend, freeing caches, synchronising.
+Shared by the engine's batch back-off and the LoRA loop's."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The plain reference scorer: every (context, continuation) encoded from scratch, no cache. The prefix-cached
+engine must agree with it; parity tests and `engine: plain` use it."""
 
 from __future__ import annotations
 

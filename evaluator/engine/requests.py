@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""What the engines score and return: a `ChoiceRequest` (an item's query ids and its choices' continuation ids),
+its `ChoiceScore` (log-likelihood per choice, greedy match, lengths), and checking and splitting them."""
 
 from __future__ import annotations
 

@@ -135,6 +135,15 @@ class PrefixScorer:
 
     # ----------------------------------------------------------------------------------------------- internals
 
+    def _packed_forward(self, tokens: list[int], q_pos: torch.Tensor, allowed: torch.Tensor, kv_pos: torch.Tensor,
+                        cache, keep):
+        """New tokens over the cached prefix in one forward, with an explicit visibility matrix (`allowed`, query ×
+        key: the choice tree when scoring, causal when generating) rendered as the attention kernel wants it."""
+        mask = _render_mask(self._plan, allowed, q_pos, kv_pos, self.dtype)
+        _, logits = self._forward(torch.tensor([tokens], device=self.device), position_ids=q_pos[None],
+                                  attention_mask=mask, cache=cache, use_cache=True, logits_to_keep=keep)
+        return logits
+
     def _forward(self, ids: torch.Tensor, **kwargs):
         """One model call via the (possibly peft) wrapper, with the version-appropriate cache kwarg."""
         if "cache" in kwargs:
@@ -284,19 +293,10 @@ class PrefixScorer:
         )
         allowed = torch.cat([torch.ones(N, P, dtype=torch.bool, device=dev), new_vis], dim=1)
         kv_pos = torch.cat([torch.arange(P, device=dev), pos_t])
-        mask = _render_mask(self._plan, allowed, pos_t, kv_pos, self.dtype)
-
         cache = self._fresh_cache()
         self.last_batch = (len(reqs), N)
         try:
-            _, logits = self._forward(
-                torch.tensor([tokens], device=dev),
-                position_ids=pos_t[None],
-                attention_mask=mask,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=torch.tensor(keep, device=dev),
-            )
+            logits = self._packed_forward(tokens, pos_t, allowed, kv_pos, cache, torch.tensor(keep, device=dev))
         except BaseException:
             self._restore(cache, N, failed=True)
             raise
@@ -411,15 +411,7 @@ class PrefixScorer:
             q_pos = torch.arange(P + fed, P + fed + n, device=dev)
             kv_pos = torch.arange(P + fed + n, device=dev)
             allowed = kv_pos[None, :] <= q_pos[:, None]
-            mask = _render_mask(self._plan, allowed, q_pos, kv_pos, self.dtype)
-            _, logits = self._forward(
-                torch.tensor([ids], device=dev),
-                position_ids=q_pos[None],
-                attention_mask=mask,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+            logits = self._packed_forward(ids, q_pos, allowed, kv_pos, cache, 1)
             fed += n
             return logits[0, -1]
 

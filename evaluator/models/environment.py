@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The environment record of a run (`env.json`): Python, platform, torch, transformers, peft and device facts."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from evaluator.errors import UserError
+from evaluator.models.tokens import tokenizer_max_id
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -271,24 +272,6 @@ def check_loading_info(info: dict, where: str) -> None:
         raise UserError(f"model {where}: {len(unexpected)} unexpected tensor(s) in the weight files that its config.json does not use: {_keys_preview(unexpected)} — {fix}")
     if errors:
         raise UserError(f"model {where} could not be loaded: {str(errors[0]).splitlines()[0]} — {fix}")
-
-
-def tokenizer_max_id(tokenizer) -> int:
-    """The largest token id the tokenizer produces for text we feed the model: its base vocabulary (what the
-    tokenization model emits for any text), the non-special added tokens (matched in text), and the special tokens the
-    prompts and batches use (bos, eos, pad). Special tokens nothing here inserts (e.g. an unk a byte-level BPE never
-    emits) are left out."""
-    ids: list[int] = []
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    try:
-        base = backend.get_vocab(with_added_tokens=False) if backend is not None else tokenizer.get_vocab()
-        ids.append(max(base.values(), default=-1))
-    except Exception:  # noqa: BLE001 - a tokenizer without a vocabulary to list: its length is the best bound
-        ids.append(len(tokenizer) - 1)
-    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    ids += [int(i) for i, t in decoder.items() if not getattr(t, "special", False)]
-    ids += [i for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) if isinstance(i, int)]
-    return max(ids)
 
 
 def check_vocab(tokenizer, model, where: str) -> None:

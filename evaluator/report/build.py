@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaluator.version import __version__
 from evaluator.errors import UserError
 from evaluator.report.markdown import render_markdown
 from evaluator.store.files import atomic_write_json, atomic_write_text, read_json
 from evaluator.store.run_store import RunStore
+from evaluator.version import __version__
 
 SCHEMA_VERSION = "3.0"
 

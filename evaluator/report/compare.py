@@ -2,7 +2,7 @@
 
 The use case: RUN_A is last quarter's run (the base, its LoRA adapter), RUN_B a run on a new base release (the new
 model prompted, maybe a new adapter). Differences are always **RUN_B minus RUN_A** ("after − before"), paired by
-item id, with the paired interval (Newcombe for accuracy) and McNemar's exact test of :mod:`evaluator.paired`.
+item id, with the paired interval (Newcombe for accuracy) and McNemar's exact test of :mod:`evaluator.analysis.paired`.
 
 Per task present in both runs, the comparisons made:
 
@@ -14,7 +14,7 @@ Per task present in both runs, the comparisons made:
 - ``same_point``: every unit present in both runs with the same arm, model and point (a regression check).
 
 The headline answers the use case: RUN_A's best adapter vs RUN_B's best prompting point, read exactly as the verdict
-reads "not needed" (:func:`evaluator.paired.judge`, RUN_B's verdict settings: margin, alpha, selection split): the
+reads "not needed" (:func:`evaluator.analysis.paired.judge`, RUN_B's verdict settings: margin, alpha, selection split): the
 two points are chosen by the one selection rule on the selection items and tested on the others (or the whole
 procedure bootstrapped when too few items); *matches or beats* when the interval of (adapter − prompting) lies at or
 below the margin, *adapter still better* when it lies above it, otherwise *inconclusive* with the items needed for
@@ -83,7 +83,7 @@ def _point_key(u: dict) -> tuple:
 
 
 def _best(units: list[dict]) -> dict | None:
-    """The selection rule of :mod:`evaluator.selection` on all items (descriptive rows)."""
+    """The selection rule of :mod:`evaluator.analysis.selection` on all items (descriptive rows)."""
     return _select(units)  # type: ignore[return-value]
 
 
@@ -185,7 +185,7 @@ def _headline(ra: _Run, adapters: list[dict], rb: _Run, prompting: list[dict], n
     """Is RUN_B's best prompting point at least as good as RUN_A's best adapter (within the margin)?
 
     Both points are chosen on the selection items by the one selection rule and tested on the other items; the
-    criterion, interval and items-needed figure are the verdict's (:func:`evaluator.paired.judge`)."""
+    criterion, interval and items-needed figure are the verdict's (:func:`evaluator.analysis.paired.judge`)."""
     from evaluator.analysis.verdict import procedure_bootstrap
 
     if not adapters or not prompting:

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The Markdown report: per task the verdict, the quality table with intervals, the operating points, costs and
+break-even volumes, how scoring was done — rendered from the report dict only."""
 
 from __future__ import annotations
 

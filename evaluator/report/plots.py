@@ -105,7 +105,7 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mappin
 
     ``units``: the report's unit records (``arm``, ``model``, ``point``, ``value``, ``ci_low``, ``ci_high``).
     Shaded bands are the per-point 95% CIs; the dotted line is the best prompting point of the base (A); the star
-    is the report's crossover (``crossover``: :func:`evaluator.curves.crossover_with_uncertainty`), where LoRA
+    is the report's crossover (``crossover``: :func:`evaluator.analysis.crossover.crossover_with_uncertainty`), where LoRA
     (zero-shot) first reaches it, with its bootstrap interval as a horizontal bar; the plot never recomputes it.
     """
     fig = Figure(figsize=(7.2, 4.4))

@@ -24,7 +24,7 @@ list: a row's ``lmeval_target`` when the results carry it, else the item's ``Ite
 loaded again, else (the task cannot be loaded any more) the gold text.
 
 context = the unit's shared prefix text (``prefixes/<unit>.txt``) + the item's query — the string lm-eval builds
-for the same demonstrations (see :mod:`evaluator.lmeval_bridge`). The hashes are lm-eval's (sha256 of: the doc as
+for the same demonstrations (see :mod:`evaluator.arms.lmeval`). The hashes are lm-eval's (sha256 of: the doc as
 ``json.dumps(indent=2, ensure_ascii=False)``, the first request's context, ``str(target)``). Against a bridge-run
 lm-eval (``--engine lm-eval``) ``doc_hash`` differs because the doc is ours (lm-eval's holds the bridge's columns),
 and ``target``/``target_hash`` because the bridge's task file scores with ``doc_to_target: label`` (the index).
@@ -183,7 +183,7 @@ class _TaskInfo:
         return it
 
     def builder(self, why: str):
-        from evaluator.prompts.builder import PromptBuilder
+        from evaluator.tasks.layout import PromptBuilder
 
         return PromptBuilder(self.task(why), self.seed)
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Atomic writes (temporary file + fsync + rename, the umask's mode), JSON reading with one-line errors, and safe
+file names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The shapes of the run files (config, unit records, results rows), checked on read so a damaged or foreign file
+is refused in one line naming it, and per-item results read back."""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ from typing import Any, Iterable
 
 from evaluator.errors import UserError
 from evaluator.faults import checkpoint
-from evaluator.models.environment import environment
 from evaluator.store.files import (
     RUN_MARKER,
     TMP_SUFFIX,
@@ -45,7 +44,8 @@ class RunStore:
 
     # -- creation / opening ---------------------------------------------------------------------------------
     @classmethod
-    def create_or_resume(cls, root: Path, job_text: str, config: dict[str, Any]) -> "RunStore":
+    def create_or_resume(cls, root: Path, job_text: str, config: dict[str, Any],
+                         env: dict[str, Any] | None = None) -> "RunStore":
         store = cls(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,8 @@ class RunStore:
             atomic_write_text(root / "job.yaml", job_text)
             atomic_write_json(cfg_path, config)
         store.remove_stale_temp_files()
-        atomic_write_json(root / "env.json", environment())
+        if env is not None:  # the machine and library versions of this (re)start, collected by the runner
+            atomic_write_json(root / "env.json", env)
         return store
 
     def remove_stale_temp_files(self) -> list[Path]:

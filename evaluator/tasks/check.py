@@ -36,7 +36,7 @@ class TaskCheck:
 
 def allowed_variables() -> list[str]:
     """The variables a template gets (as evaluator.prompts.render_query passes them)."""
-    from evaluator.cli.schema import template_variables
+    from evaluator.tasks.templates import template_variables
 
     return template_variables()
 

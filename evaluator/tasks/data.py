@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Reading a task's items: local JSON/JSONL/CSV/parquet files (or a datasets builder), row fields to `Item`s with
+one-line errors naming the file and row, and the seeded train/test split."""
 
 from __future__ import annotations
 

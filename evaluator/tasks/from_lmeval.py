@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""An lm-eval task object turned into a tunecheck `Task`: splits, few-shot sampler, demonstrations, items and the
+check that our zero-shot (and first_n few-shot) context equals lm-eval's character for character."""
 
 from __future__ import annotations
 
@@ -245,7 +246,7 @@ def _safe(name: str) -> str:
 def _check_layout(obj, task: Task, doc: dict, *, fewshot: bool = False) -> None:
     """Our zero-shot context must be lm-eval's, character for character; with `fewshot` (first_n demonstrations),
     so must our few-shot context (k = 2, or fewer when there are fewer few-shot docs)."""
-    from evaluator.prompts.builder import PromptBuilder
+    from evaluator.tasks.layout import PromptBuilder
 
     builder = PromptBuilder(task, 0)
     ks = [0]

@@ -39,6 +39,7 @@ task folders you trust.
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 
 from evaluator.errors import UserError
@@ -53,10 +54,9 @@ def is_lmeval_ref(ref: str) -> bool:
 def _quiet() -> None:
     import datasets
 
-    from evaluator.arms.lmeval import _quiet_lmeval
 
     datasets.disable_progress_bars()
-    _quiet_lmeval()
+    quiet_lmeval()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -224,3 +224,8 @@ def list_lmeval_tasks(include: list[Path]) -> list[tuple[str, str, str]]:
 def load_lmeval_task(ref: str, include: list[Path] | None = None, search_dirs: list[Path] | None = None) -> Task:
     """`lm-eval:<name or file.yaml>` → a tunecheck Task whose items are lm-eval's rendered docs."""
     return task_from_lmeval(load_lmeval_object(ref, list(include or []), list(search_dirs or [Path.cwd()])), ref)
+
+
+def quiet_lmeval() -> None:
+    for name in ("lm_eval", "lm-eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)

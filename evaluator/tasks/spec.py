@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The task file's schema (`TaskSpec`: data source, splits, fields, scoring, labels) and the loaded task: its
+`Item`s (id, input, target, choices) and `Task` (train / test / demonstration pool, rendered queries, data hash)."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ class TaskSpec(BaseModel):
     demonstrations: Literal["seeded", "first_n"] = Field("seeded", description="Which training items are the k demonstrations: `seeded` = the first k of one permutation of the training split by the job's seed (k=5 ⊂ k=32); `first_n` = the first k in file order (lm-eval's first_n sampler).")
     # Why that order (set by tunecheck for `lm-eval:<task>` references: lm-eval's sampler and what tunecheck does with it).
     demonstrations_note: str | None = Field(None, description="Set by tunecheck for lm-eval:<task> references: why the demonstrations follow that order (lm-eval's sampler and what tunecheck does with it).")
-    # Set by tunecheck for `lm-eval:<task>` references (evaluator/lmeval_tasks.py): items then carry the query text
+    # Set by tunecheck for `lm-eval:<task>` references (evaluator/tasks/lmeval.py): items then carry the query text
     # lm-eval's own doc_to_text rendered, and their choices, so no prompt file or choices list is involved.
     lmeval_task: str | None = Field(None, description="Set by tunecheck for lm-eval:<task> references: items carry the query text lm-eval's doc_to_text rendered and their choices, so no prompt file or choices list is used.")
     # How a `choice` task picks its prediction from the per-choice log-likelihoods: `sum` = the largest summed

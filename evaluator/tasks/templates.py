@@ -1,9 +1,11 @@
-"""TODO docstring."""
+"""Prompt templates: found in the task's folder, the current folder or the bundled `prompts/`, compiled in a Jinja2
+sandbox, rendered on every item when a task loads (`check_prompt`) so a broken template fails before any model."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
@@ -96,3 +98,74 @@ def check_prompt(task: Task) -> None:
                     f"{split!r}) — the template must produce text (it gets {TEMPLATE_VARIABLES})"
                 )
             task.rendered[it] = q
+
+
+# What each variable a template gets holds (the names themselves come from render_query, see template_variables).
+TEMPLATE_MEANINGS = {
+    "input": "the item's input text (the task's `input_field`)",
+    "id": "the item's id, as text (the task's `id_field`; without one `<split>-<row index>`)",
+    "choices": "the item's choices, a list of strings (the task's `choices`, or its `choices_field` per row; empty "
+               "for a generate task without choices)",
+}
+
+
+def template_variables() -> list[str]:
+    """The variables a prompt template gets, as :func:`render_query` passes them (captured from a
+    call with a stand-in template, so this list is the code's)."""
+    from types import SimpleNamespace
+
+    from evaluator.tasks.spec import Item
+
+    class _Capture:
+        names: list[str] = []
+
+        def render(self, **kw: Any) -> str:
+            _Capture.names = list(kw)
+            return "probe"
+
+    render_query(_Capture(), "probe", SimpleNamespace(name="probe"), Item("id", "input", "", ("a", "b")))
+    return _Capture.names
+
+
+def prompt_folders() -> list[str]:
+    """Where `prompt:` is looked up, in :func:`find_prompt`'s order, as placeholders (`<task
+    folder>/prompts/`, `./prompts/`, …): find_prompt is called on a stand-in task under placeholder paths, with every
+    file check answering "no", and the folders it asked about are recorded."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from evaluator.errors import UserError
+
+    root = Path("/__fieldref__")
+    task_file, cwd = root / "project" / "tasks" / "task.yaml", root / "cwd"
+    asked: list[Path] = []
+
+    def is_file(self: Path) -> bool:
+        if self.parent not in asked:
+            asked.append(self.parent)
+        return False
+
+    stub = SimpleNamespace(name="probe", path=task_file, spec=SimpleNamespace(prompt="__fieldref_probe__.j2"))
+    with mock.patch.object(Path, "is_file", is_file), mock.patch.object(Path, "cwd", lambda: cwd), \
+            mock.patch.object(Path, "is_dir", lambda self: False):
+        try:
+            find_prompt(stub)  # type: ignore[arg-type]
+        except UserError:
+            pass
+    out = []
+    for d in asked:
+        if d == REPO_PROMPTS:
+            out.append("the `prompts/` folder installed with tunecheck (its bundled templates)")
+            continue
+        for base, shown, note in ((task_file.parent, "<task folder>", " (next to the task file)"),
+                                  (task_file.parent.parent, "<task folder>/..", " (beside the task file's folder)"),
+                                  (cwd, ".", " (in the current directory)")):
+            try:
+                rel = d.relative_to(base)
+            except ValueError:
+                continue
+            out.append(f"`{shown}/{rel.as_posix()}/`{note}")
+            break
+        else:  # pragma: no cover - a folder find_prompt adds that is none of the above
+            out.append(f"`{d}`")
+    return out

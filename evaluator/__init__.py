@@ -7,9 +7,9 @@ The public surface, for a notebook or a script (the `tunecheck` command is built
     job = tc.load_job("examples/demo.yaml")          # validated job (one-line UserError if it is not)
     run_dir = tc.run("examples/demo.yaml")           # run (or resume) it; returns the run folder
     store = tc.open_run(run_dir)                     # the stored run: config, unit records, per-item results
-    report = tc.report(run_dir)                      # the report dict (what report.json holds), nothing written
-    verdicts = tc.verdicts(run_dir)                  # {task: verdict}: is fine-tuning needed here?
-    costs = tc.costs(run_dir, gpu_hourly_usd=3.0)    # {task: CostReport} with overridden cost inputs
+    report = tc.build_report(run_dir)                # the report dict (what report.json holds), nothing written
+    verdicts = tc.decide(run_dir)                    # {task: verdict}: is fine-tuning needed here?
+    costs = tc.compute_costs(run_dir, gpu_hourly_usd=3.0)  # {task: CostReport} with overridden cost inputs
 
 Everything else is internal: packages in pipeline order (config, tasks, prompts, models, engine, training, arms,
 store, analysis, costs, report, cli; see docs/ARCHITECTURE.md). Importing this module loads no torch: each call
@@ -28,7 +28,10 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers only
     from evaluator.costs.compute import CostReport
     from evaluator.store.run_store import RunStore
 
-__all__ = ["__version__", "costs", "load_job", "open_run", "report", "run", "verdicts"]
+__all__ = ["__version__", "build_report", "compute_costs", "decide", "load_job", "open_run", "run"]
+
+# The names are verbs: `evaluator.report` and `evaluator.costs` are packages, so a function of that name here would
+# be replaced by the package the first time it is imported.
 
 
 def load_job(path: str | Path) -> Job:
@@ -59,22 +62,22 @@ def open_run(run_dir: str | Path) -> RunStore:
     return RunStore.open(Path(run_dir))
 
 
-def report(run_dir: str | Path, **cost_overrides: Any) -> dict[str, Any]:
+def build_report(run_dir: str | Path, **cost_overrides: Any) -> dict[str, Any]:
     """The report dict of a run (the content of report.json), computed from its stored results; nothing written.
 
     Keyword arguments override cost inputs (e.g. ``gpu_hourly_usd=3.0``), as `tunecheck cost` options do."""
-    from evaluator.report.build import build_report
+    from evaluator.report.build import build_report as _build
 
-    return build_report(open_run(run_dir), cost_overrides or None)
+    return _build(open_run(run_dir), cost_overrides or None)
 
 
-def verdicts(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+def decide(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """{task: verdict} of a run: the outcome (e.g. 'needed', 'not needed', 'inconclusive'), the paired interval it
     rests on and the operating points compared — the report's verdict section, per task."""
-    return {name: section["verdict"] for name, section in report(run_dir)["tasks"].items()}
+    return {name: section["verdict"] for name, section in build_report(run_dir)["tasks"].items()}
 
 
-def costs(run_dir: str | Path, **overrides: Any) -> dict[str, CostReport]:
+def compute_costs(run_dir: str | Path, **overrides: Any) -> dict[str, CostReport]:
     """{task: CostReport} for the operating point of each arm, with cost inputs overridden by keyword."""
     from evaluator.costs.from_run import run_costs
 

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     import lm_eval
     from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
-    from evaluator.tasks.lmeval import _quiet_lmeval
+    from evaluator.tasks.lmeval import quiet_lmeval
     from evaluator.arms.lmeval import lmeval_requests, run_lmeval
     from evaluator.tasks.layout import PromptBuilder
     from evaluator.prompts.tokenized import TokenizedPrompts
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lm_eval.models.huggingface import HFLM
 
-    _quiet_lmeval()
+    quiet_lmeval()
     longest = len(tp.prefix_ids(max(runs))) + need
     bs = _lmeval_batch_size(args.lmeval_batch_size, device, longest, model.config.vocab_size, dtype)
     hflm = HFLM(pretrained=model, tokenizer=tok, batch_size=bs)

@@ -105,7 +105,6 @@ def zoo_dir(args) -> Path | None:
 
 def load_base(args, device: str):
     """(model, tokenizer, description): random:qwen2.5-0.5b on `device`, or a real model loaded as tunecheck does."""
-    import torch
     from transformers import AutoTokenizer
 
     from evaluator.models.load import load_model, pick_dtype, resolve_source
@@ -131,9 +130,9 @@ def load_base(args, device: str):
 def _snips_without_datasets():
     import json
 
-    from evaluator.tasks.spec import REPO_TASKS, Task
     from evaluator.tasks.data import _to_items
     from evaluator.tasks.load import load_spec
+    from evaluator.tasks.spec import REPO_TASKS, Task
 
     path = REPO_TASKS / "snips_intents.yaml"
     spec = load_spec(path)
@@ -145,8 +144,8 @@ def _snips_without_datasets():
 def snips_examples(tok, args):
     """SNIPS training items as tunecheck trains them: zero-shot prompt → answer (or with 0-8 demos prepended)."""
     from evaluator.arms.lora import build_examples
-    from evaluator.tasks.layout import PromptBuilder
     from evaluator.prompts.tokenized import TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
     from evaluator.tasks.load import load_task
     from evaluator.training.loop import Example
 
@@ -269,7 +268,7 @@ def run_default(model, tok, examples, targets, args, device, out_dir):
 
 
 def run_ours(model, examples, targets, args, device, pad_id, out_dir):
-    from evaluator.config.job import LoraArm
+    from evaluator.config.arms import LoraArm
     from evaluator.training.loop import train_lora
 
     W, N = args.warmup, args.steps

@@ -61,7 +61,6 @@ def _sync(device) -> None:
 
 def load(args):
     """(model, tokenizer, context window, description) — the model on its device, in eval mode."""
-    import torch
     from transformers import AutoTokenizer
 
     from evaluator.models import zoo
@@ -129,15 +128,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    import lm_eval
     import transformers
 
-    import lm_eval
+    from evaluator.arms.lmeval import lmeval_requests, run_lmeval
     from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
-    from evaluator.tasks.lmeval import quiet_lmeval
-    from evaluator.arms.lmeval import lmeval_requests, run_lmeval
-    from evaluator.tasks.layout import PromptBuilder
     from evaluator.prompts.tokenized import TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
+    from evaluator.tasks.lmeval import quiet_lmeval
     from evaluator.tasks.load import load_task
 
     t_load = time.perf_counter()

@@ -111,12 +111,11 @@ def measure(fn):
 
 
 def scoring(model, tok, task, args, work: Path) -> dict:
-    import torch
 
     from evaluator.arms.evaluate import Unit, evaluate_unit
-    from evaluator.tasks.layout import PromptBuilder
     from evaluator.prompts.tokenized import TokenizedPrompts
     from evaluator.store.run_store import RunStore
+    from evaluator.tasks.layout import PromptBuilder
 
     tp = TokenizedPrompts(PromptBuilder(task, args.seed), tok)
     items = list(task.test[: args.items])
@@ -150,12 +149,11 @@ def scoring(model, tok, task, args, work: Path) -> dict:
 
 
 def training(model, tok, task, args, work: Path) -> dict:
-    import torch
 
     from evaluator.arms.lora import build_examples
-    from evaluator.config.job import LoraArm
-    from evaluator.tasks.layout import PromptBuilder
+    from evaluator.config.arms import LoraArm
     from evaluator.prompts.tokenized import TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
     from evaluator.training.loop import train_lora
 
     tp = TokenizedPrompts(PromptBuilder(task, args.seed), tok)
@@ -188,9 +186,8 @@ def training(model, tok, task, args, work: Path) -> dict:
 
 def main(argv=None) -> int:
     import torch
-    from transformers import AutoTokenizer
-
     from random_models import random_qwen25_05b
+    from transformers import AutoTokenizer
 
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -23,15 +23,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 def main(argv=None) -> int:
     import torch
+    from oom_recovery import snips_task
+    from random_models import random_qwen25_05b
     from torch.profiler import ProfilerActivity, profile
     from transformers import AutoTokenizer
 
     from evaluator.arms.rows import _choice_rows
     from evaluator.engine.scorer import PrefixScorer
-    from evaluator.tasks.layout import PromptBuilder
     from evaluator.prompts.tokenized import TokenizedPrompts
-    from oom_recovery import snips_task
-    from random_models import random_qwen25_05b
+    from evaluator.tasks.layout import PromptBuilder
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokenizer", required=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from evaluator.costs import pricing as ap
-from evaluator.costs.scenario import ARTICLE
-from evaluator.costs.inputs import ArmMeasurement, CostInputs
 from evaluator.costs.compute import compute_costs
+from evaluator.costs.inputs import ArmMeasurement, CostInputs
+from evaluator.costs.scenario import ARTICLE
 
 REPO = Path(__file__).resolve().parents[1]
 CL100K_SHA1 = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"

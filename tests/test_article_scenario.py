@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from evaluator.cli.app import app
+from evaluator.costs.compute import to_jsonable
 from evaluator.costs.scenario import ARTICLE, article_scenario
 from evaluator.costs.text import format_scenario
-from evaluator.costs.compute import to_jsonable
 
 
 def _case(s, label_part):

@@ -426,7 +426,7 @@ def test_api_model_with_both_prices_needs_no_table_entry():
 
 
 def test_effective_train_sizes_and_dedupe_notes():
-    from evaluator.config.job import dedupe_units_note, effective_train_sizes
+    from evaluator.config.arms import dedupe_units_note, effective_train_sizes
 
     sizes, notes = effective_train_sizes([16, 100, "all", 500], 100, "snips")
     assert sizes == [16, 100] and len(notes) == 2 and "'all' trains on the same 100 items" in notes[0]

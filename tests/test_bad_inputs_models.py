@@ -388,7 +388,7 @@ def test_check_target_modules(tiny_llama_dir, tiny_gemma_dir):
     from transformers import AutoModelForCausalLM
 
     from evaluator.arms.lora import check_target_modules
-    from evaluator.config.job import LoraArm
+    from evaluator.config.arms import LoraArm
     from evaluator.models.load import load_model, resolve_source
 
     lm = load_model(resolve_source(str(tiny_llama_dir)), device="cpu")
@@ -432,7 +432,7 @@ def _examples(tiny_llama_dir, n=16):
 def test_training_scales_the_loss_only_for_float16(dtype, scaled, tmp_path, tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
-    from evaluator.config.job import LoraArm
+    from evaluator.config.arms import LoraArm
     from evaluator.training.loop import mixed_precision_for, train_lora
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=dtype)
@@ -477,8 +477,8 @@ def test_float16_overflowed_steps_are_skipped_not_applied(tmp_path, tiny_llama_d
     so no inf/NaN ever reaches the adapter (without a scaler, fp16 gradients would silently underflow instead)."""
     from transformers import AutoModelForCausalLM
 
+    from evaluator.config.arms import LoraArm
     from evaluator.training import loop as training
-    from evaluator.config.job import LoraArm
 
     monkeypatch.setattr(training, "make_grad_scaler", lambda device: torch.amp.GradScaler("cpu", init_scale=2.0**40))
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float16)

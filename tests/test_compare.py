@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from evaluator.report.compare import compare_runs, format_compare, write_compare
 from evaluator.errors import UserError
+from evaluator.report.compare import compare_runs, format_compare, write_compare
 from tests.fake_runs import item_ids, make_run, new_run, old_run
 
 

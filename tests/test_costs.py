@@ -12,14 +12,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from evaluator.costs.scenario import ARTICLE, article_scenario
 from evaluator.costs.api import ApiPrices, api_cached_tokens, resolve_prices
-from evaluator.costs.inputs import ArmMeasurement, CostInputError, CostInputs
 from evaluator.costs.breakeven import CostLine, break_even
 from evaluator.costs.compute import compute_costs, to_jsonable
+from evaluator.costs.inputs import ArmMeasurement, CostInputError, CostInputs
+from evaluator.costs.scenario import ARTICLE, article_scenario
+from evaluator.costs.selfhost import training_cost
 from evaluator.costs.text import format_cost_report, format_scenario
 from evaluator.costs.workload import throughput
-from evaluator.costs.selfhost import training_cost
 
 REL = 1e-9
 

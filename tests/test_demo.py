@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from evaluator.config.job import Job
 from evaluator.cli.demo import DEMO_JOB, demo_job
+from evaluator.config.job import Job
 
 REPO = Path(__file__).resolve().parents[1]
 

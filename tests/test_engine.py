@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from evaluator.engine.masks import PACKED_MODEL_TYPES, packed_support
+from evaluator.engine.reference import score_reference
 from evaluator.engine.requests import ChoiceRequest
 from evaluator.engine.scorer import PrefixScorer
-from evaluator.engine.reference import score_reference
 from tests.tiny_models import REPO
 
 TOL = 1e-4

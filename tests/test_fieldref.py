@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from evaluator.cli.app import app
+from evaluator.cli.schema import _fields, field_reference, field_rows, schemas
 from evaluator.errors import UserError
 from evaluator.tasks.templates import TEMPLATE_MEANINGS, prompt_folders, template_variables
-from evaluator.cli.schema import _fields, field_reference, field_rows, schemas
 
 REPO = Path(__file__).resolve().parents[1]
 FIELDS_MD = REPO / "docs" / "FIELDS.md"

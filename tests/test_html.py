@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.report.html import CSP, render_html
 from evaluator.report.build import build_report, figures_for
+from evaluator.report.html import CSP, render_html
 from evaluator.store.run_store import RunStore
 from tests.fake_runs import item_ids, old_run
 
@@ -89,9 +89,9 @@ def test_render_html_tolerates_minimal_reports():
 
 
 def test_plots_edge_cases():
-    from evaluator.report import plots
-    from evaluator.costs.inputs import ArmMeasurement, CostInputs
     from evaluator.costs.compute import compute_costs
+    from evaluator.costs.inputs import ArmMeasurement, CostInputs
+    from evaluator.report import plots
 
     png = b"\x89PNG\r\n\x1a\n"
     assert plots.learning_curves_png([]).startswith(png)  # no points yet: a labelled empty figure

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from evaluator.analysis.intervals import TOL, PairedCounts, bootstrap_mean_interval, meets, newcombe_paired_interval, tango_paired_interval, wilson_interval
+from evaluator.analysis.intervals import (
+    TOL,
+    PairedCounts,
+    bootstrap_mean_interval,
+    meets,
+    newcombe_paired_interval,
+    tango_paired_interval,
+    wilson_interval,
+)
 from evaluator.analysis.power import ItemsNeeded, items_needed, simulated_power
 
 Z95 = 1.959963984540054

@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("lm_eval")
 
+from evaluator.arms.lmeval import lmeval_context, lmeval_requests, run_lmeval, write_lmeval_task  # noqa: E402
 from evaluator.arms.rows import _choice_rows  # noqa: E402
 from evaluator.engine.scorer import PrefixScorer  # noqa: E402
-from evaluator.arms.lmeval import lmeval_context, lmeval_requests, run_lmeval, write_lmeval_task  # noqa: E402
-from evaluator.tasks.layout import PromptBuilder
 from evaluator.prompts.tokenized import TokenizedPrompts  # noqa: E402
+from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task  # noqa: E402
 
 K = 3

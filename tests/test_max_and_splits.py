@@ -12,18 +12,17 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.arms.lora import build_examples, train_or_reuse
-from evaluator.arms.adapters import hp_dict, prompt_signature
-from evaluator.arms.adapters import adapter_key
+from evaluator.arms.adapters import adapter_key, hp_dict, prompt_signature
 from evaluator.arms.evaluate import resolve_shots
+from evaluator.arms.lora import build_examples, train_or_reuse
 from evaluator.cli.app import app
-from evaluator.config.job import LoraArm
+from evaluator.config.arms import LoraArm
 from evaluator.errors import UserError
 from evaluator.identity import task_fingerprint
-from evaluator.tasks.layout import PromptBuilder
 from evaluator.prompts.tokenized import TokenizedPrompts
-from evaluator.tasks.spec import Task
+from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task
+from evaluator.tasks.spec import Task
 from evaluator.training.loop import Example, answer_metrics, split_validation
 
 REPO = Path(__file__).resolve().parents[1]

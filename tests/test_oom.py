@@ -19,14 +19,14 @@ from typer.testing import CliRunner
 
 from evaluator.arms.evaluate import Unit, evaluate_unit
 from evaluator.cli.app import app
-from evaluator.config.job import LoraArm
+from evaluator.config.arms import LoraArm
+from evaluator.engine.memory import is_out_of_memory
 from evaluator.engine.requests import ChoiceRequest
 from evaluator.engine.scorer import PrefixScorer
-from evaluator.engine.memory import is_out_of_memory
 from evaluator.errors import UserError
-from evaluator.tasks.layout import PromptBuilder
 from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.run_store import RunStore
+from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task
 from evaluator.training.loop import train_lora
 

@@ -86,8 +86,9 @@ def test_three_arms_write_per_item_results_and_report(full_run):
         assert ad.is_relative_to(tmp / "adapters" / "snips_intents")
     rep = json.loads((rd / "report.json").read_text())
     assert rep["schema_version"] == "3.0" and rep["complete"]
-    from tests.test_report_schema import schema
     import jsonschema
+
+    from tests.test_report_schema import schema
 
     jsonschema.validate(rep, schema())
     assert (rd / "report.html").is_file() and "data:image/png;base64" in (rd / "report.html").read_text()

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from evaluator.report import samples as sx
 from evaluator.cli.app import app
 from evaluator.errors import UserError
+from evaluator.report import samples as sx
 from evaluator.report.samples import SAMPLE_KEYS, export_samples, jsonl_record, samples_file_name, unit_samples
 from evaluator.tasks.spec import TaskSpec
 
@@ -352,7 +352,8 @@ def test_lmeval_task_export_equals_lmeval_log(target_kind, tmp_path, tiny_llama_
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from tests.test_lmeval_tasks import LABELS as SNIPS_LABELS, lmeval_yaml
+    from tests.test_lmeval_tasks import LABELS as SNIPS_LABELS
+    from tests.test_lmeval_tasks import lmeval_yaml
 
     over = {"fewshot_config": {"sampler": "first_n"}}
     if target_kind == "index":

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from evaluator.errors import UserError
-from evaluator.tasks.layout import PromptBuilder
 from evaluator.prompts.tokenized import TokenizedPrompts
-from evaluator.tasks.spec import TaskSpec
+from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task
+from evaluator.tasks.spec import TaskSpec
 
 REPO = Path(__file__).resolve().parents[1]
 MUSIC = {"play_music", "add_to_playlist"}

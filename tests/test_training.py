@@ -16,12 +16,23 @@ from typer.testing import CliRunner
 from evaluator.arms.adapters import ADAPTER_META
 from evaluator.arms.lora import build_examples, train_or_reuse
 from evaluator.cli.app import app
-from evaluator.config.job import LoraArm
+from evaluator.config.arms import LoraArm
 from evaluator.models.load import load_model, resolve_source
-from evaluator.tasks.layout import PromptBuilder
 from evaluator.prompts.tokenized import TokenizedPrompts
+from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task
-from evaluator.training.loop import IGNORE, Example, _answer_loss_module, _make_batch, answer_loss, collate, length_grouped_batches, padded_tokens, random_batches, train_lora
+from evaluator.training.loop import (
+    IGNORE,
+    Example,
+    _answer_loss_module,
+    _make_batch,
+    answer_loss,
+    collate,
+    length_grouped_batches,
+    padded_tokens,
+    random_batches,
+    train_lora,
+)
 from tests.tiny_models import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluator.errors import UserError
 from evaluator.models import zoo
 from evaluator.models.zoo import build as zoo_build
 from evaluator.models.zoo import fetch as zoo_fetch
-from evaluator.errors import UserError
-from evaluator.models.zoo.registry import ZooError, ZooModel, WheelFile
+from evaluator.models.zoo.registry import WheelFile, ZooError, ZooModel
 
 # --------------------------------------------------------------------------------------------------------------------
 # helpers

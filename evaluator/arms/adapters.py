@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from evaluator.config.job import LoraArm
+from evaluator.config.arms import LoraArm
 from evaluator.errors import UserError
 from evaluator.models.load import PICKLE_SUFFIXES, check_safetensors_file
 from evaluator.prompts.tokenized import TokenizedPrompts

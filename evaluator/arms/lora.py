@@ -33,7 +33,7 @@ from evaluator.arms.adapters import (
     prompt_signature,
     read_meta,
 )
-from evaluator.config.job import LoraArm
+from evaluator.config.arms import LoraArm
 from evaluator.errors import UserError
 from evaluator.faults import checkpoint
 from evaluator.prompts.tokenized import TokenizedPrompts

@@ -13,7 +13,7 @@ from evaluator.arms.lora import (
     train_or_reuse,
 )
 from evaluator.cli.base import app, check_folder, err, friendly, out
-from evaluator.config.job import LoraArm
+from evaluator.config.arms import LoraArm
 from evaluator.errors import UserError
 from evaluator.models.load import check_device_and_dtype
 from evaluator.training.distributed import is_main_process, process_device
@@ -46,7 +46,8 @@ def train(
 ) -> None:
     """Train one LoRA adapter (peft format + tunecheck-adapter.json); runs unchanged under `accelerate launch`."""
     from evaluator.arms.lora import lora_hp, resolve_root
-    from evaluator.config.job import LoraArm, load_job
+    from evaluator.config.arms import LoraArm
+    from evaluator.config.job import load_job
     from evaluator.training.distributed import is_main_process
 
     check_folder(resolve_root(adapters_dir), "--adapters-dir", "pass a folder")

@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from evaluator.errors import UserError
 
 
-def _err(msg: str, *loc_extra: Any) -> PydanticCustomError:
+def field_error(msg: str, *loc_extra: Any) -> PydanticCustomError:
     """A validation error with our own one-line message (and, optionally, a finer position inside the field)."""
     return PydanticCustomError("tunecheck", "{msg}", {"msg": msg, "loc_extra": tuple(loc_extra)})
 
@@ -73,7 +73,7 @@ def refuse_yaml_booleans(cls: type[BaseModel], value: Any, info: ValidationInfo)
         got = got[p]
     numeric = _accepts(fi.annotation, int) or _accepts(fi.annotation, float)
     hint = BOOL_HINT_NUMBER if numeric or not _accepts(fi.annotation, str) else BOOL_HINT_TEXT
-    raise _err(f"got the YAML boolean {got!r} — {hint}", *at)
+    raise field_error(f"got the YAML boolean {got!r} — {hint}", *at)
 
 
 class _Strict(BaseModel):

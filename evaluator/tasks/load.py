@@ -91,7 +91,7 @@ def check_task_for_job(task: Task, job: Any) -> list[str]:
     """What a job asks of a loaded task that can be checked without a model (for the planner, before any model loads):
     an explicit shot count above the task's demonstration items, LoRA without training items. Returns notes for
     training sizes that collapse onto the same number of items (see `evaluator.config.effective_train_sizes`)."""
-    from evaluator.config.job import effective_train_sizes
+    from evaluator.config.arms import effective_train_sizes
 
     pool = len(task.demo_pool)
     lora = job.arms.lora

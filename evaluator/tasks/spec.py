@@ -70,14 +70,14 @@ class SplitSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_size(self) -> SplitSpec:
-        from evaluator.config.validation import _err
+        from evaluator.config.validation import field_error
 
         given = [f for f in SPLIT_SIZES if getattr(self, f) is not None]
         if len(given) != 1:
             got = f"got {', '.join(given)}" if given else "got none"
-            raise _err(f"give exactly one of {', '.join(SPLIT_SIZES)} ({got}) — e.g. split: {{test_fraction: 0.4, seed: 13}}")
+            raise field_error(f"give exactly one of {', '.join(SPLIT_SIZES)} ({got}) — e.g. split: {{test_fraction: 0.4, seed: 13}}")
         if self.mode == "first" and "seed" in self.model_fields_set:
-            raise _err("mode: first takes the rows in file order, so a seed has no effect — remove seed or use "
+            raise field_error("mode: first takes the rows in file order, so a seed has no effect — remove seed or use "
                        "mode: seeded", "seed")
         return self
 
@@ -138,40 +138,40 @@ class TaskSpec(BaseModel):
     @field_validator("labels")
     @classmethod
     def _labels_words(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        from evaluator.config.validation import _err
+        from evaluator.config.validation import field_error
 
         if v is None:
             return v
         if not v:
-            raise _err("is empty — map each choice to the word it is scored as, or remove `labels`")
+            raise field_error("is empty — map each choice to the word it is scored as, or remove `labels`")
         seen: dict[str, str] = {}
         for label, word in v.items():
             if not word.strip():
-                raise _err(f"label {label!r} maps to an empty word — give every label a non-empty word", label)
+                raise field_error(f"label {label!r} maps to an empty word — give every label a non-empty word", label)
             if word in seen:
-                raise _err(f"labels {seen[word]!r} and {label!r} both map to {word!r} — the words must be distinct")
+                raise field_error(f"labels {seen[word]!r} and {label!r} both map to {word!r} — the words must be distinct")
             seen[word] = label
         return v
 
     @model_validator(mode="after")
     def _scoring_and_labels(self) -> TaskSpec:
-        from evaluator.config.validation import _err
+        from evaluator.config.validation import field_error
 
         if self.kind != "choice" and self.scoring != "sum":
-            raise _err(f"scoring: {self.scoring} applies to choice tasks; this task is `kind: {self.kind}` — remove it", "scoring")
+            raise field_error(f"scoring: {self.scoring} applies to choice tasks; this task is `kind: {self.kind}` — remove it", "scoring")
         if self.labels is None:
             return self
         if self.kind != "choice":
-            raise _err(f"labels (a verbaliser) apply to choice tasks; this task is `kind: {self.kind}` — remove it", "labels")
+            raise field_error(f"labels (a verbaliser) apply to choice tasks; this task is `kind: {self.kind}` — remove it", "labels")
         if self.lmeval_task is not None:
-            raise _err("labels are not supported on lm-eval tasks — change doc_to_choice in the lm-eval task instead", "labels")
+            raise field_error("labels are not supported on lm-eval tasks — change doc_to_choice in the lm-eval task instead", "labels")
         if self.choices and not self.choices_field:
             missing = [c for c in self.choices if c not in self.labels]
             extra = [c for c in self.labels if c not in self.choices]
             if missing or extra:
                 parts = ([f"missing {', '.join(map(repr, missing))}"] if missing else []) + (
                     [f"not a choice: {', '.join(map(repr, extra))}"] if extra else [])
-                raise _err(f"keys must be exactly the task's choices ({', '.join(self.choices)}): {'; '.join(parts)}", "labels")
+                raise field_error(f"keys must be exactly the task's choices ({', '.join(self.choices)}): {'; '.join(parts)}", "labels")
         return self
 
     @model_serializer(mode="wrap")

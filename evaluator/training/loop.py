@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from evaluator.config.job import LoraArm
+from evaluator.config.arms import LoraArm
 from evaluator.errors import UserError
 from evaluator.faults import checkpoint
 

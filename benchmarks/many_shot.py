@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from evaluator.arms.lmeval import lmeval_requests, run_lmeval
-    from evaluator.arms.rows import _choice_rows
+    from evaluator.arms.rows import choice_rows
     from evaluator.engine.scorer import PrefixScorer
     from evaluator.prompts.tokenized import TokenizedPrompts
     from evaluator.tasks.layout import PromptBuilder
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         n = min(longest, context)
         model(input_ids=torch.randint(0, len(tok), (1, n), device=device), use_cache=False)
         warm = PrefixScorer(model, tp.prefix_ids(0), mode="packed", max_batch_tokens=args.batch_tokens)
-        _choice_rows(task, tp, warm, items[:2], 0)
+        choice_rows(task, tp, warm, items[:2], 0)
     _sync(device)
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="tunecheck-many-shot-"))
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         _sync(device)
         t0 = time.perf_counter()
         scorer = PrefixScorer(model, tp.prefix_ids(k), mode="packed", max_batch_tokens=args.batch_tokens)
-        ours = _choice_rows(task, tp, scorer, items, k)
+        ours = choice_rows(task, tp, scorer, items, k)
         _sync(device)
         ours_s = time.perf_counter() - t0
 

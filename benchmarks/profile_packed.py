@@ -2,7 +2,7 @@
 """Where the packed many-shot scorer spends its time: wall time per batch budget, then a torch.profiler table.
 
 Random Qwen2.5-0.5B shapes (benchmarks/random_models.py), SNIPS, k demonstrations in the shared prefix, `--items`
-test items scored with `_choice_rows` (what `evaluate_unit` runs). Warm-up first (untimed), then for each
+test items scored with `choice_rows` (what `evaluate_unit` runs). Warm-up first (untimed), then for each
 `--batch-tokens` value the wall time of scoring all items; then one profiled pass at the first value, printing the
 top operators by device time (CPU time on a CPU machine).
 
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
     from transformers import AutoTokenizer
 
-    from evaluator.arms.rows import _choice_rows
+    from evaluator.arms.rows import choice_rows
     from evaluator.engine.scorer import PrefixScorer
     from evaluator.prompts.tokenized import TokenizedPrompts
     from evaluator.tasks.layout import PromptBuilder
@@ -57,21 +57,21 @@ def main(argv=None) -> int:
     print(f"device {torch.cuda.get_device_name(0) if args.device.startswith('cuda') else 'cpu'}, {args.dtype}, "
           f"k={args.k} ({len(prefix)} prefix tokens), {len(items)} items, torch {torch.__version__}", flush=True)
     scorer = PrefixScorer(model, prefix, mode="packed", max_batch_tokens=budgets[0])
-    _choice_rows(task, tp, scorer, items[:8], args.k)  # warm-up
+    choice_rows(task, tp, scorer, items[:8], args.k)  # warm-up
     for b in budgets:
         scorer.max_batch_tokens = b
-        _choice_rows(task, tp, scorer, items, args.k)  # warm-up at this budget's shapes
+        choice_rows(task, tp, scorer, items, args.k)  # warm-up at this budget's shapes
         sync()
         calls = scorer.forward_calls
         t0 = time.perf_counter()
-        _choice_rows(task, tp, scorer, items, args.k)
+        choice_rows(task, tp, scorer, items, args.k)
         sync()
         dt = time.perf_counter() - t0
         print(f"batch_tokens {b}: {dt:.3f}s for {len(items)} items, {scorer.forward_calls - calls} forwards", flush=True)
     scorer.max_batch_tokens = budgets[0]
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     with profile(activities=acts) as prof:
-        _choice_rows(task, tp, scorer, items, args.k)
+        choice_rows(task, tp, scorer, items, args.k)
         sync()
     key = "cuda_time_total" if args.device.startswith("cuda") else "cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=22, max_name_column_width=60))

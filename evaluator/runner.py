@@ -3,6 +3,10 @@
 task → prompts → arms (units) → per-item results (store) → report. Models are loaded once and only if one of their
 units still has work; the base model serves arms A and B (LoRA is unloaded after each adapter), then the newer
 bases serve arm C.
+
+Read top to bottom: `run_job` is the whole story; each step it takes follows in the order it takes it (plan, the
+run folder and its key, the check that stored results were computed from these inputs, then `Runner`, which loads
+each model once and evaluates its pending units).
 """
 
 from __future__ import annotations
@@ -28,6 +32,33 @@ from evaluator.tasks.load import check_task_for_job, load_task, task_search_dirs
 from evaluator.tasks.spec import Item, Task
 
 console = Console(stderr=True, soft_wrap=True)
+
+
+def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *, recompute: bool = False) -> Path:
+    """Plan, create or resume the run dir, evaluate what is not done, write the reports. Returns the run dir.
+
+    A resumed run whose recorded inputs differ from the job's now is refused, or (``recompute``) has the affected
+    units set aside and recomputed — results of different inputs are never mixed."""
+    from evaluator.report.build import write_reports
+
+    with console.status("checking tasks, data and models"):
+        p = plan(job, job_dir)
+    run_dir = run_dir_for(job, job_dir, run_id, p.inputs)
+    store = RunStore.create_or_resume(run_dir, job_text, resolved_config(p, run_dir), environment())
+    check_inputs(p, store, recompute)
+    for note in p.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"run dir {run_dir}: {len(p.units)} units over {len(p.tasks)} task(s)")
+    cache = Path(job.model_cache).expanduser() if job.model_cache else None
+    runner = Runner(p, store, cache)
+    t0 = time.perf_counter()
+    runner.run()
+    write_reports(store)
+    atomic_write_json(
+        run_dir / "last_invocation.json",
+        {"computed": runner.computed, "skipped": runner.skipped, "seconds": time.perf_counter() - t0},
+    )
+    return run_dir
 
 
 @dataclass
@@ -104,6 +135,92 @@ def run_fingerprint(job: Job, inputs: dict | None) -> str:
     if not inputs:
         return job.fingerprint()
     return identity.inputs_digest({"job": job.fingerprint(), "inputs": identity.inputs_digest(inputs)})[:8]
+
+
+def resolved_config(p: RunPlan, run_dir: Path) -> dict:
+    job = p.job
+    return {
+        "fingerprint": job.fingerprint(),
+        "run_id": run_dir.name,
+        "job": job.model_dump(mode="json"),
+        "tasks": {
+            n: {"path": str(t.path), "spec": t.spec.model_dump(mode="json"), "n_train": len(t.train), "n_test": len(t.test)}
+            | label_stats(t)
+            for n, t in p.tasks.items()
+        },
+        "models": {"base": p.base.__dict__, "newer": [s.__dict__ for s in p.newer]},
+        "units": [u.id for u in p.units],
+        "inputs": p.inputs,
+    }
+
+
+def label_stats(task: Task) -> dict:
+    """For the report's baselines: the number of choices, and the training split's label counts when every item
+    chooses from the same label set (a classification task; per-item choices have no majority class)."""
+    sets = {tuple(it.choices) for it in [*task.train, *task.test]}
+    if task.spec.kind != "choice" or len(sets) != 1:
+        return {}
+    counts: dict[str, int] = {}
+    for it in task.train:
+        counts[it.target] = counts.get(it.target, 0) + 1
+    return {"n_choices": len(next(iter(sets))), "train_label_counts": counts}
+
+
+def check_inputs(p: RunPlan, store: RunStore, recompute: bool) -> list[str]:
+    """Refuse to mix results computed from other inputs (one line naming what changed), or — with `recompute` — set
+    the stale units aside and record the new inputs. Returns the units set aside."""
+    cfg = store.config
+    what = identity.changed(cfg.get("inputs"), p.inputs) if cfg.get("inputs") != p.inputs else []
+    stale = stale_units(p, store)
+    if not what and not stale:
+        return []
+    if not recompute:
+        reason = "; ".join(what) or f"{len(stale)} unit(s) {next(iter(stale.values()))}"
+        raise UserError(
+            f"{store.root} was computed from other inputs than this job now has — {reason}: its results would be mixed "
+            "with new ones. Drop --run-id to start a new run, or pass --recompute to recompute the affected units "
+            "(the old files are kept under replaced/)"
+        )
+    dest = _set_aside(store, sorted(stale))
+    atomic_write_json(store.root / "config.json", cfg | {"inputs": p.inputs})
+    console.print(f"[yellow]inputs changed ({'; '.join(what) or 'unit records'}): {len(stale)} unit(s) set aside in "
+                  f"{dest} and recomputed[/]")
+    return sorted(stale)
+
+
+def stale_units(p: RunPlan, store: RunStore) -> dict[str, str]:
+    """Units with stored results (finished or partial) whose recorded inputs differ from this run's: {unit: why}."""
+    out: dict[str, str] = {}
+    for u in p.units:
+        want = p.unit_fingerprint(u)
+        if store.is_done(u.id):
+            got = store.read_unit(store.unit_path(u.id)).get("inputs_fingerprint")
+            if got != want:
+                out[u.id] = "finished with other inputs" if got else "finished before inputs were recorded"
+        elif store.results_path(u.id).exists():
+            ip = inputs_path(store, u.id)
+            got = ip.read_text(encoding="utf-8").strip() if ip.is_file() else None
+            if got != want:
+                out[u.id] = "partly computed with other inputs" if got else "partly computed, inputs not recorded"
+    return out
+
+
+def inputs_path(store: RunStore, unit_id: str) -> Path:
+    """The fingerprint of the inputs a unit's (possibly partial) results were computed from."""
+    return store.root / "inputs" / f"{safe_name(unit_id)}.txt"
+
+
+def _set_aside(store: RunStore, units: list[str]) -> Path:
+    """Move the stale units' files into replaced/<time>/ (kept, not deleted) so they are recomputed."""
+    dest = store.root / "replaced" / time.strftime("%Y%m%dT%H%M%S")
+    for uid in units:
+        for src in (store.unit_path(uid), store.results_path(uid), inputs_path(store, uid),
+                    store.root / "prefixes" / f"{safe_name(uid)}.txt"):
+            if src.exists():
+                target = dest / src.parent.name / src.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src.replace(target)
+    return dest
 
 
 class Runner:
@@ -191,116 +308,3 @@ class Runner:
                 for u in units:
                     self._eval(u, lm, lm.model, progress)
                 del lm
-
-
-def label_stats(task: Task) -> dict:
-    """For the report's baselines: the number of choices, and the training split's label counts when every item
-    chooses from the same label set (a classification task; per-item choices have no majority class)."""
-    sets = {tuple(it.choices) for it in [*task.train, *task.test]}
-    if task.spec.kind != "choice" or len(sets) != 1:
-        return {}
-    counts: dict[str, int] = {}
-    for it in task.train:
-        counts[it.target] = counts.get(it.target, 0) + 1
-    return {"n_choices": len(next(iter(sets))), "train_label_counts": counts}
-
-
-def resolved_config(p: RunPlan, run_dir: Path) -> dict:
-    job = p.job
-    return {
-        "fingerprint": job.fingerprint(),
-        "run_id": run_dir.name,
-        "job": job.model_dump(mode="json"),
-        "tasks": {
-            n: {"path": str(t.path), "spec": t.spec.model_dump(mode="json"), "n_train": len(t.train), "n_test": len(t.test)}
-            | label_stats(t)
-            for n, t in p.tasks.items()
-        },
-        "models": {"base": p.base.__dict__, "newer": [s.__dict__ for s in p.newer]},
-        "units": [u.id for u in p.units],
-        "inputs": p.inputs,
-    }
-
-
-def inputs_path(store: RunStore, unit_id: str) -> Path:
-    """The fingerprint of the inputs a unit's (possibly partial) results were computed from."""
-    return store.root / "inputs" / f"{safe_name(unit_id)}.txt"
-
-
-def stale_units(p: RunPlan, store: RunStore) -> dict[str, str]:
-    """Units with stored results (finished or partial) whose recorded inputs differ from this run's: {unit: why}."""
-    out: dict[str, str] = {}
-    for u in p.units:
-        want = p.unit_fingerprint(u)
-        if store.is_done(u.id):
-            got = store.read_unit(store.unit_path(u.id)).get("inputs_fingerprint")
-            if got != want:
-                out[u.id] = "finished with other inputs" if got else "finished before inputs were recorded"
-        elif store.results_path(u.id).exists():
-            ip = inputs_path(store, u.id)
-            got = ip.read_text(encoding="utf-8").strip() if ip.is_file() else None
-            if got != want:
-                out[u.id] = "partly computed with other inputs" if got else "partly computed, inputs not recorded"
-    return out
-
-
-def _set_aside(store: RunStore, units: list[str]) -> Path:
-    """Move the stale units' files into replaced/<time>/ (kept, not deleted) so they are recomputed."""
-    dest = store.root / "replaced" / time.strftime("%Y%m%dT%H%M%S")
-    for uid in units:
-        for src in (store.unit_path(uid), store.results_path(uid), inputs_path(store, uid),
-                    store.root / "prefixes" / f"{safe_name(uid)}.txt"):
-            if src.exists():
-                target = dest / src.parent.name / src.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src.replace(target)
-    return dest
-
-
-def check_inputs(p: RunPlan, store: RunStore, recompute: bool) -> list[str]:
-    """Refuse to mix results computed from other inputs (one line naming what changed), or — with `recompute` — set
-    the stale units aside and record the new inputs. Returns the units set aside."""
-    cfg = store.config
-    what = identity.changed(cfg.get("inputs"), p.inputs) if cfg.get("inputs") != p.inputs else []
-    stale = stale_units(p, store)
-    if not what and not stale:
-        return []
-    if not recompute:
-        reason = "; ".join(what) or f"{len(stale)} unit(s) {next(iter(stale.values()))}"
-        raise UserError(
-            f"{store.root} was computed from other inputs than this job now has — {reason}: its results would be mixed "
-            "with new ones. Drop --run-id to start a new run, or pass --recompute to recompute the affected units "
-            "(the old files are kept under replaced/)"
-        )
-    dest = _set_aside(store, sorted(stale))
-    atomic_write_json(store.root / "config.json", cfg | {"inputs": p.inputs})
-    console.print(f"[yellow]inputs changed ({'; '.join(what) or 'unit records'}): {len(stale)} unit(s) set aside in "
-                  f"{dest} and recomputed[/]")
-    return sorted(stale)
-
-
-def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *, recompute: bool = False) -> Path:
-    """Plan, create or resume the run dir, evaluate what is not done, write the reports. Returns the run dir.
-
-    A resumed run whose recorded inputs differ from the job's now is refused, or (``recompute``) has the affected
-    units set aside and recomputed — results of different inputs are never mixed."""
-    from evaluator.report.build import write_reports
-
-    with console.status("checking tasks, data and models"):
-        p = plan(job, job_dir)
-    run_dir = run_dir_for(job, job_dir, run_id, p.inputs)
-    store = RunStore.create_or_resume(run_dir, job_text, resolved_config(p, run_dir), environment())
-    check_inputs(p, store, recompute)
-    for note in p.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    console.print(f"run dir {run_dir}: {len(p.units)} units over {len(p.tasks)} task(s)")
-    cache = Path(job.model_cache).expanduser() if job.model_cache else None
-    runner = Runner(p, store, cache)
-    t0 = time.perf_counter()
-    runner.run()
-    write_reports(store)
-    atomic_write_json(
-        run_dir / "last_invocation.json",
-        {"computed": runner.computed, "skipped": runner.skipped, "seconds": time.perf_counter() - t0},
-    )
-    return run_dir

@@ -131,7 +131,7 @@ def test_lmeval_first_n_logliks_equal_simple_evaluate(first_n_folder, tiny_llama
     from lm_eval.tasks import TaskManager
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evaluator.arms.rows import _choice_rows
+    from evaluator.arms.rows import choice_rows
     from evaluator.engine.scorer import PrefixScorer
     from evaluator.prompts.tokenized import TokenizedPrompts
 
@@ -140,7 +140,7 @@ def test_lmeval_first_n_logliks_equal_simple_evaluate(first_n_folder, tiny_llama
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
     items = list(task.test[:N_ITEMS])
     tp = TokenizedPrompts(PromptBuilder(task, 5), tok)
-    ours = _choice_rows(task, tp, PrefixScorer(model, tp.prefix_ids(K), mode="packed"), items, K)
+    ours = choice_rows(task, tp, PrefixScorer(model, tp.prefix_ids(K), mode="packed"), items, K)
 
     res = lm_eval.simple_evaluate(
         model=HFLM(pretrained=model, tokenizer=tok, batch_size=8), tasks=["snips_first_n"], num_fewshot=K,

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("lm_eval")
 
 from evaluator.arms.lmeval import lmeval_context, lmeval_requests, run_lmeval, write_lmeval_task  # noqa: E402
-from evaluator.arms.rows import _choice_rows  # noqa: E402
+from evaluator.arms.rows import choice_rows  # noqa: E402
 from evaluator.engine.scorer import PrefixScorer  # noqa: E402
 from evaluator.prompts.tokenized import TokenizedPrompts  # noqa: E402
 from evaluator.tasks.layout import PromptBuilder
@@ -47,7 +47,7 @@ def _max_delta(a_rows, b_rows):
 def _ours(model, tok, task, builder, items, k):
     tp = TokenizedPrompts(builder, tok)
     scorer = PrefixScorer(model, tp.prefix_ids(k), mode="packed")
-    return _choice_rows(task, tp, scorer, items, k)
+    return choice_rows(task, tp, scorer, items, k)
 
 
 def _aligned(model, tok, builder, items, k):

@@ -38,7 +38,7 @@ def _spec(**over) -> dict:
     return TaskSpec(**base).model_dump(mode="json")
 
 
-def _choice_rows(n: int = 4, with_query: bool = True) -> list[dict]:
+def choice_rows(n: int = 4, with_query: bool = True) -> list[dict]:
     rows = []
     for i in range(n):
         target = LABELS[i % 3]
@@ -79,7 +79,7 @@ def make_run(root: Path, *, choice_spec: dict | None = None, task_path: str | No
         "units": [CHOICE_UNIT, OPEN_UNIT, GEN_UNIT],
     }
     (run / "config.json").write_text(json.dumps(config))
-    rows = rows if rows is not None else _choice_rows()
+    rows = rows if rows is not None else choice_rows()
     (run / "results" / f"{CHOICE_UNIT}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "prefixes" / f"{CHOICE_UNIT}.txt").write_text(PREFIX)
     (run / "units" / f"{CHOICE_UNIT}.json").write_text(json.dumps(_unit_record(CHOICE_UNIT, "toy", 1)))
@@ -112,7 +112,7 @@ def lmeval_tracker_jsonl(samples: list[dict], tmp: Path, task_name: str = "t") -
 
 def test_choice_records_have_lmeval_shape(tmp_path):
     run = make_run(tmp_path)
-    rows = _choice_rows()
+    rows = choice_rows()
     got = unit_samples(run, CHOICE_UNIT)
     assert len(got) == len(rows)
     for i, (s, row) in enumerate(zip(got, rows)):
@@ -334,12 +334,12 @@ def test_lmeval_raw_target_carried_by_rows_or_fallback_to_text(tmp_path):
     """An lm-eval task: a row's `lmeval_target` (lm-eval's raw doc_to_target) is what is logged and hashed; without it
     and without the task any more, the gold text."""
     spec = _spec(lmeval_task="toy", prompt=None, choices=None)
-    rows = [dict(r, choices=LABELS, lmeval_target=LABELS.index(r["target"])) for r in _choice_rows()]
+    rows = [dict(r, choices=LABELS, lmeval_target=LABELS.index(r["target"])) for r in choice_rows()]
     run = make_run(tmp_path / "a", choice_spec=spec, rows=rows)
     got = unit_samples(run, CHOICE_UNIT)
     assert [s["target"] for s in got] == [0, 1, 2, 0] and [s["target_hash"] for s in got] == [_sha(str(i)) for i in (0, 1, 2, 0)]
     assert json.loads(jsonl_record(got[1])["target"]) == 1 and got[1]["doc"]["target"] == "play"
-    bare = [dict(r, choices=LABELS) for r in _choice_rows()]
+    bare = [dict(r, choices=LABELS) for r in choice_rows()]
     run_b = make_run(tmp_path / "b", choice_spec=spec, rows=bare)  # its task file does not exist
     assert [s["target"] for s in unit_samples(run_b, CHOICE_UNIT)] == [r["target"] for r in bare]
 

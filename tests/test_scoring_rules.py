@@ -113,13 +113,13 @@ def tiny(tiny_llama_dir):
 
 
 def ours(task, tiny, k: int = K, items=None):
-    from evaluator.arms.rows import _choice_rows
+    from evaluator.arms.rows import choice_rows
     from evaluator.engine.scorer import PrefixScorer
 
     model, tok = tiny
     tp = TokenizedPrompts(PromptBuilder(task, 0), tok)
     items = list(task.test) if items is None else items
-    return _choice_rows(task, tp, PrefixScorer(model, tp.prefix_ids(k), mode="packed"), items, k), tp
+    return choice_rows(task, tp, PrefixScorer(model, tp.prefix_ids(k), mode="packed"), items, k), tp
 
 
 def lmeval_samples(tiny, folder: Path, name: str, k: int = K):
@@ -137,7 +137,7 @@ def lmeval_samples(tiny, folder: Path, name: str, k: int = K):
 
 
 def _old_choice_rows(task, tp, scorer, items, k):
-    """`arms._choice_rows` as it was before `scoring` existed (the byte-identity reference for `sum`)."""
+    """`arms.choice_rows` as it was before `scoring` existed (the byte-identity reference for `sum`)."""
     from evaluator.engine.requests import ChoiceRequest
 
     reqs = [ChoiceRequest(item_ids=tp.item_ids(it, k), choice_ids=[tp.continuation_ids(c, it, k) for c in it.choices])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from evaluator.analysis.estimates import estimate
-from evaluator.arms.rows import _choice_rows, _generate_rows, accuracy_scores
+from evaluator.arms.rows import accuracy_scores, choice_rows, generate_rows
 from evaluator.errors import UserError
 from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.run_store import RunStore
@@ -144,9 +144,9 @@ def evaluate_unit(
         t1 = time.perf_counter()
         try:
             if task.spec.kind == "choice":
-                rows = _choice_rows(task, tp, scorer, chunk, k)
+                rows = choice_rows(task, tp, scorer, chunk, k)
             else:
-                rows = _generate_rows(task, tp, scorer, chunk, tokenizer, k)
+                rows = generate_rows(task, tp, scorer, chunk, tokenizer, k)
         except RuntimeError as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -180,9 +180,9 @@ def _warm_up(task: Task, tp: TokenizedPrompts, scorer, todo: list[Item], tokeniz
     t0 = time.perf_counter()
     try:
         if task.spec.kind == "choice":
-            _choice_rows(task, tp, scorer, todo[:1], k)
+            choice_rows(task, tp, scorer, todo[:1], k)
         else:
-            _generate_rows(task, tp, scorer, todo[:1], tokenizer, k)
+            generate_rows(task, tp, scorer, todo[:1], tokenizer, k)
     except RuntimeError as exc:
         if not is_out_of_memory(exc):
             raise

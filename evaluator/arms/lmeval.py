@@ -7,7 +7,7 @@
   lm-eval itself to build the context (``verify=True``).
 * :func:`run_lmeval` runs ``lm_eval.simple_evaluate`` (HF backend) on that task — from a model folder
   (``model="hf"``, optionally with a peft adapter folder) or from an already loaded model wrapped in ``HFLM`` — and
-  returns per-item rows in the row format of :func:`evaluator.arms.rows._choice_rows`.
+  returns per-item rows in the row format of :func:`evaluator.arms.rows.choice_rows`.
 * :func:`lmeval_requests` tokenises the prompts exactly as lm-eval's HF backend does (context encoded whole,
   continuation = encode(context + continuation) minus encode(context), trailing context spaces moved to the
   continuation) and splits them into one shared prefix + per-item requests for :class:`evaluator.engine.scorer.PrefixScorer`.

@@ -205,7 +205,7 @@ def evaluate(model, tokenizer, task: Task, items: list[Item], *, seed: int, shot
     """Score items (the same prompts and scorer as the runner's units). Returns (summary, per-item rows)."""
     from evaluator.analysis.estimates import estimate
     from evaluator.arms.evaluate import CHUNK_ITEMS, resolve_shots
-    from evaluator.arms.rows import _choice_rows, _generate_rows
+    from evaluator.arms.rows import choice_rows, generate_rows
     from evaluator.engine.scorer import PrefixScorer
 
     tp = TokenizedPrompts(PromptBuilder(task, seed), tokenizer)
@@ -215,7 +215,7 @@ def evaluate(model, tokenizer, task: Task, items: list[Item], *, seed: int, shot
     rows: list[dict] = []
     for s in range(0, len(items), CHUNK_ITEMS):
         chunk = items[s : s + CHUNK_ITEMS]
-        rows += _choice_rows(task, tp, scorer, chunk, k) if task.spec.kind == "choice" else _generate_rows(task, tp, scorer, chunk, tokenizer, k)
+        rows += choice_rows(task, tp, scorer, chunk, k) if task.spec.kind == "choice" else generate_rows(task, tp, scorer, chunk, tokenizer, k)
     est = estimate([float(r["score"]) for r in rows])
     summary = {
         "task": task.name,

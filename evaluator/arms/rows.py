@@ -12,7 +12,7 @@ def accuracy_scores(rows: list[dict]) -> list[float]:
     return [float(r["score"]) for r in rows]
 
 
-def _choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: int) -> list[dict]:
+def choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: int) -> list[dict]:
     from evaluator.engine.requests import ChoiceRequest
 
     # The task's `scoring` rule picks the prediction: `sum` = argmax of the summed log-likelihood (lm-eval's acc);
@@ -65,7 +65,7 @@ def _cut_at_stop(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
-def _generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
+def generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
     rows = []
     stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for it in items:

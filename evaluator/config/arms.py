@@ -11,7 +11,7 @@ from pydantic import (
     field_validator,
 )
 
-from evaluator.config.validation import field_error, _Strict
+from evaluator.config.validation import _Strict, field_error
 
 
 def _word(v: Any, word: str, what: str) -> Any:

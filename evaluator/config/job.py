@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from evaluator.config.arms import Arms, Shots
-from evaluator.config.validation import field_error, _Strict, format_validation_error, load_yaml
+from evaluator.config.validation import _Strict, field_error, format_validation_error, load_yaml
 from evaluator.costs import inputs as costs
 from evaluator.costs.pricing import api_model_problem
 from evaluator.errors import UserError

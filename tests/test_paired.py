@@ -1,5 +1,5 @@
 """Paired statistics: McNemar exact p-values, Newcombe / bootstrap intervals of paired differences, the symmetric
-reading against a margin (judge). Crossover: tests/test_curves.py; interval formulas: tests/test_intervals.py."""
+reading against a margin (judge). Crossover: tests/test_crossover.py; interval formulas: tests/test_intervals.py."""
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evaluator import identity
 from evaluator.arms.evaluate import Unit, evaluate_unit
@@ -24,6 +23,7 @@ from evaluator.config.job import Job
 from evaluator.errors import UserError
 from evaluator.models.environment import environment
 from evaluator.models.load import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
+from evaluator.progress import RunProgress
 from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.files import atomic_write_json, atomic_write_text, safe_name
 from evaluator.store.run_store import RunStore
@@ -34,7 +34,8 @@ from evaluator.tasks.spec import Item, Task
 console = Console(stderr=True, soft_wrap=True)
 
 
-def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *, recompute: bool = False) -> Path:
+def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *, recompute: bool = False,
+            quiet: bool = False, json_progress: Path | None = None) -> Path:
     """Plan, create or resume the run dir, evaluate what is not done, write the reports. Returns the run dir.
 
     A resumed run whose recorded inputs differ from the job's now is refused, or (``recompute``) has the affected
@@ -50,7 +51,7 @@ def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"run dir {run_dir}: {len(p.units)} units over {len(p.tasks)} task(s)")
     cache = Path(job.model_cache).expanduser() if job.model_cache else None
-    runner = Runner(p, store, cache)
+    runner = Runner(p, store, cache, quiet=quiet, json_progress=json_progress)
     t0 = time.perf_counter()
     runner.run()
     write_reports(store)
@@ -224,10 +225,13 @@ def _set_aside(store: RunStore, units: list[str]) -> Path:
 
 
 class Runner:
-    def __init__(self, p: RunPlan, store: RunStore, model_cache: Path | None = None) -> None:
+    def __init__(self, p: RunPlan, store: RunStore, model_cache: Path | None = None, *, quiet: bool = False,
+                 json_progress: Path | None = None) -> None:
         self.p = p
         self.store = store
         self.model_cache = model_cache
+        self.quiet = quiet  # no progress bars (they are off anyway when stderr is not a terminal)
+        self.json_progress = json_progress  # progress events as JSON lines, for schedulers
         self.computed: list[str] = []
         self.skipped: list[str] = []
 
@@ -241,18 +245,18 @@ class Runner:
         console.print(f"loaded {src.spec} on {lm.device} in {lm.load_seconds:.1f}s (context {lm.context_window} tokens)")
         return lm
 
-    def _eval(self, unit: Unit, lm: LoadedModel, model, progress: Progress, extra: dict | None = None) -> None:
+    def _eval(self, unit: Unit, lm: LoadedModel, model, progress: RunProgress, extra: dict | None = None) -> None:
         job = self.p.job
         task = self.p.tasks[unit.task]
         items = test_items(task, job.limit)
         tp = TokenizedPrompts(PromptBuilder(task, job.seed), lm.tokenizer)
-        bar = progress.add_task(unit.id, total=len(items))
+        bar = progress.unit(unit.id, len(items))
         fp = self.p.unit_fingerprint(unit)
         atomic_write_text(inputs_path(self.store, unit.id), fp + "\n")  # before the first result row is appended
         rec = evaluate_unit(
             unit, task, items, tp, model, lm.tokenizer, lm.context_window, self.store,
             engine=job.engine, batch_tokens=job.batch_tokens, shots_cap=job.arms.prompting.max_shots,
-            extra={**(extra or {}), "inputs_fingerprint": fp}, progress=lambda n: progress.advance(bar, n),
+            extra={**(extra or {}), "inputs_fingerprint": fp}, progress=bar.advance,
             log=lambda m: progress.console.print(f"[yellow]{m}[/]"), model_path=lm.path,
         )
         self.computed.append(unit.id)
@@ -261,8 +265,10 @@ class Runner:
             f"k={rec['point']['shots']} prompt {rec['tokens']['prompt_tokens_per_request']:.0f} tok/req, "
             f"eval {rec['timings']['eval_seconds']:.1f}s"
         )
+        progress.unit_done(unit.id, metric=rec["metric"], value=rec["value"], ci=[rec["ci_low"], rec["ci_high"]],
+                           eval_s=rec["timings"]["eval_seconds"])
 
-    def _train_or_reuse(self, unit: Unit, lm: LoadedModel, progress: Progress):
+    def _train_or_reuse(self, unit: Unit, lm: LoadedModel, progress: RunProgress):
         """Train the adapter for unit.train_size (or reuse a finished one with the same key): see adapters.py."""
         from evaluator.arms.lora import resolve_root, train_or_reuse
 
@@ -278,10 +284,7 @@ class Runner:
         self.skipped = [u.id for u in p.units if self.store.is_done(u.id)]
         for uid in self.skipped:
             console.print(f"[dim]skip {uid} (finished earlier)[/]")
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
-        ) as progress:
+        with RunProgress(console, len(pending), quiet=self.quiet, json_path=self.json_progress) as progress:
             base_units = [u for u in pending if u.model == p.base.spec and u.arm in "AB"]
             if base_units:
                 lm = self._load(p.base)

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 import yaml
 
-from evaluator.cli.base import app, check_folder, err, friendly, out
+from evaluator.cli.base import app, check_folder, check_output_file, err, friendly, out
 from evaluator.config.job import Job
 
 DEMO_JOB: dict = {
@@ -89,6 +89,8 @@ def demo(
     model_cache: Optional[Path] = typer.Option(None, help="Where built-in models are converted to (default ~/.cache/tunecheck/models, or $TUNECHECK_CACHE/models)."),
     output_dir: Optional[Path] = typer.Option(None, help="Parent of the run folder (default ./runs)."),
     run_id: Optional[str] = typer.Option(None, help="Run folder name (default: demo-snips-<config hash>; the same id resumes)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars (they are off anyway when stderr is not a terminal); the one-line records still print."),
+    json_progress: Optional[Path] = typer.Option(None, "--json-progress", help="Append progress events (unit start/done, items, training steps, ETA) to this file as JSON lines, for schedulers."),
 ) -> None:
     """The offline demo: SNIPS intents with SmolLM2-135M (base, LoRA) vs Gemma 3 270M (newer base), on CPU.
 
@@ -99,6 +101,8 @@ def demo(
     from evaluator.runner import run_job
 
     t0 = _time.perf_counter()
+    if json_progress is not None:
+        check_output_file(json_progress, "--json-progress")
     job, text = demo_job(
         base=base, newer=newer, limit=limit, output_dir=str(output_dir) if output_dir else None,
         model_cache=str(model_cache) if model_cache else None,
@@ -110,7 +114,7 @@ def demo(
                      f"{job.adapters_dir} can be created")
     err.print("[bold]tunecheck demo[/]: is fine-tuning needed for SNIPS intents, or do many-shot prompting / a newer base do?")
     fetch = prepare_models(job, lambda m: err.print(m, highlight=False, soft_wrap=True))
-    run_dir = run_job(job, Path.cwd(), text, run_id)
+    run_dir = run_job(job, Path.cwd(), text, run_id, quiet=quiet, json_progress=json_progress)
     total = _time.perf_counter() - t0
     sys.stdout.write((run_dir / "report.md").read_text(encoding="utf-8") + "\n")
     from evaluator.store.run_store import RunStore

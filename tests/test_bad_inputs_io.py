@@ -516,7 +516,7 @@ def test_recompute_is_passed_to_the_runner(tmp_path, tiny_llama_dir, monkeypatch
 
     seen = []
 
-    def fake_run_job(job, job_dir, job_text, run_id=None, *, recompute=False):
+    def fake_run_job(job, job_dir, job_text, run_id=None, *, recompute=False, **progress):
         seen.append(recompute)
         (tmp_path / "r").mkdir(exist_ok=True)
         return tmp_path / "r"

@@ -72,3 +72,4 @@ def test_quiet_shows_no_bars():
         p.unit("u", 3).advance(3)
         p.unit_done("u")
     assert buf.getvalue() == ""
+

@@ -1,0 +1,20 @@
+"""Help a new user can read: every verb's --help wrapped at 80 columns, nothing cut."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from evaluator.cli.app import app
+
+
+def test_help_fits_80_columns_with_nothing_cut():
+    """Every verb's --help at 80 columns: no line wider than 80, no option name or word cut with an ellipsis."""
+    verbs = ["run", "demo", "cost", "compare", "report", "tasks", "schema", "train", "eval", "samples"]
+    for argv in [[], *[[v] for v in verbs]]:
+        res = CliRunner().invoke(app, [*argv, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+        assert res.exit_code == 0, (argv, res.output)
+        lines = res.output.splitlines()
+        assert max(len(line) for line in lines) <= 80, (argv, max(lines, key=len))
+        assert "…" not in res.output, (argv, [line for line in lines if "…" in line])
+    train = CliRunner().invoke(app, ["train", "--help"], terminal_width=80, env={"COLUMNS": "80"}).output
+    assert "--gradient-checkpointing / --no-gradient-checkpointing" in train

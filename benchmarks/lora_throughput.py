@@ -147,7 +147,7 @@ def snips_examples(tok, args):
     from evaluator.prompts.tokenized import TokenizedPrompts
     from evaluator.tasks.layout import PromptBuilder
     from evaluator.tasks.load import load_task
-    from evaluator.training.loop import Example
+    from evaluator.training.data import Example
 
     try:
         task = load_task("snips_intents")
@@ -209,7 +209,7 @@ def run_default(model, tok, examples, targets, args, device, out_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
-    from evaluator.training.loop import IGNORE
+    from evaluator.training.data import IGNORE
 
     W, N = args.warmup, args.steps
     data = [
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
     import torch
 
     from evaluator.models.load import pick_device
-    from evaluator.training.loop import target_modules_for
+    from evaluator.training.adapter import target_modules_for
 
     if args.warmup < 1 or args.steps < 1:
         raise SystemExit("--warmup and --steps must be >= 1")

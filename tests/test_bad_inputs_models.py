@@ -420,7 +420,7 @@ def test_weights_checks_name_the_file(tmp_path, tiny_llama_dir):
 def _examples(tiny_llama_dir, n=16):
     from transformers import AutoTokenizer
 
-    from evaluator.training.loop import Example
+    from evaluator.training.data import Example
 
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     texts = [("Utterance: play some jazz\nIntent:", " play_music"), ("Utterance: will it rain\nIntent:", " get_weather")]
@@ -433,7 +433,8 @@ def test_training_scales_the_loss_only_for_float16(dtype, scaled, tmp_path, tiny
     from transformers import AutoModelForCausalLM
 
     from evaluator.config.arms import LoraArm
-    from evaluator.training.loop import mixed_precision_for, train_lora
+    from evaluator.training.loop import train_lora
+    from evaluator.training.precision import mixed_precision_for
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=dtype)
     assert mixed_precision_for("cpu", dtype) == "no"
@@ -452,7 +453,7 @@ def test_training_scales_the_loss_only_for_float16(dtype, scaled, tmp_path, tiny
 
 
 def test_float16_without_a_scaler_is_refused_cleanly(monkeypatch):
-    from evaluator.training import loop as training
+    from evaluator.training import precision as training
 
     def no_scaler(*a, **k):
         raise RuntimeError("GradScaler is not supported on this device")
@@ -479,8 +480,9 @@ def test_float16_overflowed_steps_are_skipped_not_applied(tmp_path, tiny_llama_d
 
     from evaluator.config.arms import LoraArm
     from evaluator.training import loop as training
+    from evaluator.training import precision
 
-    monkeypatch.setattr(training, "make_grad_scaler", lambda device: torch.amp.GradScaler("cpu", init_scale=2.0**40))
+    monkeypatch.setattr(precision, "make_grad_scaler", lambda device: torch.amp.GradScaler("cpu", init_scale=2.0**40))
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float16)
     exs, pad = _examples(tiny_llama_dir)
     hp = LoraArm(r=4, max_steps=3, batch_size=4, dropout=0.0)

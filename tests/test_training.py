@@ -21,18 +21,17 @@ from evaluator.models.load import load_model, resolve_source
 from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task
-from evaluator.training.loop import (
+from evaluator.training.data import (
     IGNORE,
     Example,
-    _answer_loss_module,
     _make_batch,
-    answer_loss,
     collate,
     length_grouped_batches,
     padded_tokens,
     random_batches,
-    train_lora,
 )
+from evaluator.training.loop import train_lora
+from evaluator.training.loss import _answer_loss_module, answer_loss
 from tests.tiny_models import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -40,8 +40,10 @@ from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.files import atomic_write_json
 from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.spec import Item, Task
+from evaluator.training.adapter import lora_target_problem
+from evaluator.training.data import Example
 from evaluator.training.distributed import barrier, is_main_process
-from evaluator.training.loop import Example, lora_target_problem, train_lora
+from evaluator.training.loop import train_lora
 from evaluator.version import __version__
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,118 @@
+"""The answer-only loss: cross-entropy on answer tokens only, over exactly the token ids the scorer uses, with logits
+computed ONLY at those positions where the architecture allows it (a default `Trainer` computes, up-casts to fp32
+and back-propagates [tokens x vocab] logits for every token; on Qwen2.5-0.5B the 152k-row head is ~28% of the
+weights and the largest activation of the step) — and the validation metrics (loss and all-tokens-argmax accuracy)
+on the answers' own tokens, format tokens excluded."""
+
+from __future__ import annotations
+
+from evaluator.training.data import Example, _make_metric_batch
+
+# Architectures whose causal-LM head is exactly `lm_head(decoder(x))` (plus Gemma-2/3's final logit soft-capping,
+# applied below): for these the loss computes logits only at answer positions. Others (e.g. Granite's logit scaling,
+# Cohere's logit_scale) take the full forward; the loss is the same either way (tests/test_training.py checks it).
+ANSWER_LOGITS_TYPES = frozenset(
+    {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "smollm3", "olmo", "olmo2", "phi3"}
+)
+
+
+def _answer_loss_module(peft_model, fast: bool):
+    """The answer-only loss as a torch Module over `peft_model` (DDP wraps Modules); `fast`: logits at answer
+    positions only (see `uses_answer_logits`), else the full forward, then the same positions picked out."""
+    import torch
+    import torch.nn.functional as F
+
+    class AnswerLoss(torch.nn.Module):
+        """Sum of answer-token cross-entropies / norm; a Module so DDP can wrap it (its forward runs the reducer).
+
+        No attention mask: rows are RIGHT-padded and attention is causal, so a real token only ever attends to
+        earlier real tokens of its own row and pad tokens cannot change any position the loss reads. Exact, and it
+        lets SDPA take its mask-free causal (flash) kernel; with a padding mask transformers builds a 4D mask and
+        checks it on the host (a device sync) every step.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.peft_model = peft_model
+
+        def forward(self, ids, pos, tgt, norm: float):
+            return F.cross_entropy(self.answer_logits(ids, pos).float(), tgt, reduction="sum") / norm
+
+        def answer_logits(self, ids, pos):
+            """Logits at the flat positions `pos` (row * T + t) only."""
+            if fast:
+                base = self.peft_model.get_base_model()
+                h = base.get_decoder()(input_ids=ids, attention_mask=None, use_cache=False).last_hidden_state
+                h = h.reshape(-1, h.shape[-1]).index_select(0, pos)
+                logits = base.get_output_embeddings()(h)
+                cap = getattr(base.config, "final_logit_softcapping", None)
+                if cap:
+                    logits = torch.tanh(logits / cap) * cap
+            else:
+                logits = self.peft_model(input_ids=ids, attention_mask=None, use_cache=False).logits
+                logits = logits.reshape(-1, logits.shape[-1]).index_select(0, pos)
+            return logits
+
+    return AnswerLoss()
+
+
+def uses_answer_logits(model) -> bool:
+    """Whether the loss may compute logits at answer positions only: the head is a plain output embedding over the
+    decoder's last hidden state (`ANSWER_LOGITS_TYPES`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "model_type", "") in ANSWER_LOGITS_TYPES and base.get_output_embeddings() is not None
+
+
+def _metric_sums(module, examples: list[Example], pad_id: int, device, pin: bool):
+    """[loss sum, answer tokens, examples all argmax-correct, examples scored] over `examples` (float64 tensor on
+    `device`), on the answers' own tokens only (see `Example.metric_span`)."""
+    import torch
+    import torch.nn.functional as F
+
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    if not examples:
+        return sums
+    b, owner, scored = _make_metric_batch(examples, pad_id, pin)
+    if not b.targets:
+        return sums
+    b = b.to(device, non_blocking=pin)
+    owner = owner.to(device, non_blocking=pin)
+    logits = module.answer_logits(b.ids, b.pos).float()
+    sums[0] += F.cross_entropy(logits, b.tgt, reduction="sum").double()
+    sums[1] += b.targets
+    wrong = torch.zeros(len(examples), device=logits.device).index_add_(0, owner, (logits.argmax(-1) != b.tgt).float())
+    has = torch.zeros(len(examples), device=logits.device).index_add_(0, owner, torch.ones_like(wrong[owner]))
+    sums[2] += ((wrong == 0) & (has > 0)).sum().double()
+    sums[3] += scored
+    return sums
+
+
+def metric_sums(module, examples: list[Example], pad_id: int, device, batch_size: int, pin: bool):
+    """`_metric_sums` over `examples`, `batch_size` at a time (sums, so they add across batches and processes)."""
+    import torch
+
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    for s in range(0, len(examples), batch_size):
+        sums += _metric_sums(module, examples[s : s + batch_size], pad_id, device, pin=pin)
+    return sums
+
+
+def loss_and_accuracy(sums) -> tuple[float, float]:
+    """(mean answer-token loss, share of examples all argmax-correct) from `metric_sums`."""
+    return float(sums[0] / sums[1].clamp(min=1)), float(sums[2] / sums[3].clamp(min=1))
+
+
+def answer_metrics(model, examples: list[Example], pad_id: int, device, batch_size: int = 16) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` (a PeftModel) on examples, on the answers' own tokens only —
+    what validation measures. Accuracy: the share of examples whose answer tokens are all the argmax prediction."""
+    import torch
+
+    module = _answer_loss_module(model, uses_answer_logits(model))
+    with torch.no_grad():
+        sums = metric_sums(module, examples, pad_id, device, batch_size, pin=False)
+    return loss_and_accuracy(sums)
+
+
+def answer_loss(model, examples: list[Example], pad_id: int, device, batch_size: int = 16) -> float:
+    """Mean cross-entropy of `model` (a PeftModel) on the answers' own tokens of examples — the validation loss."""
+    return answer_metrics(model, examples, pad_id, device, batch_size)[0]

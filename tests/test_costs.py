@@ -463,3 +463,48 @@ def test_a_cpu_throughput_is_marked_and_a_stated_one_replaces_it():
     assert r2.arms[0].selfhost.usd_per_request_cached == pytest.approx(2.0 / (850 * 3600 * 0.5))
     with pytest.raises(CostInputError):
         dataclasses_replace(cpu, stated_rps=0.0)
+
+
+def test_one_cost_schema_the_jobs_costs_section_is_generated_from_cost_inputs(tmp_path):
+    """Issue 14: CostInputs (evaluator/costs/inputs.py) is the one cost schema. The job's `costs:` section
+    (CostConfig) has every one of its fields with the same default, meaning and bounds (the job's own where the
+    field declares them), and a job file's costs section round-trips into CostInputs."""
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    from evaluator.config.job import CostConfig, load_job
+    from evaluator.costs.from_run import cost_inputs
+    from evaluator.costs.inputs import input_bounds
+
+    declared = {f.name: f for f in dataclasses.fields(CostInputs)}
+    assert list(CostConfig.model_fields) == list(declared)
+    props = CostConfig.model_json_schema()["properties"]
+    to_json = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum",
+               "min_length": "minLength"}
+    for name, fi in CostConfig.model_fields.items():
+        f = declared[name]
+        assert fi.default == f.default and type(fi.default) is type(f.default), name
+        assert fi.description == f.metadata["description"] and fi.description.strip(), name
+        schema = next((s for s in props[name].get("anyOf", [props[name]]) if s.get("type") != "null"))
+        got = {k: schema[j] for k, j in to_json.items() if j in schema}
+        assert got == input_bounds(f, job=True), name
+    assert CostInputs(**CostConfig().model_dump()) == CostInputs()
+    # where the job file is stricter than the cost model, each keeps its own rule
+    assert CostInputs(volume_tokens_per_day=0).volume_tokens_per_day == 0
+    with pytest.raises(ValidationError):
+        CostConfig(volume_tokens_per_day=0)
+
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(
+        "name: one-schema\ntasks: [t]\nbase: b\ncosts:\n  volume_tokens_per_day: 2.0e+6\n  requests_per_day: 900\n"
+        "  gpu_hourly_usd: 3.5\n  gpus: 2\n  utilisation: 0.25\n  api_input_usd_per_m: 0.1\n"
+        "  api_output_usd_per_m: 0.4\n  refresh_months: 6\n  days_per_month: 31\n  prefix_cache_hours: 12\n",
+        encoding="utf-8",
+    )
+    recorded = load_job(job_file).costs.model_dump()
+    assert set(recorded) == set(declared)
+    inputs = cost_inputs({**recorded, "a_key_from_an_older_run": 1}, {"gpus": 4, "utilisation": None})
+    assert inputs == CostInputs(volume_tokens_per_day=2e6, requests_per_day=900, gpu_hourly_usd=3.5, gpus=4,
+                                utilisation=0.25, api_input_usd_per_m=0.1, api_output_usd_per_m=0.4,
+                                refresh_months=6, days_per_month=31, prefix_cache_hours=12)

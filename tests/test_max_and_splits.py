@@ -23,7 +23,8 @@ from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task
 from evaluator.tasks.spec import Task
-from evaluator.training.loop import Example, answer_metrics, split_validation
+from evaluator.training.data import Example, split_validation
+from evaluator.training.loss import answer_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SNIPS = yaml.safe_load((REPO / "tasks" / "snips_intents.yaml").read_text())
@@ -223,18 +224,25 @@ def test_lora_states_items_trained_and_held_out(tiny_llama_dir, snips, tmp_path)
 
 
 def test_report_point_shows_the_trained_n():
-    from evaluator.report import html as html_report
-    from evaluator.report import markdown as report
+    from evaluator.analysis.labels import point_label
+    from evaluator.report.html import render_html
+    from evaluator.report.markdown import render_markdown
 
     u = {"arm": "B", "point": {"train_size": 256, "shots": 0, "shots_requested": 0},
          "training": {"train_items": 230, "val_items": 26}}
-    assert report._point(u) == "n=256 (230 trained, 26 held out), k=0"
-    assert html_report._point(u) == "n=256 (230 trained, 26 held out), k=0"
+    assert point_label(u) == "n=256 (230 trained, 26 held out), k=0"
     old = dict(u, training={"n_train": 230, "n_val": 26})  # adapters trained before train_items existed
-    assert report._point(old) == "n=256 (230 trained, 26 held out), k=0"
+    assert point_label(old) == "n=256 (230 trained, 26 held out), k=0"
     small = dict(u, point={"train_size": 16, "shots": 0}, training={"train_items": 16, "val_items": 0})
-    assert report._point(small) == html_report._point(small) == "n=16, k=0"
-    assert report._point(dict(u, training=None)) == "n=256, k=0"
+    assert point_label(small) == "n=16, k=0"
+    assert point_label(dict(u, training=None)) == "n=256, k=0"
+    # report.md and report.html show that same text in their point column
+    unit = u | {"model": "m", "value": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n_items": 10, "timings": {"eval_seconds": 1.0},
+                "tokens": {"prompt_tokens_per_request": 20.0, "shared_prefix_tokens": 5}}
+    rep = {"run_id": "r", "job": {}, "tunecheck_version": "0", "complete": True,
+           "tasks": {"t": {"units": [unit], "paired": [], "verdict": {"title": "T", "reason": "r"}}}}
+    assert "| m | n=256 (230 trained, 26 held out), k=0 |" in render_markdown(rep)
+    assert "<td>m</td><td>n=256 (230 trained, 26 held out), k=0</td>" in render_html(rep, {})
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from evaluator.analysis.baselines import baselines
+from evaluator.analysis.labels import unit_label
 from evaluator.analysis.selection import best, choose, split_items
 from evaluator.analysis.verdict import decide
-from evaluator.costs.from_run import cost_options, unit_label
+from evaluator.costs.from_run import cost_options
 
 SETTINGS = {"margin": 0.02, "alpha": 0.05, "selection": "split", "selection_fraction": 0.3, "selection_seed": 0,
             "bootstrap_reps": 1000}

@@ -23,13 +23,9 @@ from scipy import stats as _st
 
 from evaluator.analysis import intervals
 from evaluator.analysis.power import items_needed
+from evaluator.fmt import ci_text
 
-__all__ = ["PairedDiff", "paired_diff", "mcnemar_exact", "judge", "pct"]
-
-
-def pct(alpha: float) -> str:
-    """'95%' for alpha 0.05, '90%' for 0.10."""
-    return f"{(1 - alpha) * 100:.4g}%"
+__all__ = ["PairedDiff", "paired_diff", "mcnemar_exact", "judge"]
 
 
 @dataclass(frozen=True)
@@ -72,12 +68,13 @@ class PairedDiff:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def summary(self) -> str:
-        p = f", McNemar p={self.mcnemar_p:.3g}" if self.mcnemar_p is not None else ""
-        return (
-            f"{self.b} − {self.a} = {self.diff:+.3f} ({pct(self.alpha)} CI {self.ci_low:+.3f} to {self.ci_high:+.3f}, "
-            f"n={self.n}{p})"
-        )
+    def summary(self, low: float | None = None, high: float | None = None, note: str = "") -> str:
+        """The one "b − a = diff (interval)" sentence: "B n=64 − A k=8 = +0.041 (95% CI -0.020 to +0.103, n=56,
+        McNemar p=0.21)"; ``low``/``high`` replace the interval (e.g. widened by a procedure bootstrap), ``note`` is
+        added inside the brackets after a semicolon."""
+        ci = ci_text(self.alpha, self.ci_low if low is None else low, self.ci_high if high is None else high, self.n,
+                     self.mcnemar_p)
+        return f"{self.b} − {self.a} = {self.diff:+.3f} ({ci}" + (f"; {note}" if note else "") + ")"
 
 
 def mcnemar_exact(b_only: int, a_only: int) -> float:

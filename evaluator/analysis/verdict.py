@@ -23,8 +23,9 @@ import numpy as np
 
 from evaluator.analysis.baselines import Baselines, at_chance
 from evaluator.analysis.intervals import wilson_interval
-from evaluator.analysis.paired import PairedDiff, judge, paired_diff, pct
+from evaluator.analysis.paired import PairedDiff, judge, paired_diff
 from evaluator.analysis.selection import Choice, tie_key
+from evaluator.fmt import ci_pct, ci_text
 
 TITLES = {
     "no_option_works": "No option works on this task",
@@ -125,7 +126,7 @@ def decide(
 ) -> dict[str, Any]:
     """Verdict as data: outcome, title, reason, the selection, honest and optimistic paired numbers, baselines,
     obsolescence, cost case, items needed. ``cost_monthly`` maps an option label to its self-hosted $/month."""
-    ci = pct(alpha)
+    ci = ci_pct(alpha)
     split = choice.split
     out: dict[str, Any] = {
         "margin": margin, "alpha": alpha, "framework": FRAMEWORK, "paired": [], "optimistic": [], "numbers": [],
@@ -184,8 +185,7 @@ def decide(
                "bootstrap": (f"{ci} interval of the whole select-then-compare procedure ({reps} item resamples), "
                              "widened to the chosen pair's Newcombe interval where that is wider"),
                "none": "single points, no selection: tested on all items"}[split.method]
-        text = (f"{d.b} − {d.a} = {d.diff:+.3f} ({ci} CI {lo:+.3f} to {hi:+.3f}, n={d.n}"
-                + (f", McNemar p={d.mcnemar_p:.3g}" if d.mcnemar_p is not None else "") + f"; {how})")
+        text = d.summary(low=lo, high=hi, note=how)
         out["paired"].append(d.as_dict() | {"ci_low": lo, "ci_high": hi, "rival": r, "decides": True,
                                             "interval_of": split.method, "summary": text})
         out["numbers"].append(text)
@@ -204,7 +204,7 @@ def decide(
             "newer_matches_or_beats_adapter": jo["outcome"] == "within",
             "statement": (f"The newer base at its operating point ({label(p['C'])}) {state[jo['outcome']]} the adapter "
                           f"on the old base ({label(b)}) within the {margin:.2f} margin: adapter − newer = "
-                          f"{jo['diff']:+.3f} ({ci} CI {jo['ci_low']:+.3f} to {jo['ci_high']:+.3f})."),
+                          f"{jo['diff']:+.3f} ({ci_text(alpha, jo['ci_low'], jo['ci_high'])})."),
         }
     if ja is not None and ja["outcome"] == "within":
         return finish("not_needed", (

@@ -9,14 +9,16 @@ price table does not know, a key given twice in the YAML (YAML itself keeps the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -33,35 +35,40 @@ from evaluator.errors import UserError
 # --- shot counts and training sizes --------------------------------------------------------------------------------
 
 
-class CostConfig(_Strict):
-    """Cost assumptions, recorded with the run; every one is overridable later by `tunecheck cost`.
+def _cost_fields() -> dict[str, Any]:
+    """CostConfig's fields, generated from :class:`evaluator.costs.inputs.CostInputs` (the one cost schema): each
+    input's name, type, default and meaning, with the bounds the job file applies (``input_bounds(..., job=True)``)."""
+    types = costs.input_types()
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(costs.CostInputs):
+        tp, bounds = types[f.name], costs.input_bounds(f, job=True)
+        if bounds:  # bounds on an optional input bound its value: `Annotated[float, Field(gt=0)] | None`
+            args = get_args(tp)
+            inner = [a for a in args if a is not type(None)]
+            tp = Annotated[inner[0], Field(**bounds)] | None if type(None) in args else Annotated[tp, Field(**bounds)]
+        out[f.name] = (tp, Field(f.default, description=f.metadata["description"]))
+    return out
 
-    Defaults are the cost model's (evaluator/costs/inputs.py explains each)."""
 
-    volume_tokens_per_day: Annotated[float, Field(gt=0)] = Field(costs.DEFAULT_VOLUME_TOKENS_PER_DAY, description="Traffic in tokens per day, counted as zero-shot requests (instruction + input + reference answer); converted to requests/day, the same for every arm.")
-    requests_per_day: Annotated[float, Field(gt=0)] | None = Field(None, description="Traffic in requests per day; when set it overrides volume_tokens_per_day.")
-    gpu_hourly_usd: Annotated[float, Field(ge=0)] = Field(costs.DEFAULT_GPU_HOURLY_USD, description="GPU rental price, $ per GPU-hour (serving and training).")
-    gpus: Annotated[int, Field(ge=1)] = Field(1, description="GPUs the serving throughput was measured on.")
-    utilisation: Annotated[float, Field(gt=0, le=1)] = Field(costs.DEFAULT_UTILISATION, description="Average utilisation of the serving GPUs, in (0, 1] (training runs them flat out).")
-    api_model: str = Field("gpt-4o-mini", description="API model to compare with (a genai-prices model id); checked against the price table when the job loads.")
-    api_provider: str = Field("openai", description="Provider id of api_model in the price table (e.g. openai, anthropic, google).")
-    api_input_usd_per_m: Annotated[float, Field(ge=0)] | None = Field(None, description="Negotiated API input price, $ per million tokens; null: the price table's.")
-    api_cached_input_usd_per_m: Annotated[float, Field(ge=0)] | None = Field(None, description="Negotiated API cached-input price, $ per million tokens; null: the price table's.")
-    api_output_usd_per_m: Annotated[float, Field(ge=0)] | None = Field(None, description="Negotiated API output price, $ per million tokens; null: the price table's.")
-    refresh_months: Annotated[float, Field(gt=0)] = Field(costs.DEFAULT_REFRESH_MONTHS, description="Base-model refresh period in months: the adapter is retrained this often, so its training cost is amortised over it.")
-    engineering_hours_per_training: Annotated[float, Field(ge=0)] = Field(costs.DEFAULT_ENGINEERING_HOURS_PER_TRAINING, description="Engineering hours per (re)training of the adapter.")
-    engineering_usd_per_hour: Annotated[float, Field(ge=0)] = Field(costs.DEFAULT_ENGINEERING_USD_PER_HOUR, description="Engineering cost, $ per hour (retraining and self-host operations).")
-    selfhost_ops_hours_per_month: Annotated[float, Field(ge=0)] = Field(costs.DEFAULT_SELFHOST_OPS_HOURS_PER_MONTH, description="Operations hours per month to run self-hosted serving (a fixed monthly cost).")
-    self_host_threshold_usd_per_year: Annotated[float, Field(gt=0)] = Field(costs.DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR, description="Annual API spend above which self-hosting is worth examining on cost (the article's $500K/year rule).")
-    days_per_month: Annotated[float, Field(gt=0)] = Field(30.0, description="Days in a costed month.")
-    prefix_cache_hours: Annotated[float, Field(gt=0)] = Field(costs.DEFAULT_PREFIX_CACHE_HOURS, description="How long a serving replica keeps the shared prefix cached before encoding it again (the prefix is priced once per lifetime).")
+def _api_model_priced(self: Any) -> Any:
+    problem = api_model_problem(self.api_model, self.api_provider, self.api_input_usd_per_m, self.api_output_usd_per_m)
+    if problem is not None:
+        raise field_error(problem[1], problem[0])
+    return self
 
-    @model_validator(mode="after")
-    def _api_model_priced(self) -> CostConfig:
-        problem = api_model_problem(self.api_model, self.api_provider, self.api_input_usd_per_m, self.api_output_usd_per_m)
-        if problem is not None:
-            raise field_error(problem[1], problem[0])
-        return self
+
+# The job's `costs:` section: generated from CostInputs (the same names, types, defaults and meanings), so the job
+# file and the cost model cannot disagree on a cost input; the price-table check runs when the job loads.
+CostConfig = create_model(
+    "CostConfig",
+    __base__=_Strict,
+    __module__=__name__,
+    __doc__="""Cost assumptions, recorded with the run; every one is overridable later by `tunecheck cost`.
+
+    Defaults are the cost model's (evaluator/costs/inputs.py explains each).""",
+    __validators__={"_api_model_priced": model_validator(mode="after")(_api_model_priced)},
+    **_cost_fields(),
+)
 
 
 class VerdictConfig(_Strict):

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from evaluator.costs.inputs import ArmMeasurement, CostInputs, _check, _finite_nonneg
-from evaluator.fmt import _p, _q, _usd
+from evaluator.fmt import price, qty, usd
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ApiPrices:
 
     def describe(self) -> str:
         cached = (
-            f" / ${_p(self.cached_input_usd_per_m)} cached input"
+            f" / ${price(self.cached_input_usd_per_m)} cached input"
             if self.cached_input_usd_per_m is not None
             else " / no cached-input discount"
         )
@@ -46,8 +46,8 @@ class ApiPrices:
             ver = f"; data {self.data_version or '?'}" + (f", {self.data_date}" if self.data_date else "")
         ctx = f"; context {self.context_window:,} tokens" if self.context_window else ""
         return (
-            f"{self.model} ({self.provider}): ${_p(self.input_usd_per_m)} input{cached} / "
-            f"${_p(self.output_usd_per_m)} output per M tokens{ctx} — {self.source}{ver}"
+            f"{self.model} ({self.provider}): ${price(self.input_usd_per_m)} input{cached} / "
+            f"${price(self.output_usd_per_m)} output per M tokens{ctx} — {self.source}{ver}"
         )
 
 
@@ -74,7 +74,7 @@ def resolve_prices(inputs: CostInputs, prices: ApiPrices | None) -> ApiPrices | 
     given = {k: v for k, v in given.items() if getattr(prices, k) != v}  # already applied upstream: keep as is
     if not given:
         return prices
-    names = ", ".join(f"{k.replace('_usd_per_m', '')}=${_p(v)}/M" for k, v in given.items())
+    names = ", ".join(f"{k.replace('_usd_per_m', '')}=${price(v)}/M" for k, v in given.items())
     return dataclasses.replace(prices, source=f"{prices.source}; user override {names}", **given)
 
 
@@ -117,24 +117,24 @@ def api_cost(arm: ArmMeasurement, prices: ApiPrices) -> ApiCost:
     if prices.cached_input_usd_per_m is None:
         rule = "no cached-input price: every prompt token at the input price"
     elif s < prices.cache_min_tokens:
-        rule = f"shared prefix {_q(s)} < {prices.cache_min_tokens:,} tokens: not cached"
+        rule = f"shared prefix {qty(s)} < {prices.cache_min_tokens:,} tokens: not cached"
     else:
         rule = (
-            f"cached = {prices.cache_min_tokens:,} + {prices.cache_increment_tokens} × floor(({_q(s)} - "
-            f"{prices.cache_min_tokens:,}) / {prices.cache_increment_tokens}) = {_q(cached)} of the "
-            f"{_q(s)}-token prefix"
+            f"cached = {prices.cache_min_tokens:,} + {prices.cache_increment_tokens} × floor(({qty(s)} - "
+            f"{prices.cache_min_tokens:,}) / {prices.cache_increment_tokens}) = {qty(cached)} of the "
+            f"{qty(s)}-token prefix"
         )
     how.append(f"API caching: {rule}")
     how.append(
-        f"API $/request = ({_q(fresh)} × ${_p(prices.input_usd_per_m)} + {_q(cached)} × ${_p(cached_price)} + "
-        f"{_q(o)} × ${_p(prices.output_usd_per_m)}) / 1M = {_usd(per)}"
+        f"API $/request = ({qty(fresh)} × ${price(prices.input_usd_per_m)} + {qty(cached)} × ${price(cached_price)} + "
+        f"{qty(o)} × ${price(prices.output_usd_per_m)}) / 1M = {usd(per)}"
     )
     fits = None
     if prices.context_window:
         fits = p + o <= prices.context_window
         if not fits:
             how.append(
-                f"WARNING: {_q(p)} prompt + {_q(o)} output tokens exceed {prices.model}'s context window "
+                f"WARNING: {qty(p)} prompt + {qty(o)} output tokens exceed {prices.model}'s context window "
                 f"({prices.context_window:,}); this prompt cannot be sent as is"
             )
     return ApiCost(label, p, cached, o, exact, per, 1000 * per, fits, tuple(how))

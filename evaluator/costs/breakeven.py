@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from evaluator.costs.inputs import CostInputs
-from evaluator.fmt import _q, _usd
+from evaluator.fmt import qty, usd
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,14 @@ def break_even(a: CostLine, b: CostLine, days_per_month: float, tokens_per_reque
             return None
         return r * tokens_per_request if not math.isinf(r) else math.inf
 
-    lines = f"{la}: {_usd(fa)}/month + {_usd(va)}/req; {lb}: {_usd(fb)}/month + {_usd(vb)}/req"
+    lines = f"{la}: {usd(fa)}/month + {usd(va)}/req; {lb}: {usd(fb)}/month + {usd(vb)}/req"
     if va == vb:
         if fa == fb:
             return BreakEven(la, lb, 0.0, 0.0, None, None, f"{lines} — identical lines: equal at every volume")
         cheaper = la if fa < fb else lb
         return BreakEven(
             la, lb, math.inf, math.inf if tokens_per_request is not None else None, cheaper, cheaper,
-            f"{lines} — parallel lines: {cheaper} stays cheaper by {_usd(abs(fa - fb))}/month at every volume "
+            f"{lines} — parallel lines: {cheaper} stays cheaper by {usd(abs(fa - fb))}/month at every volume "
             f"(they meet only at infinite volume)",
         )
     r = (fb - fa) / ((va - vb) * days_per_month)
@@ -68,16 +68,16 @@ def break_even(a: CostLine, b: CostLine, days_per_month: float, tokens_per_reque
         cheaper = la if (fa < fb or (fa == fb and va < vb)) else lb
         return BreakEven(
             la, lb, None, None, cheaper, cheaper,
-            f"{lines} — lines would cross at {_q(r)} req/day < 0: {cheaper} is cheaper at every volume",
+            f"{lines} — lines would cross at {qty(r)} req/day < 0: {cheaper} is cheaper at every volume",
         )
     below = la if fa < fb else lb if fb < fa else None
     above = la if va < vb else lb
     t = tok(r)
-    tok_s = f" = {_q(t)} tokens/day" if t is not None else ""
+    tok_s = f" = {qty(t)} tokens/day" if t is not None else ""
     return BreakEven(
         la, lb, r, t, below, above,
-        f"{lines} — equal at requests/day = ({_usd(fb)} - {_usd(fa)}) / (({_usd(va)} - {_usd(vb)}) × "
-        f"{days_per_month:.4g} d) = {_q(r)}{tok_s}; "
+        f"{lines} — equal at requests/day = ({usd(fb)} - {usd(fa)}) / (({usd(va)} - {usd(vb)}) × "
+        f"{days_per_month:.4g} d) = {qty(r)}{tok_s}; "
         + (f"{below} cheaper below, " if below else "")
         + f"{above} cheaper above",
     )
@@ -105,15 +105,15 @@ def threshold_check(
     per_day = api_line.usd_per_request * inputs.days_per_month * 12
     if per_day > 0 and tokens_per_request is not None:
         thr_tok = (thr - 12 * api_line.fixed_usd_per_month) / per_day * tokens_per_request
-    at = f" (reached at ≈{_q(thr_tok)} tokens/day)" if thr_tok is not None else ""
+    at = f" (reached at ≈{qty(thr_tok)} tokens/day)" if thr_tok is not None else ""
     if over:
         s = (
-            f"Annual API spend {_usd(monthly)}/month × 12 = {_usd(annual)} is at or above the {_usd(thr)}/year "
+            f"Annual API spend {usd(monthly)}/month × 12 = {usd(annual)} is at or above the {usd(thr)}/year "
             f"threshold: on the article's rule self-hosting is worth examining on cost."
         )
     else:
         s = (
-            f"Annual API spend {_usd(monthly)}/month × 12 = {_usd(annual)} is below the {_usd(thr)}/year "
+            f"Annual API spend {usd(monthly)}/month × 12 = {usd(annual)} is below the {usd(thr)}/year "
             f"threshold{at}: on the article's rule the API stays the default unless compliance (HIPAA, SOC 2), "
             f"latency or behaviour prompting cannot reach requires self-hosting."
         )

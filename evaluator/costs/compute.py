@@ -13,7 +13,7 @@ from evaluator.costs.breakeven import BreakEven, CostLine, ThresholdCheck, break
 from evaluator.costs.inputs import ArmMeasurement, CostInputError, CostInputs
 from evaluator.costs.selfhost import SelfHostCost, selfhost_cost
 from evaluator.costs.workload import RequestSize, Throughput, fallback_request, requests_per_day, throughput
-from evaluator.fmt import _pct, _q, _usd
+from evaluator.fmt import pct, qty, usd
 
 
 @dataclass(frozen=True)
@@ -105,20 +105,20 @@ def compute_costs(
         mu = sh.fixed_usd_per_month + sh.usd_per_request_uncached * rpd * d
         how = list(sh.how)
         how.append(
-            f"monthly self-host (cached) = {_usd(sh.usd_per_request_cached)}/req × {_q(rpd)} req/day × {d:.4g} d"
-            + (f" + {_usd(sh.fixed_usd_per_month)} fixed" if sh.fixed_usd_per_month else "")
-            + f" = {_usd(mc)}"
+            f"monthly self-host (cached) = {usd(sh.usd_per_request_cached)}/req × {qty(rpd)} req/day × {d:.4g} d"
+            + (f" + {usd(sh.fixed_usd_per_month)} fixed" if sh.fixed_usd_per_month else "")
+            + f" = {usd(mc)}"
         )
         if a.needs_training or sh.ops_usd_per_month:
             how.append(
-                f"  fixed = {_usd(sh.ops_usd_per_month)} ops + {_usd(sh.training_usd_per_month)} amortised training"
-                + (f" + {_usd(sh.prefix_usd_per_month)} prefix encodings" if sh.prefix_usd_per_month else "")
+                f"  fixed = {usd(sh.ops_usd_per_month)} ops + {usd(sh.training_usd_per_month)} amortised training"
+                + (f" + {usd(sh.prefix_usd_per_month)} prefix encodings" if sh.prefix_usd_per_month else "")
             )
         if mu != mc:
             how.append(
-                f"monthly self-host (uncached) = {_usd(sh.usd_per_request_uncached)}/req × {_q(rpd)} × {d:.4g} d"
-                + (f" + {_usd(sh.fixed_usd_per_month)}" if sh.fixed_usd_per_month else "")
-                + f" = {_usd(mu)}"
+                f"monthly self-host (uncached) = {usd(sh.usd_per_request_uncached)}/req × {qty(rpd)} × {d:.4g} d"
+                + (f" + {usd(sh.fixed_usd_per_month)}" if sh.fixed_usd_per_month else "")
+                + f" = {usd(mu)}"
             )
         ac = ma = aa = None
         if prices is not None:
@@ -126,7 +126,7 @@ def compute_costs(
             ma = ac.usd_per_request * rpd * d
             aa = 12 * ma
             how.extend(ac.how)
-            how.append(f"monthly API = {_usd(ac.usd_per_request)}/req × {_q(rpd)} req/day × {d:.4g} d = {_usd(ma)}")
+            how.append(f"monthly API = {usd(ac.usd_per_request)}/req × {qty(rpd)} req/day × {d:.4g} d = {usd(ma)}")
         out.append(ArmCost(a.name, a.arm, a.device, rpd, throughput(a), sh, mc, mu, ac, ma, aa, tuple(how),
                            a.on_cpu and a.stated_rps is None))
     bes: list[BreakEven] = []
@@ -150,13 +150,13 @@ def _assumptions(
 ) -> tuple[str, ...]:
     measured_on = sorted({a.device for a in arms})
     a = [
-        f"Volume: {_q(inputs.volume_tokens_per_day)} tokens/day of zero-shot-request traffic → "
-        f"{_q(rpd)} requests/day; {request.describe()}; many-shot arms send more tokens for the same requests."
+        f"Volume: {qty(inputs.volume_tokens_per_day)} tokens/day of zero-shot-request traffic → "
+        f"{qty(rpd)} requests/day; {request.describe()}; many-shot arms send more tokens for the same requests."
         if inputs.requests_per_day is None
-        else f"Volume: {_q(rpd)} requests/day (given directly).",
+        else f"Volume: {qty(rpd)} requests/day (given directly).",
         f"Month = {inputs.days_per_month:.4g} days; costs are linear in volume (fractional GPUs).",
         f"Self-hosting: ${inputs.gpu_hourly_usd:.4g}/GPU-hour × {inputs.gpus} GPU(s) as measured, "
-        f"{_pct(inputs.utilisation)} average utilisation; ops {inputs.selfhost_ops_hours_per_month:.4g} h/month.",
+        f"{pct(inputs.utilisation)} average utilisation; ops {inputs.selfhost_ops_hours_per_month:.4g} h/month.",
         f"Engineering: ${inputs.engineering_usd_per_hour:.4g}/h; {inputs.engineering_hours_per_training:.4g} h per "
         f"(re)training; training amortised over a {inputs.refresh_months:.4g}-month base refresh period "
         f"(each new base release means retraining).",
@@ -185,7 +185,7 @@ def _assumptions(
     else:
         a.append("API prices not given: API lines omitted.")
     a.append(
-        f"Article rule: self-hosting pays only above {_usd(inputs.self_host_threshold_usd_per_year)}/year of API "
+        f"Article rule: self-hosting pays only above {usd(inputs.self_host_threshold_usd_per_year)}/year of API "
         "spend, or for compliance (HIPAA, SOC 2), latency, or behaviour prompting cannot reach."
     )
     return tuple(a)

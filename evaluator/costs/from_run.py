@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from evaluator.analysis.labels import unit_label
 from evaluator.analysis.selection import choose, verdict_settings
 from evaluator.costs.compute import CostReport, compute_costs
 from evaluator.costs.inputs import ArmMeasurement, CostInputs
@@ -21,20 +22,13 @@ from evaluator.store.files import read_json
 from evaluator.store.run_store import RunStore
 
 
-def unit_label(u: Mapping) -> str:
-    """Short, unique within a task: 'A k=32', 'B n=100', 'B n=100 k=5', 'C gemma3-270m k=32'."""
-    pt = u["point"]
-    if u["arm"] == "B":
-        return f"B n={pt['train_size']}" + (f" k={pt['shots']}" if pt["shots"] else "")
-    return ("A" if u["arm"] == "A" else f"C {u['model_slug']}") + f" k={pt['shots']}"
-
-
 def cost_inputs(job_costs: dict[str, Any], overrides: dict[str, Any] | None = None) -> CostInputs:
-    """The job's recorded cost inputs with command-line overrides on top (None = keep)."""
-    names = {f.name for f in fields(CostInputs)}
-    data = {k: v for k, v in job_costs.items() if k in names}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None and k in names})
-    return CostInputs(**data)
+    """The job's recorded cost inputs with command-line overrides on top (None = keep).
+
+    The job's `costs:` section is generated from CostInputs (one schema), so what a run recorded is CostInputs'
+    fields; a key an older run recorded that is no longer a cost input is ignored."""
+    data = {**job_costs, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return CostInputs(**{f.name: data[f.name] for f in fields(CostInputs) if f.name in data})
 
 
 def parse_throughput(specs: Sequence[str] | None) -> dict[str, float]:

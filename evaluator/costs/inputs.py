@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from evaluator.errors import UserError
 
@@ -76,62 +76,155 @@ def _finite_pos(name: str, value: float) -> None:
     )
 
 
+# --- the one cost schema -------------------------------------------------------------------------------------------
+#
+# Every cost input is declared once, below, as a CostInputs field: its name, type, default, bounds and meaning. The
+# cost model checks its inputs from these declarations (CostInputs.__post_init__), and the job file's `costs:` section
+# (evaluator.config.job.CostConfig) is generated from them, so the two cannot drift apart.
+
+#: Bounds a field's metadata may hold (pydantic's names): gt, ge, lt, le for numbers; min_length for text.
+BOUNDS = ("gt", "ge", "lt", "le", "min_length")
+
+
+def _input(default: Any, description: str, *, job: dict[str, Any] | None = None, **bounds: Any) -> Any:
+    """One cost input: its default, its meaning (the job file's field reference, docs/FIELDS.md) and its bounds.
+
+    ``job`` holds the bounds the job file's `costs:` section applies instead, where it differs from the cost model
+    (e.g. a job's volume must be > 0, while the cost model also takes 0); without it, both apply ``bounds``."""
+    unknown = (set(bounds) | set(job or {})) - set(BOUNDS)
+    if unknown:
+        raise TypeError(f"unknown bounds {sorted(unknown)}; use {', '.join(BOUNDS)}")
+    meta: dict[str, Any] = {"description": description, **bounds}
+    if job is not None:
+        meta["job"] = dict(job)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def input_bounds(f: dataclasses.Field, *, job: bool = False) -> dict[str, Any]:
+    """A CostInputs field's bounds (see :data:`BOUNDS`): the cost model's, or (``job=True``) the job file's."""
+    if job and "job" in f.metadata:
+        return dict(f.metadata["job"])
+    return {k: f.metadata[k] for k in BOUNDS if k in f.metadata}
+
+
+def input_types() -> dict[str, Any]:
+    """Each CostInputs field's type, resolved (``float | None``, ``int``, ``str``)."""
+    return dict(_TYPES)
+
+
+_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _range_text(bounds: dict[str, Any]) -> str:
+    """``>= 0``, ``> 0``, or ``in (0, 1]`` when bounded on both sides."""
+    lo = next(((k, bounds[k]) for k in ("gt", "ge") if k in bounds), None)
+    hi = next(((k, bounds[k]) for k in ("lt", "le") if k in bounds), None)
+    if lo and hi:
+        return f"in {'(' if lo[0] == 'gt' else '['}{lo[1]}, {hi[1]}{')' if hi[0] == 'lt' else ']'}"
+    return " and ".join(f"{_SYMBOLS[b[0]]} {b[1]}" for b in (lo, hi) if b)
+
+
+def _within(value: float, bounds: dict[str, Any]) -> bool:
+    return (
+        ("gt" not in bounds or value > bounds["gt"])
+        and ("ge" not in bounds or value >= bounds["ge"])
+        and ("lt" not in bounds or value < bounds["lt"])
+        and ("le" not in bounds or value <= bounds["le"])
+    )
+
+
+def _check_input(name: str, value: Any, tp: Any, bounds: dict[str, Any]) -> None:
+    """One cost input against its declared type and bounds: numbers are finite and not bools, text is a string."""
+    args = get_args(tp)
+    if type(None) in args:
+        if value is None:
+            return
+        (tp,) = [a for a in args if a is not type(None)]
+    if tp is str:
+        what = "a non-empty string" if bounds.get("min_length") else "a string"
+        _check(isinstance(value, str) and len(value) >= bounds.get("min_length", 0), f"{name} must be {what}")
+        return
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        what = "an integer"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        what = "a finite number"
+    rng = _range_text(bounds)
+    what = rng if rng.startswith("in ") and tp is not int else f"{what} {rng}".rstrip()
+    _check(ok and _within(value, bounds), f"{name} must be {what}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class CostInputs:
     """Every assumption of the cost model. All have defaults (see the module constants for why) and are validated.
 
-    ``volume_tokens_per_day`` is task traffic measured in *zero-shot request* tokens (prompt + output); see the
-    module docstring. ``requests_per_day``, when given, overrides the volume-derived request rate.
+    This is the one cost schema: each field's metadata holds its meaning and bounds (see :func:`_input`), the cost
+    model checks its inputs from them and the job file's `costs:` section (``evaluator.config.job.CostConfig``) is
+    generated from them. ``volume_tokens_per_day`` is task traffic measured in *zero-shot request* tokens (prompt +
+    output); see the module docstring. ``requests_per_day``, when given, overrides the volume-derived request rate.
     ``api_*_usd_per_m`` override the price table (negotiated prices); ``None`` keeps the table's price.
     """
 
-    volume_tokens_per_day: float = DEFAULT_VOLUME_TOKENS_PER_DAY
-    requests_per_day: float | None = None
-    gpu_hourly_usd: float = DEFAULT_GPU_HOURLY_USD
-    gpus: int = 1
-    utilisation: float = DEFAULT_UTILISATION
-    api_model: str = "gpt-4o-mini"
-    api_provider: str = "openai"
-    api_input_usd_per_m: float | None = None
-    api_cached_input_usd_per_m: float | None = None
-    api_output_usd_per_m: float | None = None
-    refresh_months: float = DEFAULT_REFRESH_MONTHS
-    engineering_hours_per_training: float = DEFAULT_ENGINEERING_HOURS_PER_TRAINING
-    engineering_usd_per_hour: float = DEFAULT_ENGINEERING_USD_PER_HOUR
-    selfhost_ops_hours_per_month: float = DEFAULT_SELFHOST_OPS_HOURS_PER_MONTH
-    self_host_threshold_usd_per_year: float = DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR
-    days_per_month: float = 30.0
-    prefix_cache_hours: float = DEFAULT_PREFIX_CACHE_HOURS
+    volume_tokens_per_day: float = _input(
+        DEFAULT_VOLUME_TOKENS_PER_DAY, ge=0, job={"gt": 0},
+        description="Traffic in tokens per day, counted as zero-shot requests (instruction + input + reference "
+        "answer); converted to requests/day, the same for every arm.")
+    requests_per_day: float | None = _input(
+        None, ge=0, job={"gt": 0},
+        description="Traffic in requests per day; when set it overrides volume_tokens_per_day.")
+    gpu_hourly_usd: float = _input(
+        DEFAULT_GPU_HOURLY_USD, ge=0, description="GPU rental price, $ per GPU-hour (serving and training).")
+    gpus: int = _input(1, ge=1, description="GPUs the serving throughput was measured on.")
+    utilisation: float = _input(
+        DEFAULT_UTILISATION, gt=0, le=1,
+        description="Average utilisation of the serving GPUs, in (0, 1] (training runs them flat out).")
+    api_model: str = _input(
+        "gpt-4o-mini", min_length=1, job={},
+        description="API model to compare with (a genai-prices model id); checked against the price table when the "
+        "job loads.")
+    api_provider: str = _input(
+        "openai", min_length=1, job={},
+        description="Provider id of api_model in the price table (e.g. openai, anthropic, google).")
+    api_input_usd_per_m: float | None = _input(
+        None, ge=0, description="Negotiated API input price, $ per million tokens; null: the price table's.")
+    api_cached_input_usd_per_m: float | None = _input(
+        None, ge=0, description="Negotiated API cached-input price, $ per million tokens; null: the price table's.")
+    api_output_usd_per_m: float | None = _input(
+        None, ge=0, description="Negotiated API output price, $ per million tokens; null: the price table's.")
+    refresh_months: float = _input(
+        DEFAULT_REFRESH_MONTHS, gt=0,
+        description="Base-model refresh period in months: the adapter is retrained this often, so its training cost "
+        "is amortised over it.")
+    engineering_hours_per_training: float = _input(
+        DEFAULT_ENGINEERING_HOURS_PER_TRAINING, ge=0,
+        description="Engineering hours per (re)training of the adapter.")
+    engineering_usd_per_hour: float = _input(
+        DEFAULT_ENGINEERING_USD_PER_HOUR, ge=0,
+        description="Engineering cost, $ per hour (retraining and self-host operations).")
+    selfhost_ops_hours_per_month: float = _input(
+        DEFAULT_SELFHOST_OPS_HOURS_PER_MONTH, ge=0,
+        description="Operations hours per month to run self-hosted serving (a fixed monthly cost).")
+    self_host_threshold_usd_per_year: float = _input(
+        DEFAULT_SELF_HOST_THRESHOLD_USD_PER_YEAR, ge=0, job={"gt": 0},
+        description="Annual API spend above which self-hosting is worth examining on cost (the article's "
+        "$500K/year rule).")
+    days_per_month: float = _input(30.0, gt=0, description="Days in a costed month.")
+    prefix_cache_hours: float = _input(
+        DEFAULT_PREFIX_CACHE_HOURS, gt=0,
+        description="How long a serving replica keeps the shared prefix cached before encoding it again (the prefix "
+        "is priced once per lifetime).")
 
     def __post_init__(self) -> None:
-        _finite_nonneg("volume_tokens_per_day", self.volume_tokens_per_day)
-        _finite_nonneg("requests_per_day", self.requests_per_day, allow_none=True)
-        _finite_nonneg("gpu_hourly_usd", self.gpu_hourly_usd)
-        _check(
-            isinstance(self.gpus, int) and not isinstance(self.gpus, bool) and self.gpus >= 1,
-            f"gpus must be an integer >= 1, got {self.gpus!r}",
-        )
-        _check(
-            isinstance(self.utilisation, (int, float)) and 0 < self.utilisation <= 1,
-            f"utilisation must be in (0, 1], got {self.utilisation!r}",
-        )
-        _check(bool(self.api_model) and isinstance(self.api_model, str), "api_model must be a non-empty string")
-        _check(
-            bool(self.api_provider) and isinstance(self.api_provider, str), "api_provider must be a non-empty string"
-        )
-        for name in ("api_input_usd_per_m", "api_cached_input_usd_per_m", "api_output_usd_per_m"):
-            _finite_nonneg(name, getattr(self, name), allow_none=True)
-        _finite_pos("refresh_months", self.refresh_months)
-        _finite_nonneg("engineering_hours_per_training", self.engineering_hours_per_training)
-        _finite_nonneg("engineering_usd_per_hour", self.engineering_usd_per_hour)
-        _finite_nonneg("selfhost_ops_hours_per_month", self.selfhost_ops_hours_per_month)
-        _finite_nonneg("self_host_threshold_usd_per_year", self.self_host_threshold_usd_per_year)
-        _finite_pos("days_per_month", self.days_per_month)
-        _finite_pos("prefix_cache_hours", self.prefix_cache_hours)
+        for f in dataclasses.fields(self):
+            _check_input(f.name, getattr(self, f.name), _TYPES[f.name], input_bounds(f))
 
     def replace(self, **changes: Any) -> "CostInputs":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+_TYPES: dict[str, Any] = get_type_hints(CostInputs)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from evaluator.costs.api import ApiPrices, api_cost
 from evaluator.costs.breakeven import CostLine, break_even
 from evaluator.costs.compute import CostReport, compute_costs
 from evaluator.costs.inputs import ArmMeasurement, CostInputs
-from evaluator.fmt import _pct, _q, _usd
+from evaluator.fmt import pct, qty, usd, usd_per_m
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,6 @@ class ScenarioReport:
     reconciliation: str = ""  # the scenario's own break-even vs the article's $500K rule, and what to do
 
 
-def _usd_per_m(x: float) -> str:
-    """A $/M-tokens price: $1.50, $0.60, $0.2625."""
-    return f"${x:.2f}" if abs(round(x, 2) - x) < 1e-12 else f"${x:.4g}"
-
-
 def _scenario_price_case(
     label: str, input_share: float | None, api_usd_per_m: float, selfhost: CostLine, tokens_per_req: float,
     volume_tokens_per_day: float, days_per_month: float, threshold_usd_per_year: float,
@@ -108,35 +103,35 @@ def _scenario_price_case(
     api_m = api.monthly_at_tokens(volume_tokens_per_day, tokens_per_req, d)
     sh_m = selfhost.monthly_at_tokens(volume_tokens_per_day, tokens_per_req, d)
     how = [
-        f"[{label}] API = {_q(volume_tokens_per_day)} tokens/day × {d:.4g} d × {_usd_per_m(api_usd_per_m)}/M = "
-        f"{_usd(api_m)}/month; self-host = {_usd(fixed)} + {_q(volume_tokens_per_day)} × {d:.4g} d × "
-        f"{_usd_per_m(sh_per_m)}/M = {_usd(sh_m)}/month"
+        f"[{label}] API = {qty(volume_tokens_per_day)} tokens/day × {d:.4g} d × {usd_per_m(api_usd_per_m)}/M = "
+        f"{usd(api_m)}/month; self-host = {usd(fixed)} + {qty(volume_tokens_per_day)} × {d:.4g} d × "
+        f"{usd_per_m(sh_per_m)}/M = {usd(sh_m)}/month"
     ]
     t = be.tokens_per_day
     never = None
     be_tok = be_annual = None
     if t is None or math.isinf(t):
         never = (
-            f"API {_usd_per_m(api_usd_per_m)}/M "
+            f"API {usd_per_m(api_usd_per_m)}/M "
             + ("<" if api_usd_per_m < sh_per_m else "=")
-            + f" self-hosting's {_usd_per_m(sh_per_m)}/M for GPU time alone"
-            + (f", before its {_usd(fixed)}/month fixed overhead" if fixed > 0 else "")
+            + f" self-hosting's {usd_per_m(sh_per_m)}/M for GPU time alone"
+            + (f", before its {usd(fixed)}/month fixed overhead" if fixed > 0 else "")
         )
         how.append(f"[{label}] break-even: never — {never}")
     else:
         be_tok = t
         be_annual = 12 * api.monthly_at_tokens(t, tokens_per_req, d)
         how.append(
-            f"[{label}] break-even = {_usd(fixed)} / (({_usd_per_m(api_usd_per_m)} - {_usd_per_m(sh_per_m)})/M × "
-            f"{d:.4g} d) = {_q(t)} tokens/day; API spend there = {_q(t)} × {d:.4g} d × 12 × "
-            f"{_usd_per_m(api_usd_per_m)}/M = {_usd(be_annual)}/year"
+            f"[{label}] break-even = {usd(fixed)} / (({usd_per_m(api_usd_per_m)} - {usd_per_m(sh_per_m)})/M × "
+            f"{d:.4g} d) = {qty(t)} tokens/day; API spend there = {qty(t)} × {d:.4g} d × 12 × "
+            f"{usd_per_m(api_usd_per_m)}/M = {usd(be_annual)}/year"
         )
     thr_tok = None
     if api_usd_per_m > 0:
         thr_tok = threshold_usd_per_year / (12 * d * api_usd_per_m / 1e6)
         how.append(
-            f"[{label}] {_usd(threshold_usd_per_year)}/year of API spend reached at {_usd(threshold_usd_per_year)} / "
-            f"(12 × {d:.4g} d × {_usd_per_m(api_usd_per_m)}/M) = {_q(thr_tok)} tokens/day"
+            f"[{label}] {usd(threshold_usd_per_year)}/year of API spend reached at {usd(threshold_usd_per_year)} / "
+            f"(12 × {d:.4g} d × {usd_per_m(api_usd_per_m)}/M) = {qty(thr_tok)} tokens/day"
         )
     return ScenarioPriceCase(
         label, input_share, api_usd_per_m, api_m, sh_m, be_tok, be_annual, thr_tok, never, tuple(how)
@@ -149,16 +144,16 @@ def _scenario_reconciliation(
 ) -> str:
     """One sentence: the worked example's own break-even vs the $500K rule, at list prices, and what to do."""
     art, lists = cases[0], list(cases[1:])
-    thr = _usd(threshold_usd_per_year)
+    thr = usd(threshold_usd_per_year)
     # 1. the article's own numbers against its rule
     if art.break_even_tokens_per_day is None:
         p1 = (
-            f"On the article's own numbers ({_usd_per_m(art.api_usd_per_m)}/M) self-hosting never pays on cost "
+            f"On the article's own numbers ({usd_per_m(art.api_usd_per_m)}/M) self-hosting never pays on cost "
             f"({art.never_reason}), so its {thr}/year rule is, if anything, too generous to self-hosting"
         )
     elif art.break_even_tokens_per_day == 0 or not art.break_even_annual_api_usd:
         p1 = (
-            f"On the article's own numbers ({_usd_per_m(art.api_usd_per_m)}/M) self-hosting is cheaper at every "
+            f"On the article's own numbers ({usd_per_m(art.api_usd_per_m)}/M) self-hosting is cheaper at every "
             f"volume, so its {thr}/year rule does not follow from its worked example"
         )
     else:
@@ -169,11 +164,11 @@ def _scenario_reconciliation(
             else "in line with its worked example"
         )
         p1 = (
-            f"On the article's own numbers ({_usd_per_m(art.api_usd_per_m)}/M API vs "
-            f"{_usd(selfhost_fixed_usd_per_month)}/month + {_usd_per_m(selfhost_usd_per_m)}/M self-hosted) "
-            f"self-hosting pays above ≈{_q(art.break_even_tokens_per_day)} tokens/day "
-            f"(≈{_usd(art.break_even_annual_api_usd)}/year of API spend), so the {thr}/year rule "
-            f"(≈{_q(art.threshold_tokens_per_day)} tokens/day at that price) is {cmp}"
+            f"On the article's own numbers ({usd_per_m(art.api_usd_per_m)}/M API vs "
+            f"{usd(selfhost_fixed_usd_per_month)}/month + {usd_per_m(selfhost_usd_per_m)}/M self-hosted) "
+            f"self-hosting pays above ≈{qty(art.break_even_tokens_per_day)} tokens/day "
+            f"(≈{usd(art.break_even_annual_api_usd)}/year of API spend), so the {thr}/year rule "
+            f"(≈{qty(art.threshold_tokens_per_day)} tokens/day at that price) is {cmp}"
         )
     # 2. at list prices, over the whole input:output range
     lo_p = min(c.api_usd_per_m for c in lists)
@@ -181,18 +176,18 @@ def _scenario_reconciliation(
     crossing = [c for c in lists if c.break_even_tokens_per_day is not None]
     if not crossing:
         p2 = (
-            f"at GPT-4o-mini list prices ({_usd_per_m(lo_p)}–{_usd_per_m(hi_p)}/M for any input:output mix, all "
-            f"below self-hosting's {_usd_per_m(selfhost_usd_per_m)}/M of GPU time alone) self-hosting never pays "
+            f"at GPT-4o-mini list prices ({usd_per_m(lo_p)}–{usd_per_m(hi_p)}/M for any input:output mix, all "
+            f"below self-hosting's {usd_per_m(selfhost_usd_per_m)}/M of GPU time alone) self-hosting never pays "
             f"on cost"
         )
     else:
         vols = [c.break_even_tokens_per_day or 0.0 for c in crossing]
         spend = [c.break_even_annual_api_usd or 0.0 for c in crossing]
         where = (
-            f"above ≈{_q(min(vols))}–{_q(max(vols))} tokens/day depending on the mix "
-            f"(≈{_usd(min(spend))}–{_usd(max(spend))}/year of API spend)"
+            f"above ≈{qty(min(vols))}–{qty(max(vols))} tokens/day depending on the mix "
+            f"(≈{usd(min(spend))}–{usd(max(spend))}/year of API spend)"
             if len(crossing) > 1
-            else f"above ≈{_q(vols[0])} tokens/day (≈{_usd(spend[0])}/year of API spend)"
+            else f"above ≈{qty(vols[0])} tokens/day (≈{usd(spend[0])}/year of API spend)"
         )
         if len(crossing) == len(lists):
             p2 = f"at GPT-4o-mini list prices self-hosting pays {where}"
@@ -207,28 +202,28 @@ def _scenario_reconciliation(
     sh = lists[0].selfhost_monthly_usd
     lo_m = min(c.api_monthly_usd for c in lists)
     hi_m = max(c.api_monthly_usd for c in lists)
-    v = _q(volume_tokens_per_day)
+    v = qty(volume_tokens_per_day)
     bp = break_even_api_usd_per_m
     need = (
-        f"you pay more than {_usd_per_m(bp)}/M for it (the article's {_usd_per_m(art.api_usd_per_m)}/M "
+        f"you pay more than {usd_per_m(bp)}/M for it (the article's {usd_per_m(art.api_usd_per_m)}/M "
         + ("does" if art.api_usd_per_m > bp else "does not") + ") or " if bp is not None else ""
     )
     if sh >= hi_m:
         p3 = (
-            f"so at {v} tokens/day (self-hosting {_usd(sh)}/month vs {_usd(lo_m)}–{_usd(hi_m)}/month of API at list "
+            f"so at {v} tokens/day (self-hosting {usd(sh)}/month vs {usd(lo_m)}–{usd(hi_m)}/month of API at list "
             f"prices) keep the API unless {need}you need compliance (HIPAA, SOC 2), latency or behaviour prompting "
             f"cannot reach"
         )
     elif sh < lo_m:
         p3 = (
-            f"so at {v} tokens/day self-hosting ({_usd(sh)}/month) is cheaper than the API at list prices for any "
-            f"mix ({_usd(lo_m)}–{_usd(hi_m)}/month): examine it on cost, with your measured throughput and "
+            f"so at {v} tokens/day self-hosting ({usd(sh)}/month) is cheaper than the API at list prices for any "
+            f"mix ({usd(lo_m)}–{usd(hi_m)}/month): examine it on cost, with your measured throughput and "
             f"utilisation in place of the article's"
         )
     else:
         p3 = (
-            f"so at {v} tokens/day self-hosting ({_usd(sh)}/month) beats the API at list prices only for some mixes "
-            f"({_usd(lo_m)}–{_usd(hi_m)}/month) — measure your real input:output split and price before moving"
+            f"so at {v} tokens/day self-hosting ({usd(sh)}/month) beats the API at list prices only for some mixes "
+            f"({usd(lo_m)}–{usd(hi_m)}/month) — measure your real input:output split and price before moving"
         )
     return f"{p1}; {p2}, {p3}."
 
@@ -288,39 +283,39 @@ def article_scenario(
     fleet_gpu = A.gpus * A.gpu_hourly_usd * 24 * d  # at the article's 50M tokens/day
     fleet_eng = A.ops_hours_per_month * A.engineering_usd_per_hour
     assumptions = (
-        f"Volume: {_q(volume_tokens_per_day)} tokens/day, {d:.0f}-day month = "
-        f"{_q(volume_tokens_per_day * d)} tokens/month (article: 50M tokens/day).",
+        f"Volume: {qty(volume_tokens_per_day)} tokens/day, {d:.0f}-day month = "
+        f"{qty(volume_tokens_per_day * d)} tokens/month (article: 50M tokens/day).",
         f"API (article: ≈$2,250/month on GPT-4o-mini): $2,250 ÷ 1,500M tokens/month implies a blended "
         f"${A.api_blended_usd_per_m:.2f} per M tokens, one price for input and output, no prompt caching.",
         f"That blended price is not GPT-4o-mini's list price: at ${A.list_input_usd_per_m} input / "
         f"${A.list_output_usd_per_m} output per M (genai-prices) and a 3:1 input:output split "
         f"({A.prompt_tokens:.0f} + {A.output_tokens:.0f} tokens per request) the same volume costs "
-        f"{_usd(list_monthly)}/month (${list_blend:.4g}/M blended) — the article's figure is "
+        f"{usd(list_monthly)}/month (${list_blend:.4g}/M blended) — the article's figure is "
         f"{A.api_blended_usd_per_m / list_blend:.3g}× that.",
         f"Self-hosting (article: ≈$5,175/month on four mid-tier GPUs, mostly engineering overhead and low GPU "
         f"utilisation); the article gives only the total, the split is ours: GPU rental "
-        f"{A.gpus} × ${A.gpu_hourly_usd}/GPU-hour × 24 h × {d:.0f} d = {_usd(fleet_gpu)} (GPU) + engineering "
-        f"overhead {A.ops_hours_per_month} h/month × ${A.engineering_usd_per_hour:.0f}/h = {_usd(fleet_eng)} "
-        f"(engineering, {_pct(fleet_eng / (fleet_gpu + fleet_eng))}).",
-        f"GPUs: mid-tier 24 GB cards (L4 / A10G class) serving a 7-8B open model, {_pct(A.utilisation)} average "
+        f"{A.gpus} × ${A.gpu_hourly_usd}/GPU-hour × 24 h × {d:.0f} d = {usd(fleet_gpu)} (GPU) + engineering "
+        f"overhead {A.ops_hours_per_month} h/month × ${A.engineering_usd_per_hour:.0f}/h = {usd(fleet_eng)} "
+        f"(engineering, {pct(fleet_eng / (fleet_gpu + fleet_eng))}).",
+        f"GPUs: mid-tier 24 GB cards (L4 / A10G class) serving a 7-8B open model, {pct(A.utilisation)} average "
         f"utilisation; at 50M tokens/day this needs exactly {A.gpus} GPUs running 24/7, i.e. each GPU sustains "
         f"≈{full_load_tok_s_per_gpu:.0f} tokens/s at full load ({req_s:.4g} requests/s per 4-GPU replica of "
         f"{tokens_per_req:.0f}-token requests).",
         "Costs scale linearly with volume (fractional GPUs); no fine-tuning in this example (no training line).",
-        f"Article rule: self-hosting pays only above {_usd(A.threshold_usd_per_year)}/year of API spend "
+        f"Article rule: self-hosting pays only above {usd(A.threshold_usd_per_year)}/year of API spend "
         f"(or for compliance: HIPAA, SOC 2; latency; behaviour prompting cannot reach).",
     )
     how = [
-        f"API monthly = {_q(volume_tokens_per_day)} tokens/day × {d:.0f} d × ${A.api_blended_usd_per_m:.2f}/M "
-        f"= {_usd(ac.monthly_api)}",
-        f"self-host GPU = {_usd(ac.selfhost.usd_per_request_cached)}/req × {_q(rpd)} req/day × {d:.0f} d = "
-        f"{_usd(gpu_monthly)} (= {ac.selfhost.gpus_needed:.3g} GPUs × ${A.gpu_hourly_usd}/h × 24 h × {d:.0f} d)",
+        f"API monthly = {qty(volume_tokens_per_day)} tokens/day × {d:.0f} d × ${A.api_blended_usd_per_m:.2f}/M "
+        f"= {usd(ac.monthly_api)}",
+        f"self-host GPU = {usd(ac.selfhost.usd_per_request_cached)}/req × {qty(rpd)} req/day × {d:.0f} d = "
+        f"{usd(gpu_monthly)} (= {ac.selfhost.gpus_needed:.3g} GPUs × ${A.gpu_hourly_usd}/h × 24 h × {d:.0f} d)",
         f"self-host engineering = {A.ops_hours_per_month} h × ${A.engineering_usd_per_hour:.0f}/h = "
-        f"{_usd(eng_monthly)}",
-        f"self-host monthly = {_usd(gpu_monthly)} + {_usd(eng_monthly)} = {_usd(ac.monthly_selfhost_cached)}",
+        f"{usd(eng_monthly)}",
+        f"self-host monthly = {usd(gpu_monthly)} + {usd(eng_monthly)} = {usd(ac.monthly_selfhost_cached)}",
         f"API at GPT-4o-mini list prices = ({A.prompt_tokens:.0f} × ${A.list_input_usd_per_m} + "
-        f"{A.output_tokens:.0f} × ${A.list_output_usd_per_m}) / 1M × {_q(rpd)} req/day × {d:.0f} d = "
-        f"{_usd(list_monthly)}",
+        f"{A.output_tokens:.0f} × ${A.list_output_usd_per_m}) / 1M × {qty(rpd)} req/day × {d:.0f} d = "
+        f"{usd(list_monthly)}",
     ]
     if be is not None:
         how.append("break-even: " + be.how)
@@ -349,15 +344,15 @@ def article_scenario(
     be_price = ac.monthly_selfhost_cached / vol_m if vol_m > 0 else None
     if be_price is not None:
         how.append(
-            f"API price at which self-hosting breaks even at {_q(volume_tokens_per_day)} tokens/day = "
-            f"{_usd(ac.monthly_selfhost_cached)} / {_q(vol_m)}M tokens/month = {_usd_per_m(be_price)}/M"
+            f"API price at which self-hosting breaks even at {qty(volume_tokens_per_day)} tokens/day = "
+            f"{usd(ac.monthly_selfhost_cached)} / {qty(vol_m)}M tokens/month = {usd_per_m(be_price)}/M"
         )
     list_range = (min(c.api_monthly_usd for c in cases[1:]), max(c.api_monthly_usd for c in cases[1:]))
     reconciliation = _scenario_reconciliation(
         volume_tokens_per_day, A.threshold_usd_per_year, cases, sh_per_m, sh_fixed, be_price
     )
     return ScenarioReport(
-        name=f"article: {_q(volume_tokens_per_day)} tokens/day, GPT-4o-mini API vs mid-tier GPUs",
+        name=f"article: {qty(volume_tokens_per_day)} tokens/day, GPT-4o-mini API vs mid-tier GPUs",
         volume_tokens_per_day=volume_tokens_per_day,
         requests_per_day=rpd,
         api_monthly_usd=ac.monthly_api,

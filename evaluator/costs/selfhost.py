@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from evaluator.costs.inputs import ArmMeasurement, CostInputs
 from evaluator.costs.workload import throughput
-from evaluator.fmt import _q, _usd
+from evaluator.fmt import qty, usd
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,11 @@ def training_cost(arm: ArmMeasurement, inputs: CostInputs) -> tuple[float, float
     monthly = per / inputs.refresh_months
     how = (
         f"training per retrain = {arm.train_seconds:.4g} s ÷ 3600 × ${inputs.gpu_hourly_usd:.4g}/GPU-h × "
-        f"{arm.train_processes} process(es) that trained it = {_usd(gpu)} GPU + "
+        f"{arm.train_processes} process(es) that trained it = {usd(gpu)} GPU + "
         f"{inputs.engineering_hours_per_training:.4g} h × "
-        f"${inputs.engineering_usd_per_hour:.4g}/h = {_usd(eng)} engineering → {_usd(per)}",
-        f"training amortised = {_usd(per)} ÷ {inputs.refresh_months:.4g} months (base refresh: every new base "
-        f"means retraining) = {_usd(monthly)}/month",
+        f"${inputs.engineering_usd_per_hour:.4g}/h = {usd(eng)} engineering → {usd(per)}",
+        f"training amortised = {usd(per)} ÷ {inputs.refresh_months:.4g} months (base refresh: every new base "
+        f"means retraining) = {usd(monthly)}/month",
     )
     return gpu, eng, per, monthly, how
 
@@ -61,17 +61,17 @@ def selfhost_cost(arm: ArmMeasurement, inputs: CostInputs, rpd: float | None = N
     how = list(tp.how)
     how.append(
         f"self-host $/1k requests (cached) = 1000 ÷ ({tp.cached_rps:.4g} req/s × 3600 × {inputs.utilisation:.3g} "
-        f"utilisation) × ${inputs.gpu_hourly_usd:.4g}/GPU-h × {inputs.gpus} GPU = {_usd(1000 * c)}"
+        f"utilisation) × ${inputs.gpu_hourly_usd:.4g}/GPU-h × {inputs.gpus} GPU = {usd(1000 * c)}"
     )
     if tp.estimated:
         how.append(
             f"self-host $/1k requests (uncached) = 1000 ÷ ({tp.uncached_rps:.4g} × 3600 × {inputs.utilisation:.3g}) "
-            f"× ${gpu_h:.4g}/h = {_usd(1000 * u)}"
+            f"× ${gpu_h:.4g}/h = {usd(1000 * u)}"
             + (" (estimate)" if tp.estimated == "uncached" else "; the cached figure above is the estimate")
         )
     how.append(
         f"self-host ops = {inputs.selfhost_ops_hours_per_month:.4g} h/month × "
-        f"${inputs.engineering_usd_per_hour:.4g}/h = {_usd(ops)}/month"
+        f"${inputs.engineering_usd_per_hour:.4g}/h = {usd(ops)}/month"
     )
     how.extend(thow)
     gpus_needed = math.nan
@@ -80,7 +80,7 @@ def selfhost_cost(arm: ArmMeasurement, inputs: CostInputs, rpd: float | None = N
         replicas = rpd / (tp.cached_rps * 86400.0 * inputs.utilisation)
         gpus_needed = replicas * inputs.gpus
         how.append(
-            f"GPUs needed = {_q(rpd)} req/day ÷ ({tp.cached_rps:.4g} req/s × 86,400 s × {inputs.utilisation:.3g}) "
+            f"GPUs needed = {qty(rpd)} req/day ÷ ({tp.cached_rps:.4g} req/s × 86,400 s × {inputs.utilisation:.3g}) "
             f"× {inputs.gpus} GPU = {gpus_needed:.3g} (costs use fractional GPUs)"
         )
         if arm.prefix_seconds > 0 and arm.shared_prefix_tokens > 0:
@@ -90,7 +90,7 @@ def selfhost_cost(arm: ArmMeasurement, inputs: CostInputs, rpd: float | None = N
             how.append(
                 f"prefix encoding (one-off, not per request) = {arm.prefix_seconds:.4g} s ÷ 3600 × ${gpu_h:.4g}/h × "
                 f"{n_rep} replica(s) × {times:.4g} encodings/month (cache lifetime {inputs.prefix_cache_hours:.4g} h) "
-                f"= {_usd(prefix_month)}/month"
+                f"= {usd(prefix_month)}/month"
             )
     return SelfHostCost(
         usd_per_request_cached=c,

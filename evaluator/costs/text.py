@@ -5,17 +5,17 @@ from __future__ import annotations
 import math
 
 from evaluator.costs.compute import CostReport
-from evaluator.costs.scenario import ScenarioReport, _usd_per_m
-from evaluator.fmt import _q, _usd
+from evaluator.costs.scenario import ScenarioReport
+from evaluator.fmt import qty, usd, usd_per_m
 
 
 def format_cost_report(report: CostReport) -> list[str]:
     """Printable lines: assumptions, a per-arm table, break-even volumes, the threshold, then every 'how'."""
     i = report.inputs
-    lines = [f"Costs at {_q(i.volume_tokens_per_day)} tokens/day = {_q(report.requests_per_day)} requests/day"
-             if i.requests_per_day is None else f"Costs at {_q(report.requests_per_day)} requests/day"]
+    lines = [f"Costs at {qty(i.volume_tokens_per_day)} tokens/day = {qty(report.requests_per_day)} requests/day"
+             if i.requests_per_day is None else f"Costs at {qty(report.requests_per_day)} requests/day"]
     if report.request is not None:
-        lines.append(f"  {report.request.describe()} → {_q(report.requests_per_day)} requests/day")
+        lines.append(f"  {report.request.describe()} → {qty(report.requests_per_day)} requests/day")
     lines.append("Assumptions:")
     lines.extend(f"  - {a}" for a in report.assumptions)
     lines.append("")
@@ -25,10 +25,10 @@ def format_cost_report(report: CostReport) -> list[str]:
     lines.append(hdr)
     for a in report.arms:
         lines.append(
-            f"{a.name:<{w}} {a.throughput.cached_rps:>8.4g} {_usd(a.selfhost.usd_per_1k_requests_cached):>16} "
-            f"{_usd(a.selfhost.usd_per_1k_requests_uncached):>15} {_usd(a.selfhost.training_usd_per_month):>12} "
-            f"{_usd(a.monthly_selfhost_cached):>16} {_usd(a.monthly_selfhost_uncached):>16} "
-            f"{_usd(a.api.usd_per_1k_requests if a.api else None):>10} {_usd(a.monthly_api):>11}"
+            f"{a.name:<{w}} {a.throughput.cached_rps:>8.4g} {usd(a.selfhost.usd_per_1k_requests_cached):>16} "
+            f"{usd(a.selfhost.usd_per_1k_requests_uncached):>15} {usd(a.selfhost.training_usd_per_month):>12} "
+            f"{usd(a.monthly_selfhost_cached):>16} {usd(a.monthly_selfhost_uncached):>16} "
+            f"{usd(a.api.usd_per_1k_requests if a.api else None):>10} {usd(a.monthly_api):>11}"
         )
     lines.append("  * uncached = every request encodes the shared prefix again (from its measured encoding time; a "
                  "FLOP-proportional estimate where none was recorded); API = the API model with the same prompts "
@@ -45,7 +45,7 @@ def format_cost_report(report: CostReport) -> list[str]:
             elif math.isinf(b.requests_per_day):
                 v = f"never (parallel): {b.cheaper_below} cheaper at every volume"
             else:
-                v = f"{_q(b.tokens_per_day)} tokens/day ({_q(b.requests_per_day)} req/day)"
+                v = f"{qty(b.tokens_per_day)} tokens/day ({qty(b.requests_per_day)} req/day)"
                 if b.cheaper_above:
                     v += f"; above it {b.cheaper_above} is cheaper"
             lines.append(f"  {b.a} vs {b.b}: {v}")
@@ -68,43 +68,43 @@ def format_scenario(s: ScenarioReport) -> list[str]:
     be = s.break_even_tokens_per_day
     lines = [
         f"Scenario — {s.name}",
-        f"  volume                      {_q(s.volume_tokens_per_day)} tokens/day "
-        f"({_q(s.requests_per_day)} requests/day)",
-        f"  hosted API                  {_usd(s.api_monthly_usd)}/month  (${s.api_blended_usd_per_m:.2f}/M blended)",
-        f"  {f'self-hosted, {s.selfhost_gpus_needed:.3g} GPUs':<28}{_usd(s.selfhost_monthly_usd)}/month  "
-        f"= {_usd(s.selfhost_gpu_monthly_usd)} GPU rental + {_usd(s.selfhost_engineering_monthly_usd)} engineering",
-        f"  GPT-4o-mini at list prices  {_usd(s.api_list_price_monthly_usd)}/month"
-        + (f" at {s.price_cases[1].label.split(', ', 1)[-1]}; {_usd(s.api_list_price_range_monthly_usd[0])}–"
-           f"{_usd(s.api_list_price_range_monthly_usd[1])}/month from all input to all output"
+        f"  volume                      {qty(s.volume_tokens_per_day)} tokens/day "
+        f"({qty(s.requests_per_day)} requests/day)",
+        f"  hosted API                  {usd(s.api_monthly_usd)}/month  (${s.api_blended_usd_per_m:.2f}/M blended)",
+        f"  {f'self-hosted, {s.selfhost_gpus_needed:.3g} GPUs':<28}{usd(s.selfhost_monthly_usd)}/month  "
+        f"= {usd(s.selfhost_gpu_monthly_usd)} GPU rental + {usd(s.selfhost_engineering_monthly_usd)} engineering",
+        f"  GPT-4o-mini at list prices  {usd(s.api_list_price_monthly_usd)}/month"
+        + (f" at {s.price_cases[1].label.split(', ', 1)[-1]}; {usd(s.api_list_price_range_monthly_usd[0])}–"
+           f"{usd(s.api_list_price_range_monthly_usd[1])}/month from all input to all output"
            if len(s.price_cases) > 1 else ""),
         "  break-even (self-host=API)  "
-        + (f"{_q(be)} tokens/day" if be is not None and not math.isinf(be) else "never"),
-        f"  annual API spend            {_usd(s.annual_api_usd)} vs {_usd(s.threshold_usd_per_year)}/year threshold "
+        + (f"{qty(be)} tokens/day" if be is not None and not math.isinf(be) else "never"),
+        f"  annual API spend            {usd(s.annual_api_usd)} vs {usd(s.threshold_usd_per_year)}/year threshold "
         f"→ {'self-hosting worth examining' if s.over_threshold else 'API stays the default'}"
-        + (f" (threshold reached at ≈{_q(s.threshold_tokens_per_day)} tokens/day)"
+        + (f" (threshold reached at ≈{qty(s.threshold_tokens_per_day)} tokens/day)"
            if s.threshold_tokens_per_day is not None and not s.over_threshold else ""),
     ]
     if s.price_cases:
         lines.append(
-            f"Break-even and the {_usd(s.threshold_usd_per_year)}/year rule at each API price "
-            f"(self-hosting: {_usd(s.selfhost_fixed_usd_per_month)}/month + "
-            f"{_usd_per_m(s.selfhost_usd_per_m)}/M tokens):"
+            f"Break-even and the {usd(s.threshold_usd_per_year)}/year rule at each API price "
+            f"(self-hosting: {usd(s.selfhost_fixed_usd_per_month)}/month + "
+            f"{usd_per_m(s.selfhost_usd_per_m)}/M tokens):"
         )
         for c in s.price_cases:
             be_s = (
                 f"break-even never: the API is cheaper at every volume ({c.never_reason})"
                 if c.never_reason is not None
-                else f"break-even: self-hosting pays above ≈{_q(c.break_even_tokens_per_day)} tokens/day "
-                f"(≈{_usd(c.break_even_annual_api_usd)}/year of API spend)"
+                else f"break-even: self-hosting pays above ≈{qty(c.break_even_tokens_per_day)} tokens/day "
+                f"(≈{usd(c.break_even_annual_api_usd)}/year of API spend)"
             )
             thr_s = (
-                f"; {_usd(s.threshold_usd_per_year)}/year of API spend at "
-                f"≈{_q(c.threshold_tokens_per_day)} tokens/day"
+                f"; {usd(s.threshold_usd_per_year)}/year of API spend at "
+                f"≈{qty(c.threshold_tokens_per_day)} tokens/day"
                 if c.threshold_tokens_per_day is not None else ""
             )
             lines.append(
-                f"  {c.label + ', ' + _usd_per_m(c.api_usd_per_m) + '/M':<44}API {_usd(c.api_monthly_usd)}/month vs "
-                f"self-host {_usd(c.selfhost_monthly_usd)}/month"
+                f"  {c.label + ', ' + usd_per_m(c.api_usd_per_m) + '/M':<44}API {usd(c.api_monthly_usd)}/month vs "
+                f"self-host {usd(c.selfhost_monthly_usd)}/month"
             )
             lines.append(f"  {'':<44}{be_s}{thr_s}")
     if s.reconciliation:

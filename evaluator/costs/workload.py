@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from evaluator.costs.inputs import ArmMeasurement, CostInputError, CostInputs, _finite_nonneg
-from evaluator.fmt import _q
+from evaluator.fmt import qty
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,8 @@ class RequestSize:
         return self.instruction + self.input + self.output
 
     def describe(self) -> str:
-        return (f"zero-shot request = {_q(self.instruction)} instruction + {_q(self.input)} input + {_q(self.output)} "
-                f"output = {_q(self.tokens)} {self.basis} ({self.source})")
+        return (f"zero-shot request = {qty(self.instruction)} instruction + {qty(self.input)} input + {qty(self.output)} "
+                f"output = {qty(self.tokens)} {self.basis} ({self.source})")
 
 
 def fallback_request(arms: Sequence[ArmMeasurement]) -> RequestSize:
@@ -58,7 +58,7 @@ def requests_per_day(inputs: CostInputs, request: RequestSize) -> tuple[float, f
         return (
             inputs.requests_per_day,
             base,
-            f"requests/day = {_q(inputs.requests_per_day)} (given directly); {how}",
+            f"requests/day = {qty(inputs.requests_per_day)} (given directly); {how}",
         )
     if base < 1:  # every request holds at least its item: a smaller size is a broken measurement
         raise CostInputError(
@@ -69,8 +69,8 @@ def requests_per_day(inputs: CostInputs, request: RequestSize) -> tuple[float, f
     return (
         rpd,
         base,
-        f"requests/day = {_q(inputs.volume_tokens_per_day)} tokens/day ÷ {_q(base)} tokens per zero-shot request "
-        f"= {_q(rpd)}; {how}",
+        f"requests/day = {qty(inputs.volume_tokens_per_day)} tokens/day ÷ {qty(base)} tokens per zero-shot request "
+        f"= {qty(rpd)}; {how}",
     )
 
 
@@ -105,12 +105,12 @@ def throughput(arm: ArmMeasurement) -> Throughput:
         return Throughput(r, r, r, 1.0, "", tuple(how + ["no shared prefix: cached = uncached"]))
     if ratio <= 0:  # everything is prefix: nothing to compute per request uncached-vs-cached; keep measured
         ratio = 1.0
-    ratio_how = f"work ratio = ({_q(p)} - {_q(s)} + {_q(o)}) / ({_q(p)} + {_q(o)}) = {ratio:.4g} (model tokens)"
+    ratio_how = f"work ratio = ({qty(p)} - {qty(s)} + {qty(o)}) / ({qty(p)} + {qty(o)}) = {ratio:.4g} (model tokens)"
     if arm.prefix_cached and arm.prefix_seconds > 0:
         per = arm.eval_seconds / arm.requests
         unc = 1.0 / (per + arm.prefix_seconds)
         how.append(
-            f"uncached throughput (every request encodes the {_q(s)}-token prefix again, from its measured encoding "
+            f"uncached throughput (every request encodes the {qty(s)}-token prefix again, from its measured encoding "
             f"time) = 1 ÷ ({per:.4g} s + {arm.prefix_seconds:.4g} s) = {unc:.4g} req/s"
         )
         return Throughput(measured * scale, measured * scale, unc * scale, ratio, "", tuple(how))

@@ -74,9 +74,9 @@ def _costs_section(cost_report) -> dict[str, Any]:
 
 def _task_section(store: RunStore, task: str, units: list[dict], cost_report, job: dict, task_cfg: dict) -> dict[str, Any]:
     from evaluator.analysis.baselines import answer_spread
+    from evaluator.analysis.labels import unit_label
     from evaluator.analysis.selection import choose, verdict_settings
     from evaluator.analysis.verdict import decide, option_flags
-    from evaluator.costs.from_run import unit_label
 
     rows = {u["unit"]: store.items(u["unit"]) for u in units}
     scores = {uid: {r["item_id"]: float(r["score"]) for r in rs} for uid, rs in rows.items()}

@@ -32,14 +32,17 @@ n=256), never in file-name order.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from evaluator.analysis.paired import judge, paired_diff, pct
+from evaluator.analysis.labels import unit_label
+from evaluator.analysis.paired import judge, paired_diff
 from evaluator.analysis.selection import best as _select
 from evaluator.analysis.selection import split_items, verdict_settings
-from evaluator.costs.from_run import unit_label
 from evaluator.errors import UserError
+from evaluator.fmt import ci_text, num
+from evaluator.report.compare_markdown import compare_markdown
 from evaluator.store.files import atomic_write_json, atomic_write_text, safe_name
 from evaluator.store.run_store import RunStore
 
@@ -49,10 +52,6 @@ COMPARE_VERSION = "1.0"
 PROMPTING_ARMS = ("A", "C")
 
 
-def _label(u: dict) -> str:
-    return unit_label(u)
-
-
 def _run_name(store: RunStore, cfg: dict) -> str:
     return str(cfg.get("run_id") or store.root.name)
 
@@ -60,21 +59,17 @@ def _run_name(store: RunStore, cfg: dict) -> str:
 ARM_ORDER = {"A": 0, "B": 1, "C": 2}
 
 
-def _num(v: Any) -> float:
-    """A shot count or training size as a number for sorting (None or an unexpected value last)."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    try:
-        return float(str(v))
-    except ValueError:
-        return float("inf")
+def _sort_number(v: Any) -> float:
+    """A shot count or training size as a number for sorting (an unreadable value last)."""
+    x = num(v)
+    return math.inf if x is None else x
 
 
 def _order(u: dict) -> tuple:
     """Numeric listing order of units: arm, model, then n and k as numbers (k=8 before k=32), then the unit id."""
     pt = u.get("point") or {}
-    return (ARM_ORDER.get(u.get("arm"), 9), str(u.get("model")), _num(pt.get("train_size") or 0),
-            _num(pt.get("shots") or 0), str(u.get("unit")))
+    return (ARM_ORDER.get(u.get("arm"), 9), str(u.get("model")), _sort_number(pt.get("train_size") or 0),
+            _sort_number(pt.get("shots") or 0), str(u.get("unit")))
 
 
 def _point_key(u: dict) -> tuple:
@@ -166,7 +161,7 @@ def _disambiguate(a: str, b: str) -> tuple[str, str]:
 
 def _pair(kind: str, ra: _Run, ua: dict, rb: _Run, ub: dict, names: tuple[str, str], task: str, seed: int,
           reps: int, alpha: float = 0.05) -> dict[str, Any]:
-    la, lb = _label(ua), _label(ub)
+    la, lb = unit_label(ua), unit_label(ub)
     try:
         d = paired_diff(ra.scores(ua), rb.scores(ub), f"{la} @ {names[0]}", f"{lb} @ {names[1]}", alpha=alpha,
                         seed=seed, reps=reps)
@@ -198,7 +193,7 @@ def _headline(ra: _Run, adapters: list[dict], rb: _Run, prompting: list[dict], n
     ua = _select(adapters, {u["unit"]: ra.scores(u) for u in adapters}, sel)
     ub = _select(prompting, {u["unit"]: rb.scores(u) for u in prompting}, sel)
     assert ua is not None and ub is not None
-    la, lb = f"{_label(ua)} @ {names[0]}", f"{_label(ub)} @ {names[1]}"
+    la, lb = f"{unit_label(ua)} @ {names[0]}", f"{unit_label(ub)} @ {names[1]}"
     try:  # the verdict's orientation: adapter (b) minus prompting (a)
         d = paired_diff(rb.scores(ub), ra.scores(ua), lb, la, alpha=alpha, items=split.test)
     except ValueError as exc:
@@ -212,10 +207,9 @@ def _headline(ra: _Run, adapters: list[dict], rb: _Run, prompting: list[dict], n
                                        seed=settings["selection_seed"])["A"]
         lo, hi = min(lo, blo), max(hi, bhi)
     j = judge(d, margin, low=lo, high=hi, selection_share=split.fraction if split.method == "split" else 0.0)
-    ci = f"{pct(alpha)} CI {-hi:+.3f} to {-lo:+.3f}, n={d.n}" + (
-        f", McNemar p={d.mcnemar_p:.3g}" if d.mcnemar_p is not None else "")
-    subject = f"{_label(ub)} in {names[1]}"
-    obj = f"{'the adapter' if ua['arm'] == 'B' else 'the option'} {_label(ua)} in {names[0]}"
+    ci = ci_text(alpha, -hi, -lo, d.n, d.mcnemar_p)  # RUN_B − RUN_A
+    subject = f"{unit_label(ub)} in {names[1]}"
+    obj = f"{'the adapter' if ua['arm'] == 'B' else 'the option'} {unit_label(ua)} in {names[0]}"
     diff = -d.diff  # RUN_B − RUN_A
     out: dict[str, Any] = {"pair": "headline", "a": la, "b": lb, "unit_a": ua["unit"], "unit_b": ub["unit"],
                            "diff": diff, "ci_low": -hi, "ci_high": -lo, "margin": margin, "alpha": alpha,
@@ -340,78 +334,8 @@ def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha
         "tasks_only_in_b": sorted(t for t in rb.by_task if t not in ra.by_task),
         "incomplete": [r.incomplete_line(n) for r, n in incomplete],
     }
-    result["markdown"] = _markdown(result)
+    result["markdown"] = compare_markdown(result)
     return result
-
-
-KIND_TITLES = {
-    "adapter_vs_prompting": "adapter (RUN_A) vs prompting (RUN_B)",
-    "best_vs_best": "best vs best",
-    "adapter_vs_adapter": "adapter vs adapter",
-    "prompting_vs_prompting": "best prompting vs best prompting",
-    "headline": "headline",
-    "same_point": "same point",
-}
-
-
-def _money(x: Any) -> str:
-    return "—" if not isinstance(x, (int, float)) else f"${x:,.0f}"
-
-
-def _rows(pairs: list[dict[str, Any]], with_kind: bool) -> list[str]:
-    costs = any(p.get("monthly_usd_a") is not None or p.get("monthly_usd_b") is not None for p in pairs)
-    level = pct(pairs[0].get("alpha", 0.05)) if pairs else "95%"
-    head = ("| comparison | " if with_kind else "| ") + (
-        f"RUN_A option | RUN_B option | A | B | B − A | {level} CI | McNemar p | B only / A only |"
-        + (" A $/month | B $/month |" if costs else ""))
-    sep = "|" + "---|" * (head.count("|") - 1)
-    lines = [head, sep]
-    for p in pairs:
-        mp = "—" if p.get("mcnemar_p") is None else f"{p['mcnemar_p']:.3g}"
-        lines.append(
-            ("| " + KIND_TITLES.get(p["kind"], p["kind"]) + " " if with_kind else "")
-            + f"| {p['label_a']} | {p['label_b']} | {p['mean_a']:.3f} | {p['mean_b']:.3f} | {p['diff']:+.3f} "
-            f"| [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] | {mp} | {p['b_only']} / {p['a_only']} |"
-            + (f" {_money(p.get('monthly_usd_a'))} | {_money(p.get('monthly_usd_b'))} |" if costs else "")
-        )
-    return lines
-
-
-def _markdown(r: dict[str, Any]) -> list[str]:
-    a, b = r["run_a"], r["run_b"]
-
-    def desc(x: dict) -> str:
-        newer = ", ".join(f"`{n}`" for n in x["newer"]) or "—"
-        units = (f"{x['units']} units, **{len(x['unfinished_units'])} of {x['planned_units']} planned units "
-                 "unfinished**") if x.get("unfinished_units") else f"{x['units']} units"
-        return f"`{x['name']}` (base `{x['base']}`, newer {newer}; {units}; `{x['dir']}`)"
-
-    lines = [f"# tunecheck compare — {a['name']} vs {b['name']}", ""]
-    for line in r.get("incomplete") or []:
-        lines += [f"> **WARNING — INCOMPLETE RUN:** {line}. Compared with --allow-incomplete: each arm's best point "
-                  "is chosen among the finished units only, so these figures can change when the run finishes.", ""]
-    lines += [
-        f"- RUN_A (before): {desc(a)}",
-        f"- RUN_B (after): {desc(b)}",
-        "",
-        f"Differences are RUN_B − RUN_A on the same test items (paired by item id): {pct(r['alpha'])} CI by "
-        f"Newcombe's method 10 for accuracy (bootstrap over items otherwise), McNemar's exact test. Margin "
-        f"{r['margin']:.2f}. Table rows compare best points on all items (descriptive); the headline chooses and "
-        "tests as the verdict does.",
-    ]
-    for task, t in r["tasks"].items():
-        lines += ["", f"## Task `{task}` ({t['n_items']} items)"]
-        if t.get("headline"):
-            lines += ["", f"**Headline:** {t['headline']['statement']}"]
-        if t["pairs"]:
-            lines += [""] + _rows(t["pairs"], with_kind=True)
-        if t["same_point"]:
-            lines += ["", "### Same points in both runs", ""] + _rows(t["same_point"], with_kind=False)
-    if r["tasks_only_in_a"] or r["tasks_only_in_b"]:
-        lines += ["", "Not compared (in one run only): "
-                  + ", ".join([f"`{t}` (RUN_A)" for t in r["tasks_only_in_a"]]
-                              + [f"`{t}` (RUN_B)" for t in r["tasks_only_in_b"]])]
-    return lines
 
 
 def format_compare(result: dict[str, Any]) -> str:

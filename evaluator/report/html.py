@@ -13,80 +13,15 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import struct
 from typing import Any, Iterable, Mapping
 
+from evaluator.analysis.labels import point_label
+from evaluator.fmt import level_pct, num, num_text, qty_short, usd_short
+from evaluator.report.html_style import CSP, CSS, FIGURE_TITLES, OUTCOME_CLASS
+from evaluator.report.markdown import scoring_statement
+
 __all__ = ["render_html", "CSP", "FIGURE_TITLES"]
-
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
-
-FIGURE_TITLES = {
-    "learning_curves": (
-        "Learning curves",
-        "Quality vs examples used: prompting vs k demonstrations (A, and each newer base C), LoRA vs n training "
-        "examples (B). Bands: 95% CIs. Dotted: best prompting point of the base; star: crossover.",
-    ),
-    "quality_vs_cost": (
-        "Quality vs monthly cost",
-        "Each option at its best point, self-hosted at the stated volume; dashed: the Pareto frontier (no cheaper "
-        "option is better).",
-    ),
-    "cost_vs_volume": (
-        "Monthly cost vs volume",
-        "Self-hosted (solid; dotted: without prefix cache, estimate) and API (dashed) monthly cost as traffic grows; "
-        "circles: break-even volumes.",
-    ),
-}
-
-OUTCOME_CLASS = {
-    "no_option_works": "warn",
-    "not_needed": "good",
-    "not_needed_newer_base": "good",
-    "justified": "warn",
-    "inconclusive": "neutral",
-}
-
-_CSS = """
-:root { --fg:#1d1f23; --muted:#5b6270; --line:#d9dde3; --bg:#ffffff; --soft:#f5f7fa; --accent:#1f5fbf; }
-* { box-sizing: border-box; }
-html { -webkit-text-size-adjust: 100%; text-size-adjust: 100%; }
-body { margin:0; background:var(--bg); color:var(--fg);
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 980px; margin: 0 auto; padding: 16px; }
-h1 { font-size: 1.45rem; margin: 0.2em 0 0.3em; line-height: 1.25; }
-h2 { font-size: 1.2rem; margin: 1.6em 0 0.5em; padding-top: 0.6em; border-top: 2px solid var(--line); }
-h3 { font-size: 1.02rem; margin: 1.3em 0 0.4em; }
-p, li { overflow-wrap: anywhere; }
-code { font: 0.9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: var(--soft);
-  padding: 0 0.25em; border-radius: 3px; overflow-wrap: anywhere; }
-.meta { color: var(--muted); font-size: 0.9rem; }
-.banner { padding: 10px 12px; border-radius: 6px; background: #fff4e5; border: 1px solid #f0c27a; margin: 12px 0; }
-.verdict { padding: 12px 14px; border-radius: 8px; border: 1px solid var(--line); background: var(--soft);
-  margin: 10px 0 14px; border-left-width: 6px; }
-.verdict.good { border-left-color: #2e8b57; } .verdict.warn { border-left-color: #c0392b; }
-.verdict.neutral { border-left-color: #7f8c8d; }
-.verdict .title { font-size: 1.1rem; font-weight: 700; margin: 0 0 4px; }
-.verdict ul { margin: 6px 0 0; padding-left: 1.2em; }
-figure { margin: 14px 0 18px; }
-figure img { display: block; width: 100%; max-width: 100%; height: auto; border: 1px solid var(--line);
-  border-radius: 4px; background: #fff; }
-figcaption { color: var(--muted); font-size: 0.85rem; margin-top: 4px; }
-.scroll { width: 100%; overflow-x: auto; -webkit-overflow-scrolling: touch; margin: 6px 0 12px;
-  border: 1px solid var(--line); border-radius: 4px; }
-table { border-collapse: collapse; min-width: 100%; font-size: 0.86rem; font-variant-numeric: tabular-nums; }
-th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap;
-  vertical-align: top; }
-th { background: var(--soft); font-weight: 600; position: sticky; top: 0; }
-td.num, th.num { text-align: right; }
-td.wrap { white-space: normal; min-width: 16em; }
-details { margin: 8px 0; } summary { cursor: pointer; color: var(--accent); }
-.small { font-size: 0.85rem; color: var(--muted); }
-footer { margin-top: 2.5em; padding-top: 0.8em; border-top: 1px solid var(--line); color: var(--muted);
-  font-size: 0.8rem; }
-@media (max-width: 600px) { main { padding: 10px; } body { font-size: 14px; } h1 { font-size: 1.25rem; } }
-"""
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Small helpers
@@ -95,50 +30,6 @@ footer { margin-top: 2.5em; padding-top: 0.8em; border-top: 1px solid var(--line
 
 def e(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
-
-
-def _num(x: Any) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None
-    if isinstance(x, str):
-        if x in ("inf", "-inf"):
-            return float(x)
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
-
-
-def _f(x: Any, fmt: str = ".3f") -> str:
-    v = _num(x)
-    return "—" if v is None else ("∞" if math.isinf(v) else format(v, fmt))
-
-
-def _money(x: Any) -> str:
-    v = _num(x)
-    if v is None:
-        return "—"
-    if math.isinf(v):
-        return "∞"
-    return f"${v:,.0f}" if abs(v) >= 100 else f"${v:,.4g}"
-
-
-def _qty(x: Any) -> str:
-    v = _num(x)
-    if v is None:
-        return "—"
-    if math.isinf(v):
-        return "never"
-    a = abs(v)
-    if a >= 1e9:
-        return f"{v / 1e9:.3g}B"
-    if a >= 1e6:
-        return f"{v / 1e6:.3g}M"
-    if a >= 1e3:
-        return f"{v:,.0f}"
-    return f"{v:.3g}"
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
@@ -187,15 +78,6 @@ def _ul(items: Iterable[str]) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _point(u: Mapping[str, Any]) -> str:
-    from evaluator.report.markdown import trained_note
-
-    pt = u.get("point") or {}
-    if u.get("arm") == "B":
-        return f"n={pt.get('train_size')}{trained_note(dict(u))}, k={pt.get('shots')}"
-    return f"k={pt.get('shots')}" + (" (max)" if pt.get("shots_requested") == "max" else "")
-
-
 def _verdict(v: Mapping[str, Any]) -> str:
     outcome = str(v.get("outcome", "inconclusive"))
     title = v.get("title") or outcome.replace("_", " ").capitalize()
@@ -212,8 +94,9 @@ def _verdict(v: Mapping[str, Any]) -> str:
         count = f"{need['n']:,}"
         parts.append(
             f"<p><strong>What would settle it:</strong> about {e(count)} paired test items{e(total)} "
-            f"for the criterion it leans to ({e(need.get('criterion'))}, margin {_f(need.get('margin'), '+.2f')}) "
-            f"with {_f(need.get('power'), '.0%')} power. <span class=\"small\">{e(need.get('method'))}</span></p>"
+            f"for the criterion it leans to ({e(need.get('criterion'))}, margin "
+            f"{num_text(need.get('margin'), '+.2f')}) with {num_text(need.get('power'), '.0%')} power. "
+            f"<span class=\"small\">{e(need.get('method'))}</span></p>"
         )
     cc = v.get("cost_case")
     if isinstance(cc, Mapping) and cc.get("statement"):
@@ -232,13 +115,14 @@ def _selection(t: Mapping[str, Any], v: Mapping[str, Any]) -> str:
         headers = [("arm", ""), ("operating point (honest)", ""), ("quality on test items", "num"),
                    ("best on all items (optimistic)", ""), ("quality on all items", "num")]
         rows = [[(e(arm), ""), (e(a.get("chosen")), ""),
-                 (f"{_f(a.get('test_value'))} ({e(a.get('test_items'))})", "num"), (e(a.get("optimistic_point")), ""),
-                 (_f(a.get("optimistic_value")), "num")] for arm, a in arms.items()]
+                 (f"{num_text(a.get('test_value'))} ({e(a.get('test_items'))})", "num"),
+                 (e(a.get("optimistic_point")), ""), (num_text(a.get("optimistic_value")), "num")]
+                for arm, a in arms.items()]
         out.append(_table(headers, rows))
     b = t.get("baselines")
     if isinstance(b, Mapping):
         at = ", ".join(b.get("at_chance") or []) or "none"
-        out.append(f"<p><strong>Baselines:</strong> {e(b.get('how'))}; an option must clear {_f(b.get('bar'))}. "
+        out.append(f"<p><strong>Baselines:</strong> {e(b.get('how'))}; an option must clear {num_text(b.get('bar'))}. "
                    f"At chance: {e(at)}.</p>")
     for u in t.get("units") or []:
         sp = u.get("answer_spread") or {}
@@ -249,8 +133,9 @@ def _selection(t: Mapping[str, Any], v: Mapping[str, Any]) -> str:
 
 def _units_table(units: list[Mapping[str, Any]]) -> str:
     level = next((u.get("ci_level") for u in units if u.get("ci_level")), 0.95)
-    headers = [("arm", ""), ("model", ""), ("point", ""), ("quality", "num"), (f"{level * 100:.4g}% CI", ""), ("items", "num"),
-               ("prompt tok/req", "num"), ("shared prefix tok", "num"), ("eval s", "num"), ("train s", "num")]
+    headers = [("arm", ""), ("model", ""), ("point", ""), ("quality", "num"), (f"{level_pct(level)} CI", ""),
+               ("items", "num"), ("prompt tok/req", "num"), ("shared prefix tok", "num"), ("eval s", "num"),
+               ("train s", "num")]
     rows = []
     for u in units:
         tok = u.get("tokens") or {}
@@ -258,27 +143,29 @@ def _units_table(units: list[Mapping[str, Any]]) -> str:
         train = (u.get("training") or {}).get("train_seconds")
         rows.append([
             (e(u.get("arm")), ""), (e(u.get("model")), ""),
-            (e(_point(u) + (" ★" if u.get("operating_point") else "") + (" · at chance" if u.get("at_chance") else "")), ""),
-            (_f(u.get("value")), "num"),
-            (f"[{_f(u.get('ci_low'))}, {_f(u.get('ci_high'))}]", ""), (e(u.get("n_items", u.get("n"))), "num"),
-            (_f(tok.get("prompt_tokens_per_request"), ".0f"), "num"), (e(tok.get("shared_prefix_tokens", "—")), "num"),
-            (_f(tim.get("eval_seconds"), ".1f"), "num"), ("" if train is None else _f(train, ".1f"), "num"),
+            (e(point_label(u) + (" ★" if u.get("operating_point") else "")
+               + (" · at chance" if u.get("at_chance") else "")), ""),
+            (num_text(u.get("value")), "num"),
+            (f"[{num_text(u.get('ci_low'))}, {num_text(u.get('ci_high'))}]", ""),
+            (e(u.get("n_items", u.get("n"))), "num"), (num_text(tok.get("prompt_tokens_per_request"), ".0f"), "num"),
+            (e(tok.get("shared_prefix_tokens", "—")), "num"),
+            (num_text(tim.get("eval_seconds"), ".1f"), "num"), ("" if train is None else num_text(train, ".1f"), "num"),
         ])
     return _table(headers, rows)
 
 
 def _paired_table(paired: list[Mapping[str, Any]]) -> str:
     level = next((1 - d["alpha"] for d in paired if d.get("alpha")), 0.95)
-    headers = [("comparison (b − a)", ""), ("difference", "num"), (f"{level * 100:.4g}% CI", ""), ("McNemar p", "num"),
-               ("b only / a only", "num"), ("n", "num"), ("interval", "")]
+    headers = [("comparison (b − a)", ""), ("difference", "num"), (f"{level_pct(level)} CI", ""),
+               ("McNemar p", "num"), ("b only / a only", "num"), ("n", "num"), ("interval", "")]
     how = {"split": "Newcombe, test items (decides)", "bootstrap": "procedure bootstrap ∪ Newcombe (decides)",
            "none": "Newcombe, all items (decides)"}
     rows = []
     for d in paired:
         p = d.get("mcnemar_p")
         rows.append([
-            (f"{e(d.get('b'))} − {e(d.get('a'))}", ""), (_f(d.get("diff"), "+.3f"), "num"),
-            (f"[{_f(d.get('ci_low'), '+.3f')}, {_f(d.get('ci_high'), '+.3f')}]", ""),
+            (f"{e(d.get('b'))} − {e(d.get('a'))}", ""), (num_text(d.get("diff"), "+.3f"), "num"),
+            (f"[{num_text(d.get('ci_low'), '+.3f')}, {num_text(d.get('ci_high'), '+.3f')}]", ""),
             ("—" if p is None else e(f"{p:.3g}"), "num"), (f"{e(d.get('b_only'))} / {e(d.get('a_only'))}", "num"),
             (e(d.get("n")), "num"),
             (e(how.get(d.get("interval_of"), "optimistic: chosen and tested on all items (does not decide)")), ""),
@@ -288,9 +175,9 @@ def _paired_table(paired: list[Mapping[str, Any]]) -> str:
 
 def _costs(c: Mapping[str, Any]) -> str:
     inp = c.get("inputs") or {}
-    vol = _num(inp.get("volume_tokens_per_day"))
-    head = (f"Costs at {_qty(vol)} tokens/day ({_qty(c.get('requests_per_day'))} requests/day), best point of each arm"
-            if vol is not None else "Costs, best point of each arm")
+    vol = num(inp.get("volume_tokens_per_day"))
+    head = (f"Costs at {qty_short(vol)} tokens/day ({qty_short(c.get('requests_per_day'))} requests/day), best point "
+            "of each arm" if vol is not None else "Costs, best point of each arm")
     out = [f"<h3>{e(head)}</h3>"]
     z = c.get("zero_shot_request") or {}
     if z.get("statement"):
@@ -302,9 +189,10 @@ def _costs(c: Mapping[str, Any]) -> str:
     for a in c.get("arms") or []:
         dev = e(a.get("device")) + (" <strong>— CPU: not a GPU serving figure</strong>" if a.get("on_cpu") else "")
         rows.append([
-            (e(a.get("name")), ""), (_f(a.get("requests_per_second"), ".3g"), "num"),
-            (_money(a.get("usd_per_1k_requests_cached")), "num"), (_money(a.get("monthly_selfhost_cached")), "num"),
-            (_money(a.get("monthly_selfhost_uncached")), "num"), (_money(a.get("monthly_api")), "num"), (dev, "wrap"),
+            (e(a.get("name")), ""), (num_text(a.get("requests_per_second"), ".3g"), "num"),
+            *((usd_short(a.get(k)), "num") for k in ("usd_per_1k_requests_cached", "monthly_selfhost_cached",
+                                                      "monthly_selfhost_uncached", "monthly_api")),
+            (dev, "wrap"),
         ])
     out.append(_table(headers, rows))
     out.append('<p class="small">* every request encodes the shared prefix again (from its measured encoding time; a '
@@ -316,8 +204,8 @@ def _costs(c: Mapping[str, Any]) -> str:
         headers = [("between", ""), ("tokens/day", "num"), ("requests/day", "num"), ("cheaper below", ""),
                    ("cheaper above", "")]
         rows = [[
-            (f"{e(b.get('a'))} <br>vs {e(b.get('b'))}", ""), (_qty(b.get("tokens_per_day")), "num"),
-            (_qty(b.get("requests_per_day")), "num"), (e(b.get("cheaper_below") or "—"), ""),
+            (f"{e(b.get('a'))} <br>vs {e(b.get('b'))}", ""), (qty_short(b.get("tokens_per_day")), "num"),
+            (qty_short(b.get("requests_per_day")), "num"), (e(b.get("cheaper_below") or "—"), ""),
             (e(b.get("cheaper_above") or "—"), ""),
         ] for b in bes]
         out.append(_table(headers, rows))
@@ -359,8 +247,6 @@ def _task(task: str, t: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
     dm = t.get("demonstrations")
     if isinstance(dm, Mapping):
         out.append(f"<p><strong>Demonstrations:</strong> <code>{e(dm.get('order'))}</code> — {e(dm.get('note'))}.</p>")
-    from evaluator.report.markdown import scoring_statement
-
     scoring_line = scoring_statement(list(t.get("units") or []))
     if scoring_line:
         out.append(f'<p class="scoring"><strong>Scoring:</strong> {e(scoring_line.replace("`", ""))}</p>')
@@ -426,7 +312,7 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         '<meta name="referrer" content="no-referrer">',
         f"<title>tunecheck report — {e(name)}</title>",
-        f"<style>{_CSS}</style></head><body><main>",
+        f"<style>{CSS}</style></head><body><main>",
         f"<h1>tunecheck report — {e(name)}</h1>",
         f'<p class="meta">Run <code>{e(report.get("run_id"))}</code> · base <code>{e(job.get("base"))}</code> · '
         f"newer {newer} · seed {e(job.get('seed'))} · tunecheck {e(report.get('tunecheck_version'))} · "

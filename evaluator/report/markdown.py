@@ -3,28 +3,8 @@ break-even volumes, how scoring was done — rendered from the report dict only.
 
 from __future__ import annotations
 
-from typing import Any
-
-
-def trained_note(u: dict) -> str:
-    """" (230 trained, 26 held out)" when a LoRA point trained on fewer items than its n (a validation slice was held
-    out), from the unit's `training` record (`train_items` / `val_items`, or the older `n_train` / `n_val`); else ""."""
-    tr = u.get("training") if isinstance(u.get("training"), dict) else {}
-    trained, held = tr.get("train_items", tr.get("n_train")), tr.get("val_items", tr.get("n_val"))
-    if isinstance(trained, int) and isinstance(held, int) and held > 0 and trained != (u.get("point") or {}).get("train_size"):
-        return f" ({trained} trained, {held} held out)"
-    return ""
-
-
-def _point(u: dict) -> str:
-    pt = u["point"]
-    if u["arm"] == "B":
-        return f"n={pt['train_size']}{trained_note(u)}, k={pt['shots']}"
-    return f"k={pt['shots']}" + (" (max)" if pt["shots_requested"] == "max" else "")
-
-
-def _money(x: Any) -> str:
-    return "—" if x is None else ("∞" if x == "inf" else f"${x:,.0f}")
+from evaluator.analysis.labels import point_label
+from evaluator.fmt import ci_pct, usd_whole
 
 
 def render_markdown(rep: dict) -> str:
@@ -49,10 +29,6 @@ def render_markdown(rep: dict) -> str:
     for task, t in rep["tasks"].items():
         lines += ["", f"## Task `{task}`", ""] + task_markdown(t)
     return "\n".join(lines) + "\n"
-
-
-def _pct(level: float) -> str:
-    return f"{level * 100:.4g}%"
 
 
 SCORING_WORDS = {
@@ -86,7 +62,7 @@ def scoring_statement(units: list) -> str | None:
 def task_markdown(t: dict) -> list[str]:
     """One task's section: verdict, selection (honest beside optimistic), baselines, points, paired tests, costs."""
     v = t["verdict"]
-    ci = _pct(1 - v.get("alpha", 0.05))
+    ci = ci_pct(v.get("alpha", 0.05))
     lines = [f"**Verdict: {v['title']}** — {v['reason']}."]
     need = v.get("items_needed") or {}
     if need.get("n"):
@@ -134,7 +110,7 @@ def task_markdown(t: dict) -> list[str]:
         train = u.get("training", {}).get("train_seconds")
         mark = (" ★" if u.get("operating_point") else "") + (" *chance*" if u.get("at_chance") else "")
         lines.append(
-            f"| {u['arm']} | {u['model']} | {_point(u)}{mark} | {u['value']:.3f} | [{u['ci_low']:.3f}, {u['ci_high']:.3f}] "
+            f"| {u['arm']} | {u['model']} | {point_label(u)}{mark} | {u['value']:.3f} | [{u['ci_low']:.3f}, {u['ci_high']:.3f}] "
             f"| {u['n_items']} | {u['tokens']['prompt_tokens_per_request']:.0f} | {u['tokens']['shared_prefix_tokens']} "
             f"| {u['timings']['eval_seconds']:.1f} | {'' if train is None else f'{train:.1f}'} |"
         )
@@ -173,8 +149,8 @@ def task_markdown(t: dict) -> list[str]:
             dev = a.get("device", "") + (" — **CPU: not a GPU serving figure**" if a.get("on_cpu") else "")
             lines.append(
                 f"| {a['name']} | {a['requests_per_second']:.3g} | ${a['usd_per_1k_requests_cached']:.4g} "
-                f"| {_money(a['monthly_selfhost_cached'])} | {_money(a['monthly_selfhost_uncached'])} "
-                f"| {_money(a['monthly_api'])} | {dev} |"
+                f"| {usd_whole(a['monthly_selfhost_cached'])} | {usd_whole(a['monthly_selfhost_uncached'])} "
+                f"| {usd_whole(a['monthly_api'])} | {dev} |"
             )
         lines += ["", "Break-even volumes:"]
         for b_ in c["break_evens"]:

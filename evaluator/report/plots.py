@@ -18,6 +18,8 @@ matplotlib.use("Agg", force=False)  # headless; a no-op when a backend is alread
 import matplotlib.ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402  (Figure() needs no pyplot state: thread-safe, no leaks)
 
+from evaluator.fmt import num  # noqa: E402
+
 __all__ = ["learning_curves_png", "quality_vs_cost_png", "cost_vs_volume_png", "pareto_frontier", "ARM_COLOURS"]
 
 ARM_COLOURS = {"A": "#1f77b4", "B": "#d62728", "C": "#2ca02c"}
@@ -29,22 +31,6 @@ def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
-
-
-def _num(x: Any) -> float | None:
-    """JSON number or the cost model's "inf"/"-inf" strings → float; None/NaN/garbage → None."""
-    if x is None or isinstance(x, bool):
-        return None
-    if isinstance(x, str):
-        try:
-            x = float(x)
-        except ValueError:
-            return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -70,7 +56,7 @@ def _curve_series(units: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, dict[str, Any]] = {}
     for u in units:
         arm, pt = u.get("arm"), u.get("point") or {}
-        value = _num(u.get("value"))
+        value = num(u.get("value"))
         if value is None or arm not in ("A", "B", "C"):
             continue
         if arm == "B":
@@ -87,7 +73,7 @@ def _curve_series(units: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         g = groups.setdefault(key, {"arm": arm, "label": label, "points": []})
         g["points"].append({
             "x": float(x), "q": value,
-            "lo": _num(u.get("ci_low")), "hi": _num(u.get("ci_high")),
+            "lo": num(u.get("ci_low")), "hi": num(u.get("ci_high")),
             "max": pt.get("shots_requested") == "max",
         })
     out = []
@@ -104,9 +90,10 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mappin
     """Prompting quality vs k (A, and C per newer base) and LoRA quality vs n (B) on one log-scaled axis.
 
     ``units``: the report's unit records (``arm``, ``model``, ``point``, ``value``, ``ci_low``, ``ci_high``).
-    Shaded bands are the per-point 95% CIs; the dotted line is the best prompting point of the base (A); the star
-    is the report's crossover (``crossover``: :func:`evaluator.analysis.crossover.crossover_with_uncertainty`), where LoRA
-    (zero-shot) first reaches it, with its bootstrap interval as a horizontal bar; the plot never recomputes it.
+    Shaded bands are the per-point 95% CIs; the dotted line is the best prompting point of the base (A), the
+    crossover's ``best_prompting`` (the highest A point when the report has no crossover); the star is the report's
+    crossover (``crossover``: :func:`evaluator.analysis.crossover.crossover_with_uncertainty`), where LoRA (zero-shot)
+    first reaches it, with its bootstrap interval as a horizontal bar; the plot never recomputes it.
     """
     fig = Figure(figsize=(7.2, 4.4))
     ax = fig.add_subplot()
@@ -145,11 +132,12 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mappin
                             fontsize=8, color=colour)
     prompt = [(p["x"], p["q"]) for s in series if s["arm"] == "A" for p in s["points"]]
     lora = [(p["x"], p["q"]) for s in series if s["arm"] == "B" and s["key"][2] == 0 for p in s["points"]]
+    cx = crossover or {}
     if prompt:
-        k_best, q_best = max(prompt, key=lambda t: (t[1], -t[0]))
+        bp = cx.get("best_prompting")  # the crossover's target, from the report; without a crossover, the top A point
+        k_best, q_best = (bp["k"], bp["quality"]) if bp else max(prompt, key=lambda t: (t[1], -t[0]))
         ax.axhline(q_best, color=ARM_COLOURS["A"], linestyle=":", linewidth=1,
                    label=f"best prompting (k={k_best:.0f}): {q_best:.3f}")
-        cx = crossover or {}
         if lora and cx.get("n") is not None:
             sure = cx.get("distinguishable", True)
             label = f"crossover: n ≈ {cx['n']:,.0f}" + (" (or below)" if cx.get("at_or_below") else "")
@@ -185,7 +173,7 @@ def pareto_frontier(points: Sequence[Mapping[str, Any]]) -> list[int]:
     """Indices of the options no other option beats on both counts (cheaper-or-equal *and* better-or-equal, one
     strictly), in increasing cost. Points without a finite cost or quality are left out."""
     ok = [
-        (i, _num(p.get("monthly_usd")), _num(p.get("quality")))
+        (i, num(p.get("monthly_usd")), num(p.get("quality")))
         for i, p in enumerate(points)
     ]
     ok = [(i, c, q) for i, c, q in ok if c is not None and q is not None and math.isfinite(c) and math.isfinite(q)]
@@ -206,17 +194,17 @@ def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | Non
     """
     fig = Figure(figsize=(7.2, 4.4))
     ax = fig.add_subplot()
-    usable = [p for p in points if _num(p.get("monthly_usd")) is not None and _num(p.get("quality")) is not None
-              and math.isfinite(_num(p.get("monthly_usd")))]  # type: ignore[arg-type]
+    usable = [p for p in points if num(p.get("monthly_usd")) is not None and num(p.get("quality")) is not None
+              and math.isfinite(num(p.get("monthly_usd")))]  # type: ignore[arg-type]
     if not usable:
         _empty(fig, ax, "no options with both a quality and a monthly cost")
         return _png(fig)
     seen_arms: set[str] = set()
     for p in usable:
-        c, q = _num(p["monthly_usd"]), _num(p["quality"])
+        c, q = num(p["monthly_usd"]), num(p["quality"])
         arm = str(p.get("arm", "?"))
         colour = ARM_COLOURS.get(arm, "#7f7f7f")
-        lo, hi = _num(p.get("ci_low")), _num(p.get("ci_high"))
+        lo, hi = num(p.get("ci_low")), num(p.get("ci_high"))
         yerr = [[max(0.0, q - lo)], [max(0.0, hi - q)]] if lo is not None and hi is not None else None  # type: ignore[operator]
         ax.errorbar([c], [q], yerr=yerr, fmt="o", color=colour, capsize=3, markersize=6,
                     label={"A": "A: prompting (base)", "B": "B: LoRA (base)", "C": "C: newer base"}.get(arm, arm)
@@ -224,10 +212,10 @@ def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | Non
         seen_arms.add(arm)
         ax.annotate(str(p.get("label", "")), (c, q), textcoords="offset points", xytext=(5, 4), fontsize=7.5)
     front = [usable[i] for i in pareto_frontier(usable)]
-    costs = [_num(p["monthly_usd"]) for p in usable]
+    costs = [num(p["monthly_usd"]) for p in usable]
     if len(front) >= 1:
-        fx = [_num(p["monthly_usd"]) for p in front]
-        fy = [_num(p["quality"]) for p in front]
+        fx = [num(p["monthly_usd"]) for p in front]
+        fy = [num(p["quality"]) for p in front]
         fx.append(max(costs) * 1.15)  # type: ignore[type-var]
         fy.append(fy[-1])
         ax.step(fx, fy, where="post", color="black", linestyle="--", linewidth=1, alpha=0.7,
@@ -251,7 +239,7 @@ def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | Non
 
 def _infer_tokens_per_request(break_evens: Iterable[Any]) -> float | None:
     for b in break_evens:
-        r, t = _num(_get(b, "requests_per_day")), _num(_get(b, "tokens_per_day"))
+        r, t = num(_get(b, "requests_per_day")), num(_get(b, "tokens_per_day"))
         if r and t and math.isfinite(r) and math.isfinite(t) and r > 0:
             return t / r
     return None
@@ -278,7 +266,7 @@ def cost_vs_volume_png(
     ax = fig.add_subplot()
     parsed = []
     for ln in lines:
-        f, v = _num(_get(ln, "fixed_usd_per_month")), _num(_get(ln, "usd_per_request"))
+        f, v = num(_get(ln, "fixed_usd_per_month")), num(_get(ln, "usd_per_request"))
         if f is None or v is None:
             continue
         label = _get(ln, "label") or f"{_get(ln, 'name')} [{_get(ln, 'kind')}]"
@@ -292,7 +280,7 @@ def cost_vs_volume_png(
     unit = "tokens/day (zero-shot-request tokens)" if tpr else "requests/day"
     be_pts = []
     for b in break_evens:
-        r = _num(_get(b, "requests_per_day"))
+        r = num(_get(b, "requests_per_day"))
         if r is None or not math.isfinite(r) or r <= 0:
             continue
         be_pts.append((r, str(_get(b, "a")), str(_get(b, "b"))))

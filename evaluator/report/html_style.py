@@ -1,0 +1,74 @@
+"""report.html's fixed parts: the Content-Security-Policy, figure titles and captions, verdict colour classes, and
+the inline style sheet (phone-first: a max-width container, tables that scroll on their own)."""
+
+from __future__ import annotations
+
+__all__ = ["CSP", "FIGURE_TITLES", "OUTCOME_CLASS", "CSS"]
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+FIGURE_TITLES = {
+    "learning_curves": (
+        "Learning curves",
+        "Quality vs examples used: prompting vs k demonstrations (A, and each newer base C), LoRA vs n training "
+        "examples (B). Bands: 95% CIs. Dotted: best prompting point of the base; star: crossover.",
+    ),
+    "quality_vs_cost": (
+        "Quality vs monthly cost",
+        "Each option at its best point, self-hosted at the stated volume; dashed: the Pareto frontier (no cheaper "
+        "option is better).",
+    ),
+    "cost_vs_volume": (
+        "Monthly cost vs volume",
+        "Self-hosted (solid; dotted: without prefix cache, estimate) and API (dashed) monthly cost as traffic grows; "
+        "circles: break-even volumes.",
+    ),
+}
+
+OUTCOME_CLASS = {
+    "no_option_works": "warn",
+    "not_needed": "good",
+    "not_needed_newer_base": "good",
+    "justified": "warn",
+    "inconclusive": "neutral",
+}
+
+CSS = """
+:root { --fg:#1d1f23; --muted:#5b6270; --line:#d9dde3; --bg:#ffffff; --soft:#f5f7fa; --accent:#1f5fbf; }
+* { box-sizing: border-box; }
+html { -webkit-text-size-adjust: 100%; text-size-adjust: 100%; }
+body { margin:0; background:var(--bg); color:var(--fg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 980px; margin: 0 auto; padding: 16px; }
+h1 { font-size: 1.45rem; margin: 0.2em 0 0.3em; line-height: 1.25; }
+h2 { font-size: 1.2rem; margin: 1.6em 0 0.5em; padding-top: 0.6em; border-top: 2px solid var(--line); }
+h3 { font-size: 1.02rem; margin: 1.3em 0 0.4em; }
+p, li { overflow-wrap: anywhere; }
+code { font: 0.9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: var(--soft);
+  padding: 0 0.25em; border-radius: 3px; overflow-wrap: anywhere; }
+.meta { color: var(--muted); font-size: 0.9rem; }
+.banner { padding: 10px 12px; border-radius: 6px; background: #fff4e5; border: 1px solid #f0c27a; margin: 12px 0; }
+.verdict { padding: 12px 14px; border-radius: 8px; border: 1px solid var(--line); background: var(--soft);
+  margin: 10px 0 14px; border-left-width: 6px; }
+.verdict.good { border-left-color: #2e8b57; } .verdict.warn { border-left-color: #c0392b; }
+.verdict.neutral { border-left-color: #7f8c8d; }
+.verdict .title { font-size: 1.1rem; font-weight: 700; margin: 0 0 4px; }
+.verdict ul { margin: 6px 0 0; padding-left: 1.2em; }
+figure { margin: 14px 0 18px; }
+figure img { display: block; width: 100%; max-width: 100%; height: auto; border: 1px solid var(--line);
+  border-radius: 4px; background: #fff; }
+figcaption { color: var(--muted); font-size: 0.85rem; margin-top: 4px; }
+.scroll { width: 100%; overflow-x: auto; -webkit-overflow-scrolling: touch; margin: 6px 0 12px;
+  border: 1px solid var(--line); border-radius: 4px; }
+table { border-collapse: collapse; min-width: 100%; font-size: 0.86rem; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap;
+  vertical-align: top; }
+th { background: var(--soft); font-weight: 600; position: sticky; top: 0; }
+td.num, th.num { text-align: right; }
+td.wrap { white-space: normal; min-width: 16em; }
+details { margin: 8px 0; } summary { cursor: pointer; color: var(--accent); }
+.small { font-size: 0.85rem; color: var(--muted); }
+footer { margin-top: 2.5em; padding-top: 0.8em; border-top: 1px solid var(--line); color: var(--muted);
+  font-size: 0.8rem; }
+@media (max-width: 600px) { main { padding: 10px; } body { font-size: 14px; } h1 { font-size: 1.25rem; } }
+"""

@@ -13,8 +13,10 @@ stage() {  # stage N/M "what" command...: run quietly, print one line with its t
   printf 'setup %s %s ... ' "$n" "$what"
   if "$@" >"$log" 2>&1; then
     printf 'done (%ss)\n' "$((SECONDS - t0))"
-    # warnings still reach you, one line each; setuptools' notice that an editable install is editable does not
-    grep -i 'warning' "$log" | grep -v 'BuildBackendWarning: Editable installation' | sed 's/^ */  /' || true
+    # warnings still reach you, one line each — except setuptools' notice that an editable install is editable and
+    # pip's note that a configured extra index has no page for some package (the package came from another index)
+    grep -i 'warning' "$log" | grep -v -e 'BuildBackendWarning: Editable installation' \
+      -e "WARNING: Location '.*' is ignored: it is neither a file nor a directory" | sed 's/^ */  /' || true
   else
     printf 'FAILED\n'; cat "$log"; exit 1
   fi

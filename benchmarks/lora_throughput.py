@@ -276,7 +276,8 @@ def run_ours(model, examples, targets, args, device, pad_id, out_dir):
                  batch_size=args.batch_size, max_steps=W + N, warmup_ratio=0.0, val_fraction=0.0)
     marks: dict[str, float] = {}
 
-    def on_step(step: int, tokens: int):
+    def on_step(info):
+        step, tokens = info.step, info.tokens
         if step == W:
             _sync(device)
             marks["t0"], marks["tok0"] = time.perf_counter(), tokens

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -57,20 +57,31 @@ class UnitBar:
 
 
 class TrainBar:
-    """The optimiser steps of one LoRA training: `step(i, loss, tokens_per_s)` after each."""
+    """The optimiser steps of one LoRA training: `step(i, total, loss, tokens_per_s)` after each.
 
-    def __init__(self, run: RunProgress, name: str, total: int, task_id: int | None) -> None:
-        self.run, self.name, self.total, self.task_id = run, name, total, task_id
+    Shown (and logged as a JSON event) at most every `every` seconds and at the last step: `loss` may be a callable,
+    read only then, because on a GPU reading it waits for the step to finish."""
+
+    def __init__(self, run: RunProgress, name: str, total: int, task_id: int | None, every: float = 0.5) -> None:
+        self.run, self.name, self.total, self.task_id, self.every = run, name, total, task_id, every
         self.t0 = time.perf_counter()
+        self._shown = float("-inf")
 
-    def step(self, i: int, loss: float | None = None, tokens_per_s: float | None = None) -> None:
-        elapsed = time.perf_counter() - self.t0
+    def step(self, i: int, loss: float | Callable[[], float | None] | None = None,
+             tokens_per_s: float | None = None, total: int | None = None) -> None:
+        self.total = total or self.total
+        now = time.perf_counter()
+        if now - self._shown < self.every and i < self.total:
+            return
+        self._shown = now
+        loss = loss() if callable(loss) else loss
+        elapsed = now - self.t0
         eta = elapsed / i * (self.total - i) if i and self.total >= i else None
         info = " ".join(p for p in (f"loss {loss:.3f}" if loss is not None else "",
                                     f"{tokens_per_s:,.0f} tok/s" if tokens_per_s else "") if p)
         if self.task_id is not None:
             self.run.bars.update(self.task_id, completed=i, total=max(self.total, i), info=info)
-            self.run.bars.refresh()  # a step takes seconds: show each one, not the next timer tick
+            self.run.bars.refresh()  # a step takes seconds: show it now, not at the next timer tick
         self.run.event("train_step", unit=self.name, step=i, steps=self.total, loss=loss,
                        tokens_per_s=tokens_per_s, eta_s=None if eta is None else round(eta, 1))
 

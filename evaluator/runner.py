@@ -273,10 +273,22 @@ class Runner:
         from evaluator.arms.lora import resolve_root, train_or_reuse
 
         job = self.p.job
-        return train_or_reuse(
-            lm, self.p.tasks[unit.task], int(unit.train_size), job.arms.lora, job.seed, resolve_root(job.adapters_dir),
-            log=progress.console.print, status=progress.console.status,
-        )
+        bar = None
+
+        def on_step(info) -> None:  # training progress: steps with loss, tokens/s and ETA
+            nonlocal bar
+            if bar is None:
+                bar = progress.training(f"LoRA n={unit.train_size} on {lm.source.spec}", info.total)
+            bar.step(info.step, info.loss, info.tokens_per_second, total=info.total)
+
+        try:
+            return train_or_reuse(
+                lm, self.p.tasks[unit.task], int(unit.train_size), job.arms.lora, job.seed,
+                resolve_root(job.adapters_dir), log=progress.console.print, on_step=on_step,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
 
     def run(self) -> None:
         p = self.p

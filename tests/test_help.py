@@ -18,3 +18,11 @@ def test_help_fits_80_columns_with_nothing_cut():
         assert "…" not in res.output, (argv, [line for line in lines if "…" in line])
     train = CliRunner().invoke(app, ["train", "--help"], terminal_width=80, env={"COLUMNS": "80"}).output
     assert "--gradient-checkpointing / --no-gradient-checkpointing" in train
+
+
+def test_cost_help_states_every_default():
+    text = " ".join(CliRunner().invoke(app, ["cost", "--help"], terminal_width=80, env={"COLUMNS": "80"}).output.split())
+    for opt, default in [("--gpu-hourly", "2"), ("--gpus", "1"), ("--utilisation", "0.5"), ("--refresh-months", "5"),
+                         ("--api-model", "gpt-4o-mini"), ("--volume", "50,000,000"), ("--prefix-cache-hours", "24")]:
+        after = text.split(opt + " ", 1)[1].split(" --", 1)[0]
+        assert f"(default: the run's recorded value, else {default})" in after, (opt, after)

@@ -73,3 +73,17 @@ def test_quiet_shows_no_bars():
         p.unit_done("u")
     assert buf.getvalue() == ""
 
+
+
+def test_lora_training_reports_steps_with_loss_and_rate(tmp_path, tiny_llama_dir, tiny_gemma_dir):
+    job = write_job(tmp_path, tiny_llama_dir, tiny_gemma_dir, limit=4,
+                    arms={"prompting": {"shots": [0]}, "lora": {"train_sizes": [16], "epochs": 2, "batch_size": 4,
+                                                               "r": 4, "val_fraction": 0}})
+    log = tmp_path / "progress.jsonl"
+    res = CliRunner().invoke(app, ["run", str(job), "--json-progress", str(log)])
+    assert res.exit_code == 0, res.output
+    steps = [json.loads(line) for line in log.read_text().splitlines() if '"train_step"' in line]
+    assert steps, "no training steps reported"
+    assert all(s["unit"].startswith("LoRA n=16") and s["steps"] == 8 for s in steps)
+    assert steps[-1]["step"] == 8 and steps[-1]["eta_s"] == 0.0  # the last step is always reported
+    assert all(isinstance(s["loss"], float) and s["tokens_per_s"] > 0 for s in steps)

@@ -14,7 +14,6 @@ size — is refused with one line naming both (UserError → exit 2). Used by th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
@@ -123,7 +122,7 @@ def train_or_reuse(
     root: Path,
     *,
     log: Callable[[str], None] = print,
-    status: Callable[[str], Any] | None = None,
+    on_step: Callable[[Any], Any] | None = None,
 ):
     """The adapter for (base, task, first n train items, hp, seed): reused if stored, else trained and stored.
 
@@ -142,11 +141,10 @@ def train_or_reuse(
         return _peft_load(lm.model, out), meta, out
     examples = build_examples(task, tp, train_items, lm.tokenizer)
     tmp = out.with_name(out.name + ".partial")
-    ctx = status(f"training LoRA n={n} on {lm.source.spec}") if status else contextlib.nullcontext()
-    with ctx:
-        peft_model, res = train_lora(
-            lm.model, examples, hp, tmp, seed=seed, pad_id=lm.tokenizer.pad_token_id, device=lm.device, log=log
-        )
+    peft_model, res = train_lora(
+        lm.model, examples, hp, tmp, seed=seed, pad_id=lm.tokenizer.pad_token_id, device=lm.device, log=log,
+        on_step=on_step,
+    )
     meta = {
         "format": FORMAT,
         "tunecheck_version": __version__,

@@ -12,29 +12,42 @@ from evaluator.cli.base import app, friendly
 from evaluator.errors import UserError
 
 
+def _default(field: str) -> str:
+    """What an unset option means: the value the run's job recorded, else the cost model's default (shown)."""
+    from dataclasses import fields
+
+    from evaluator.costs.inputs import CostInputs
+
+    value = next(f.default for f in fields(CostInputs) if f.name == field)
+    shown = "the price table's" if value is None and field.startswith("api_") else (
+        "derived from the volume" if value is None else f"{value:,g}" if isinstance(value, float) and value < 1e4
+        else f"{value:,.0f}" if isinstance(value, float) else value)
+    return f"(default: the run's recorded value, else {shown})."
+
+
 @app.command()
 @friendly
 def cost(
     run_dir: Optional[Path] = typer.Argument(None, help="A run folder; its stored measurements are re-costed (no model is loaded)."),
     scenario: Optional[str] = typer.Option(None, help="'article': the article's worked example (50M tokens/day, API vs 4 GPUs, $500K/year rule)."),
-    volume: Optional[float] = typer.Option(None, help="Traffic in zero-shot-request tokens/day (default 50e6)."),
-    requests_per_day: Optional[float] = typer.Option(None, help="Traffic in requests/day (overrides --volume)."),
-    gpu_hourly: Optional[float] = typer.Option(None, help="GPU rental, $/GPU-hour."),
-    gpus: Optional[int] = typer.Option(None, min=1, help="GPUs the throughput was measured on."),
-    utilisation: Optional[float] = typer.Option(None, help="Average GPU utilisation in (0, 1]."),
-    refresh_months: Optional[float] = typer.Option(None, help="Base-model refresh period: LoRA is retrained this often."),
-    api_model: Optional[str] = typer.Option(None, help="API model to compare with (genai-prices name, e.g. gpt-4o-mini)."),
-    api_provider: Optional[str] = typer.Option(None, help="API provider id (e.g. openai)."),
-    api_input_price: Optional[float] = typer.Option(None, help="Negotiated input price, $/M tokens."),
-    api_cached_input_price: Optional[float] = typer.Option(None, help="Negotiated cached-input price, $/M tokens."),
-    api_output_price: Optional[float] = typer.Option(None, help="Negotiated output price, $/M tokens."),
-    engineering_hours: Optional[float] = typer.Option(None, help="Engineering hours per (re)training."),
-    engineering_rate: Optional[float] = typer.Option(None, help="Engineering $/hour."),
-    ops_hours: Optional[float] = typer.Option(None, help="Self-hosting operations hours per month."),
+    volume: Optional[float] = typer.Option(None, help="Traffic in zero-shot-request tokens/day " + _default("volume_tokens_per_day")),
+    requests_per_day: Optional[float] = typer.Option(None, help="Traffic in requests/day (overrides --volume) " + _default("requests_per_day")),
+    gpu_hourly: Optional[float] = typer.Option(None, help="GPU rental, $/GPU-hour " + _default("gpu_hourly_usd")),
+    gpus: Optional[int] = typer.Option(None, min=1, help="GPUs the throughput was measured on " + _default("gpus")),
+    utilisation: Optional[float] = typer.Option(None, help="Average GPU utilisation in (0, 1] " + _default("utilisation")),
+    refresh_months: Optional[float] = typer.Option(None, help="Base-model refresh period: LoRA is retrained this often " + _default("refresh_months")),
+    api_model: Optional[str] = typer.Option(None, help="API model to compare with (genai-prices name, e.g. gpt-4o-mini) " + _default("api_model")),
+    api_provider: Optional[str] = typer.Option(None, help="API provider id (e.g. openai) " + _default("api_provider")),
+    api_input_price: Optional[float] = typer.Option(None, help="Negotiated input price, $/M tokens " + _default("api_input_usd_per_m")),
+    api_cached_input_price: Optional[float] = typer.Option(None, help="Negotiated cached-input price, $/M tokens " + _default("api_cached_input_usd_per_m")),
+    api_output_price: Optional[float] = typer.Option(None, help="Negotiated output price, $/M tokens " + _default("api_output_usd_per_m")),
+    engineering_hours: Optional[float] = typer.Option(None, help="Engineering hours per (re)training " + _default("engineering_hours_per_training")),
+    engineering_rate: Optional[float] = typer.Option(None, help="Engineering $/hour " + _default("engineering_usd_per_hour")),
+    ops_hours: Optional[float] = typer.Option(None, help="Self-hosting operations hours per month " + _default("selfhost_ops_hours_per_month")),
     all_points: bool = typer.Option(False, "--all", help="Cost every arm point, not only the operating point of each arm."),
     throughput: Optional[list[str]] = typer.Option(None, "--throughput", help="State a serving throughput for an option, 'LABEL=REQ_PER_S' (e.g. \"B n=100=850\"); repeatable. Replaces the measured figure (e.g. a CPU run costed for a GPU node)."),
     throughput_from: Optional[Path] = typer.Option(None, "--throughput-from", help="Take every option's throughput from another run of the same job measured on the target GPU."),
-    prefix_cache_hours: Optional[float] = typer.Option(None, help="How long a replica keeps the shared prefix cached before encoding it again (default 24)."),
+    prefix_cache_hours: Optional[float] = typer.Option(None, help="How long a replica keeps the shared prefix cached before encoding it again " + _default("prefix_cache_hours")),
 ) -> None:
     """Monthly cost per arm, break-even volumes and the verdict, recomputed from a run's stored measurements."""
     from evaluator.costs.inputs import DEFAULT_VOLUME_TOKENS_PER_DAY

@@ -116,11 +116,16 @@ def demo(
     fetch = prepare_models(job, lambda m: err.print(m, highlight=False, soft_wrap=True))
     run_dir = run_job(job, Path.cwd(), text, run_id, quiet=quiet, json_progress=json_progress)
     total = _time.perf_counter() - t0
-    sys.stdout.write((run_dir / "report.md").read_text(encoding="utf-8") + "\n")
+    import json
+
+    from evaluator.report.summary import summary_lines
+
+    report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    sys.stdout.write("\n".join(summary_lines(report, run_dir)) + "\n")
     from evaluator.store.run_store import RunStore
 
     units = RunStore.open(run_dir).units()
-    out.print(f"models ready in {sum(fetch.values()):.1f}s; total {total:.1f}s; report: {run_dir / 'report.md'}")
+    out.print(f"models ready in {sum(fetch.values()):.1f}s; total {total:.1f}s", highlight=False)
     arms = len({u["arm"] for u in units})
     items = max((u["n_items"] for u in units), default=0)
     out.print(f"demo run_dir={run_dir} total_s={total:.1f} arms={arms} items={items}", highlight=False, soft_wrap=True)

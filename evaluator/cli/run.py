@@ -41,5 +41,10 @@ def run(
         job = job.model_copy(update={"limit": limit})
     run_dir = run_job(job, job_file.resolve().parent, job_file.read_text(encoding="utf-8"), run_id, recompute=recompute, quiet=quiet,
                       json_progress=json_progress)
-    out.print(f"report: {run_dir / 'report.md'}")
+    import json
+
+    from evaluator.report.summary import summary_lines
+
+    report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    out.print("\n".join(summary_lines(report, run_dir)), highlight=False, soft_wrap=True)
     out.print(f"run_dir={run_dir}")

@@ -21,7 +21,7 @@ from evaluator.training.data import Example, _make_batch, endless_batches, train
 from evaluator.training.distributed import DataParallel
 from evaluator.training.early_stop import EarlyStopping
 from evaluator.training.loss import _answer_loss_module, loss_and_accuracy, metric_sums, uses_answer_logits
-from evaluator.training.measure import Meter, TrainResult
+from evaluator.training.measure import Meter, StepInfo, TrainResult
 from evaluator.training.optim import Optimiser
 from evaluator.training.precision import loss_scaler, mixed_precision_for, precision_record, tf32, weights_dtype
 
@@ -39,12 +39,12 @@ def train_lora(
     pad_id: int,
     device: str,
     val_examples: list[Example] | None = None,
-    on_step: Callable[[int, int], bool | None] | None = None,
+    on_step: Callable[[StepInfo], bool | None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[Any, TrainResult]:
     """Wrap `model` with a fresh LoRA adapter, train it, save it (peft format) to out_dir. Returns (peft_model, result).
 
-    `examples` are split into train/validation per `hp` unless `val_examples` is given. `on_step(step, tokens_seen)`
+    `examples` are split into train/validation per `hp` unless `val_examples` is given. `on_step(StepInfo)`
     is called after every optimizer step (progress, benchmarks); returning True ends training there (it must decide
     the same in every process). Under `accelerate launch` every process calls this with the same arguments; the
     model is moved to the process's device. Out-of-memory retries are reported through `log` (default: the
@@ -98,7 +98,8 @@ def train_lora(
             optimiser.next_step()
             step += 1
             checkpoint("train_step")
-            halted = on_step is not None and bool(on_step(step, meter.tokens))
+            halted = on_step is not None and bool(on_step(StepInfo(step, total, meter.tokens, meter.elapsed(),
+                                                                   meter.last_loss)))
             if early.due(step):
                 v_loss, v_acc = backoff.run(validate, len(val_shard), step)
                 if early.update(step, v_loss, v_acc, peft_model):

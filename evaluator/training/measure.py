@@ -8,7 +8,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from evaluator.training.data import Example
 
@@ -63,6 +63,22 @@ def peak_mem_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB → MiB (process peak RSS)
 
 
+@dataclass(frozen=True)
+class StepInfo:
+    """What `train_lora`'s `on_step` callback gets after each optimiser step. `loss()` reads the latest step's loss
+    (on a GPU that waits for the step to finish, so a progress display calls it at most a few times a second)."""
+
+    step: int
+    total: int  # steps planned (an early stop or a halt may end sooner)
+    tokens: int  # tokens trained on so far (whole global batches)
+    seconds: float  # since the first step started
+    loss: Callable[[], float | None]
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.tokens / self.seconds if self.seconds > 0 else None
+
+
 class Meter:
     """Counters and clock of one run. Token counts are of whole global batches (what every process sees alike)."""
 
@@ -98,6 +114,14 @@ class Meter:
     def loss(self, loss) -> None:
         """This step's loss (a device scalar: this process's share of the global-batch mean)."""
         self._losses.append(loss)
+
+    def elapsed(self) -> float:
+        """Seconds since `start`."""
+        return time.perf_counter() - self._t0
+
+    def last_loss(self) -> float | None:
+        """The latest step's loss as a number (this process's share of the global-batch mean), or None before one."""
+        return float(self._losses[-1]) if self._losses else None
 
     def stop(self) -> None:
         """Stop the clock once the queued GPU work has finished."""

@@ -8,7 +8,8 @@ Two families, kept apart because their outputs differ on purpose:
   :func:`usd_short`, :func:`usd_whole` and :func:`qty_short` show it — "—" when missing, "∞" or "never" when
   infinite.
 
-Intervals and levels: :func:`level_pct`, :func:`ci_pct`, :func:`ci_text`. Pure, standard library only.
+Intervals and levels: :func:`level_pct`, :func:`ci_pct`, :func:`ci_text`. Plot ticks: :func:`axis_short`.
+Pure, standard library only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 from typing import Any
 
 __all__ = ["num", "num_text", "price", "usd_per_m", "usd", "usd_short", "usd_whole", "qty", "qty_short", "pct",
-           "level_pct", "ci_pct", "ci_text"]
+           "level_pct", "ci_pct", "ci_text", "axis_short"]
 
 
 def num(x: Any) -> float | None:
@@ -134,3 +135,16 @@ def ci_text(alpha: float, low: float, high: float, n: int | None = None, mcnemar
     """An interval with its level, "95% CI -0.045 to +0.187", then ", n=56" and ", McNemar p=0.344" when given."""
     return (f"{ci_pct(alpha)} CI {low:+.3f} to {high:+.3f}" + ("" if n is None else f", n={n}")
             + ("" if mcnemar_p is None else f", McNemar p={mcnemar_p:.3g}"))
+
+
+def axis_short(x: Any, prefix: str = "") -> str:
+    """A plot tick label, compact so neighbours never run together: $80k, $1.2M, 2.5B, $500, $0.05; "" when missing."""
+    v = num(x)
+    if v is None or math.isinf(v):
+        return ""
+    a, sign = abs(v), "-" if v < 0 else ""
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if a >= div * 0.9995:  # 999.6 → 1k, not 1e+03
+            t = a / div
+            return f"{sign}{prefix}{t:,.0f}{suffix}" if t >= 999.5 else f"{sign}{prefix}{t:.3g}{suffix}"
+    return f"{sign}{prefix}{a:.3g}"

@@ -5,14 +5,26 @@ inline, there is no script, no web font and no external link. A Content-Security
 (``default-src 'none'; img-src data:; style-src 'unsafe-inline'``) makes the browser refuse any request that might
 slip in later, and report it on the console (which the Chromium test watches).
 
-Readable on a phone: viewport meta, a max-width container, fluid images, and every table inside a
-horizontally scrolling wrapper so wide tables never widen the page.
+Fits the screen, wide or narrow (issue 15: at 1280 px the old 980 px cap hid the cost table's last columns behind a
+scroll; at 390 px a 10-column table can only scroll). The choice, per width:
+
+- wide (> 640 px): the container grows to 1320 px; header cells wrap at spaces and long text cells (device,
+  interval, "cheaper below/above") wrap, while numbers stay on one line — so every table fits 1280 px with all
+  its columns on screen and no header text abbreviated (abbreviations would need a legend and change the text);
+- narrow (≤ 640 px): tables *stack* — each row becomes a card, each cell a line led by its column's name — the only
+  layout in which all ten columns of the arm-points table are readable at 390 px without a sideways scroll.
+  The names come from a small per-table style sheet (``td:nth-child(i)::before { content: "header" }``), not from
+  attributes, so the cells' markup and text stay exactly as before;
+- always: every table still sits in a horizontally scrolling wrapper, a last resort for widths in between, so a
+  table can never widen the page; figures sit in a grid (two columns at 1280 px, one on a phone) and scale to it.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
+import math
 import struct
 from typing import Any, Iterable, Mapping
 
@@ -59,13 +71,24 @@ def _img(key: str, data: bytes, title: str, caption: str) -> str:
     )
 
 
+def _css_string(text: str) -> str:
+    """``text`` as a CSS string literal that is safe inside a <style> element."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("<", "\\3c ").replace("\n", " ") + '"'
+
+
 def _table(headers: Iterable[tuple[str, str]], rows: Iterable[Iterable[tuple[str, str]]]) -> str:
-    """headers: (text, css class); rows: cells of (escaped html, css class)."""
+    """headers: (text, css class); rows: cells of (escaped html, css class). On a narrow screen the rows stack, each
+    cell led by its header (see the module docstring), from a style sheet scoped to this table's headers."""
+    headers = list(headers)
+    key = "t" + hashlib.sha1("\x1f".join(t for t, _ in headers).encode("utf-8")).hexdigest()[:8]
+    labels = "".join(f"table.{key} td:nth-child({i})::before{{content:{_css_string(t)}}}"
+                     for i, (t, _) in enumerate(headers, 1))
     h = "".join(f'<th class="{c}">{e(t)}</th>' if c else f"<th>{e(t)}</th>" for t, c in headers)
     body = "".join(
         "<tr>" + "".join(f'<td class="{c}">{v}</td>' if c else f"<td>{v}</td>" for v, c in r) + "</tr>" for r in rows
     )
-    return f'<div class="scroll"><table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table></div>'
+    return (f'<div class="scroll"><style>@media (max-width: 640px) {{ {labels} }}</style>'
+            f'<table class="stack {key}"><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table></div>')
 
 
 def _ul(items: Iterable[str]) -> str:
@@ -168,9 +191,15 @@ def _paired_table(paired: list[Mapping[str, Any]]) -> str:
             (f"[{num_text(d.get('ci_low'), '+.3f')}, {num_text(d.get('ci_high'), '+.3f')}]", ""),
             ("—" if p is None else e(f"{p:.3g}"), "num"), (f"{e(d.get('b_only'))} / {e(d.get('a_only'))}", "num"),
             (e(d.get("n")), "num"),
-            (e(how.get(d.get("interval_of"), "optimistic: chosen and tested on all items (does not decide)")), ""),
+            (e(how.get(d.get("interval_of"), "optimistic: chosen and tested on all items (does not decide)")), "wrap"),
         ])
     return _table(headers, rows)
+
+
+def _crosses(b: Mapping[str, Any]) -> bool:
+    """A break-even at a positive, finite volume (else the row says in words who is always cheaper)."""
+    r = num(b.get("requests_per_day"))
+    return r is not None and 0 < r < math.inf
 
 
 def _costs(c: Mapping[str, Any]) -> str:
@@ -201,12 +230,13 @@ def _costs(c: Mapping[str, Any]) -> str:
     bes = c.get("break_evens") or []
     if bes:
         out.append("<h3>Break-even volumes</h3>")
-        headers = [("between", ""), ("tokens/day", "num"), ("requests/day", "num"), ("cheaper below", ""),
-                   ("cheaper above", "")]
+        headers = [("between", ""), ("tokens/day", "num"), ("requests/day", "num"), ("who is cheaper", "")]
         rows = [[
-            (f"{e(b.get('a'))} <br>vs {e(b.get('b'))}", ""), (qty_short(b.get("tokens_per_day")), "num"),
-            (qty_short(b.get("requests_per_day")), "num"), (e(b.get("cheaper_below") or "—"), ""),
-            (e(b.get("cheaper_above") or "—"), ""),
+            (f"{e(b.get('a'))} <br>vs {e(b.get('b'))}", ""),
+            (qty_short(b.get("tokens_per_day")) if _crosses(b) else "never cross", "num"),
+            (qty_short(b.get("requests_per_day")) if _crosses(b) else "never cross", "num"),
+            (e(b.get("summary") or f"{b.get('cheaper_below') or '—'} below, {b.get('cheaper_above') or '—'} above"),
+             "wrap"),
         ] for b in bes]
         out.append(_table(headers, rows))
         out.append("<details><summary>How each break-even was computed</summary>" + _ul(b.get("how", "") for b in bes)
@@ -233,7 +263,7 @@ def _figures(task: str, figures: Mapping[str, bytes]) -> str:
         name = k.split("/", 1)[1]
         title, cap = FIGURE_TITLES.get(name, (name.replace("_", " ").capitalize(), ""))
         out.append(_img(k, figures[k], title, cap))
-    return "".join(out)
+    return f'<div class="figs">{"".join(out)}</div>' if out else ""
 
 
 def _task(task: str, t: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:

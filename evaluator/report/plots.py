@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from typing import Any, Iterable, Mapping, Sequence
@@ -18,13 +19,43 @@ matplotlib.use("Agg", force=False)  # headless; a no-op when a backend is alread
 import matplotlib.ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402  (Figure() needs no pyplot state: thread-safe, no leaks)
 
-from evaluator.fmt import num  # noqa: E402
+from evaluator.fmt import axis_short, num  # noqa: E402
 
 __all__ = ["learning_curves_png", "quality_vs_cost_png", "cost_vs_volume_png", "pareto_frontier", "ARM_COLOURS"]
 
 ARM_COLOURS = {"A": "#1f77b4", "B": "#d62728", "C": "#2ca02c"}
 _EXTRA = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#ff7f0e"]
-_DPI = 110
+_DPI = 128
+# Legible at 390 px: the page shows a figure at the width of its column (≈ 370 px on a phone, ≈ 600 px in the
+# two-column grid at 1280 px), so what counts is font size relative to figure width. 5 in wide at 128 dpi = 640 px;
+# 10.5 pt text is then 2.9% of the width: ≈ 10.5 px on a phone, ≈ 17 px on a desktop (was 7–7.5 pt of 7.2 in, shown
+# at ≈ 5 px on a phone). Legends sit below the axes, one entry a line, so they never cover the data or run off a
+# narrow figure.
+_WIDTH = 5.0
+_RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10.5, "ytick.labelsize": 10.5,
+       "legend.fontsize": 10.5}
+
+
+def _styled(fn):
+    """Build the figure under the report's font sizes (rcParams are read when text is created and saved)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(_RC):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _legend_below(fig: Figure) -> None:
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=1, frameon=False)
+
+
+def _ticks(axis, prefix: str = "", linear: bool = False) -> None:
+    """Compact tick labels ($80k, 1M) so neighbours never run together; at most ~5 ticks on a linear axis."""
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: axis_short(v, prefix)))
+    if linear:
+        axis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5))
 
 
 def _png(fig: Figure) -> bytes:
@@ -85,6 +116,7 @@ def _curve_series(units: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+@_styled
 def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mapping[str, Any] | None = None,
                         title: str | None = None) -> bytes:
     """Prompting quality vs k (A, and C per newer base) and LoRA quality vs n (B) on one log-scaled axis.
@@ -95,7 +127,7 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mappin
     crossover (``crossover``: :func:`evaluator.analysis.crossover.crossover_with_uncertainty`), where LoRA (zero-shot)
     first reaches it, with its bootstrap interval as a horizontal bar; the plot never recomputes it.
     """
-    fig = Figure(figsize=(7.2, 4.4))
+    fig = Figure(figsize=(_WIDTH, 5.2), layout="constrained")
     ax = fig.add_subplot()
     series = _curve_series(units)
     if not series:
@@ -129,7 +161,7 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mappin
         for p in pts:
             if p["max"]:
                 ax.annotate(f"max (k={p['x']:.0f})", (p["x"], p["q"]), textcoords="offset points", xytext=(4, 6),
-                            fontsize=8, color=colour)
+                            fontsize=10, color=colour)
     prompt = [(p["x"], p["q"]) for s in series if s["arm"] == "A" for p in s["points"]]
     lora = [(p["x"], p["q"]) for s in series if s["arm"] == "B" and s["key"][2] == 0 for p in s["points"]]
     cx = crossover or {}
@@ -156,11 +188,12 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mappin
     ax.set_xscale("symlog", linthresh=1.0)  # k = 0 (zero-shot) stays on the axis
     ax.set_xlim(-0.3 if min(all_x) <= 0 else None, max(all_x) * 1.6 if max(all_x) > 0 else 1)
     ax.set_ylim(0, 1.02 if max(p["q"] for s in series for p in s["points"]) <= 1 else None)
-    ax.set_xlabel("examples used: k demonstrations in the prompt (A, C) / n training examples (B)")
+    ax.set_xlabel("examples used: k demonstrations in the prompt (A, C)\n/ n training examples (B)")
+    _ticks(ax.xaxis)
     ax.set_ylabel("quality (95% CI band)")
     ax.set_title(title or "Learning curves: prompting vs k, LoRA vs n")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    _legend_below(fig)
     return _png(fig)
 
 
@@ -187,12 +220,13 @@ def pareto_frontier(points: Sequence[Mapping[str, Any]]) -> list[int]:
     return front
 
 
+@_styled
 def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | None = None) -> bytes:
     """Quality (with 95% CI) vs monthly self-hosted cost per option; the Pareto frontier as a step line.
 
     ``points``: ``{label, arm, quality, ci_low, ci_high, monthly_usd}``. Log cost axis when costs span > 10×.
     """
-    fig = Figure(figsize=(7.2, 4.4))
+    fig = Figure(figsize=(_WIDTH, 4.6), layout="constrained")
     ax = fig.add_subplot()
     usable = [p for p in points if num(p.get("monthly_usd")) is not None and num(p.get("quality")) is not None
               and math.isfinite(num(p.get("monthly_usd")))]  # type: ignore[arg-type]
@@ -210,7 +244,7 @@ def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | Non
                     label={"A": "A: prompting (base)", "B": "B: LoRA (base)", "C": "C: newer base"}.get(arm, arm)
                     if arm not in seen_arms else None)
         seen_arms.add(arm)
-        ax.annotate(str(p.get("label", "")), (c, q), textcoords="offset points", xytext=(5, 4), fontsize=7.5)
+        ax.annotate(str(p.get("label", "")), (c, q), textcoords="offset points", xytext=(5, 4), fontsize=10)
     front = [usable[i] for i in pareto_frontier(usable)]
     costs = [num(p["monthly_usd"]) for p in usable]
     if len(front) >= 1:
@@ -221,14 +255,15 @@ def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | Non
         ax.step(fx, fy, where="post", color="black", linestyle="--", linewidth=1, alpha=0.7,
                 label="Pareto frontier (nothing cheaper is better)")
     pos = [c for c in costs if c is not None and c > 0]
-    if pos and max(pos) / min(pos) > 10 and len(pos) == len(costs):
+    log = bool(pos and max(pos) / min(pos) > 10 and len(pos) == len(costs))
+    if log:
         ax.set_xscale("log")
     ax.set_xlabel("monthly cost, self-hosted at the stated volume (USD)")
     ax.set_ylabel("quality (95% CI)")
     ax.set_title(title or "Quality vs monthly cost")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"${v:,.0f}"))
+    _ticks(ax.xaxis, "$", linear=not log)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    _legend_below(fig)
     return _png(fig)
 
 
@@ -245,6 +280,7 @@ def _infer_tokens_per_request(break_evens: Iterable[Any]) -> float | None:
     return None
 
 
+@_styled
 def cost_vs_volume_png(
     lines: Sequence[Any],
     break_evens: Sequence[Any],
@@ -262,7 +298,7 @@ def cost_vs_volume_png(
     line labels). The x axis is tokens/day when ``tokens_per_request`` is given or can be read off a break-even
     (tokens/day ÷ requests/day), else requests/day.
     """
-    fig = Figure(figsize=(7.2, 4.6))
+    fig = Figure(figsize=(_WIDTH, 6.0), layout="constrained")
     ax = fig.add_subplot()
     parsed = []
     for ln in lines:
@@ -323,7 +359,8 @@ def cost_vs_volume_png(
     ax.set_xlabel(f"volume, {unit}")
     ax.set_ylabel("monthly cost (USD)")
     ax.set_title(title or "Monthly cost vs volume (break-even points circled)")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"${v:,.0f}" if v >= 1 else f"${v:g}"))
+    _ticks(ax.yaxis, "$")
+    _ticks(ax.xaxis)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    _legend_below(fig)
     return _png(fig)

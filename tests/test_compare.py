@@ -46,7 +46,13 @@ def test_same_items_gives_paired_table(runs, tmp_path):
     assert t["same_point"] == []  # different models: no unit in common
     md = format_compare(r)
     assert md.startswith("# tunecheck compare — q1-adapter vs q2-new-base")
-    assert "| comparison | RUN_A option | RUN_B option | A | B | B − A | 95% CI | McNemar p |" in md
+    assert ("| comparison | before option | after option | before | after | after − before | 95% CI | McNemar p "
+            "| right only after / only before |") in md
+    assert "- **before** (the first run given): `q1-adapter`" in md and "- **after** (the second run given): `q2-new-base`" in md
+    assert "| adapter (before) vs prompting (after) | B n=16 | A k=32 |" in md
+    assert h["statement"].startswith("Inconclusive: A k=32 in q2-new-base (after) vs the adapter B n=256 in "
+                                     "q1-adapter (before): difference (after − before) +")
+    assert r["same_run"] is False and r["note"] is None and "**Note:**" not in md
     assert "Newcombe" in md
     assert "**Headline:**" in md
     json.dumps(r)  # plain data
@@ -63,7 +69,8 @@ def test_headline_when_adapter_is_still_better(tmp_path):
     b = make_run(tmp_path, "weak-new-base", items, [{"arm": "A", "model": "nb", "shots": 8, "q": 0.40}], seed=1)
     h = compare_runs(a, b)["tasks"]["toy_intents"]["headline"]
     assert h["outcome"] == "run_a_better" and h["ci_high"] < -0.02
-    assert h["statement"].startswith("The adapter B n=256 in q1-adapter is still better")
+    assert h["statement"].startswith("The adapter B n=256 in q1-adapter (before) is still better than A k=8 in "
+                                     "weak-new-base (after): difference (after − before) -")
 
 
 def test_inconclusive_headline_says_how_many_items(tmp_path):
@@ -111,6 +118,39 @@ def test_same_run_twice_pairs_identical_points(runs):
     assert len(same) == 8
     assert all(p["diff"] == 0 and p["mcnemar_p"] == 1.0 for p in same)
     assert r["run_a"]["name"] != r["run_b"]["name"]  # disambiguated labels
+    assert (r["run_a"]["name"], r["run_b"]["name"]) == ("q1-adapter (before)", "q1-adapter (after)")
+    assert r["same_run"] is True
+    assert r["note"].startswith("the same run on both sides (q1-adapter is both before and after): nothing to compare")
+    md = format_compare(r).splitlines()
+    assert md[0] == "# tunecheck compare — q1-adapter (before) vs q1-adapter (after)"
+    assert md[2].startswith("> **Note:** The same run on both sides (q1-adapter is both before and after): nothing "
+                            "to compare — every same-point difference is 0 by construction")
+    assert "in q1-adapter (before)" in r["tasks"]["toy_intents"]["headline"]["statement"]
+    assert "(run A)" not in "\n".join(md) and "(run B)" not in "\n".join(md)
+
+
+def test_runs_are_before_and_after_never_arm_letters(runs, tmp_path):
+    """Issue 15: the runs are "before"/"after" (or their names) everywhere a person reads; A/B/C are the arms only."""
+    import re
+
+    a, b = runs
+    r = compare_runs(a, b)
+    md = format_compare(r)
+    text = md + "\n".join(str(p.get("summary")) for t in r["tasks"].values() for p in t["pairs"] + t["same_point"])
+    assert "RUN_A" not in md and "RUN_B" not in md and "run A" not in text and "run B" not in text
+    # a column or a difference named by a bare letter would be a run called like an arm
+    assert not re.search(r"\| (A|B) \||B − A|B only / A only| [AB] \$/month", md)
+    # an arm letter in the Markdown is always an option label (A k=…, B n=…, C model k=…)
+    for m in re.finditer(r"(?<![\w`/-])([ABC])(?![\w`/-])", md):
+        assert re.match(r" (k=|n=|mid-base k=)", md[m.end():]), md[m.start() - 40:m.end() + 20]
+    # two different folders that carry the same run id: told apart by role, and not "the same run"
+    import shutil
+
+    copy = tmp_path / "copy" / "q1-adapter"
+    shutil.copytree(a, copy)
+    r2 = compare_runs(a, copy)
+    assert (r2["run_a"]["name"], r2["run_b"]["name"]) == ("q1-adapter (before)", "q1-adapter (after)")
+    assert r2["same_run"] is False and r2["note"] is None
 
 
 def test_different_item_sets_refused_with_one_line(tmp_path):
@@ -163,6 +203,7 @@ def test_cli_compare_exits_2_with_one_line(tmp_path, repo_root):
                         cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "tunecheck compare" in ok.stdout
+    assert "the same run on both sides" in ok.stdout.lower() and "nothing to compare" in ok.stdout
     assert (out / "compare-q1-adapter-vs-q1-adapter.md").is_file() and (out / "compare-q1-adapter-vs-q1-adapter.json").is_file()
     assert not list(a.glob("compare-*"))  # --out, not RUN_B's folder
 

@@ -508,3 +508,70 @@ def test_one_cost_schema_the_jobs_costs_section_is_generated_from_cost_inputs(tm
     assert inputs == CostInputs(volume_tokens_per_day=2e6, requests_per_day=900, gpu_hourly_usd=3.5, gpus=4,
                                 utilisation=0.25, api_input_usd_per_m=0.1, api_output_usd_per_m=0.4,
                                 refresh_months=6, days_per_month=31, prefix_cache_hours=12)
+
+
+# --- break-even rows in words (issue 15): "always cheaper" / "never cheaper", never "0 tokens/day" or "< 0" --------
+
+
+def _no_odd_volumes(text: str) -> None:
+    assert "< 0" not in text and "would cross" not in text and "= 0 tokens/day" not in text and "= 0 =" not in text
+
+
+def test_break_even_negative_crossing_says_always_and_never_cheaper():
+    a, b = CostLine("a", "self-host", 100.0, 0.01), CostLine("b", "API", 50.0, 0.005)  # b cheaper in both
+    x = break_even(a, b, 30, 10)
+    assert x.requests_per_day is None and x.tokens_per_day is None  # the numbers are as before
+    assert x.cheaper_below == x.cheaper_above == "b [API]"
+    assert x.summary == "b [API] is always cheaper; a [self-host] is never cheaper"
+    assert f" — {x.summary}: the lines never cross at a positive volume" in x.how
+    # (50 - 100) / ((0.01 - 0.005) × 30) = -333.3 req/day: kept as the derivation, said to be below zero
+    assert "solving for equal cost gives -333.3 req/day, below zero" in x.how
+    _no_odd_volumes(x.how)
+
+
+def test_break_even_identical_lines_say_neither_is_ever_cheaper():
+    x = break_even(CostLine("a", "x", 100.0, 0.01), CostLine("b", "x", 100.0, 0.01), 30, 10)
+    assert (x.requests_per_day, x.tokens_per_day, x.cheaper_below, x.cheaper_above) == (0.0, 0.0, None, None)
+    assert x.summary == "a [x] and b [x] cost the same at every volume: neither is ever cheaper"
+    assert x.how.endswith(f" — {x.summary}: identical lines")
+    _no_odd_volumes(x.how)
+
+
+def test_break_even_parallel_lines_say_always_and_never_cheaper():
+    x = break_even(CostLine("a", "x", 400.0, 0.01), CostLine("b", "x", 100.0, 0.01), 30, 10)
+    assert math.isinf(x.requests_per_day) and math.isinf(x.tokens_per_day)
+    assert x.cheaper_below == x.cheaper_above == "b [x]"
+    assert x.summary == "b [x] is always cheaper; a [x] is never cheaper"
+    assert "parallel lines (the same $/request) never cross; b [x] stays cheaper by $300.00/month at every volume" in x.how
+    _no_odd_volumes(x.how)
+
+
+def test_break_even_at_zero_volume_says_always_cheaper_above_zero():
+    """Equal fixed costs: the lines meet only at 0 — "always cheaper", not "equal at 0 = 0 tokens/day"."""
+    x = break_even(CostLine("a", "x", 100.0, 0.02), CostLine("b", "x", 100.0, 0.01), 30, 10)
+    assert (x.requests_per_day, x.tokens_per_day, x.cheaper_below, x.cheaper_above) == (0.0, 0.0, None, "b [x]")
+    assert x.summary == "b [x] is always cheaper (at every volume above zero); a [x] is never cheaper"
+    _no_odd_volumes(x.how)
+
+
+def test_break_even_positive_crossing_keeps_its_derivation_and_says_who_is_cheaper_where():
+    x = break_even(CostLine("a", "x", 100.0, 0.01), CostLine("b", "x", 400.0, 0.005), 30, 50)
+    assert x.requests_per_day == pytest.approx(2_000, rel=REL)
+    assert x.summary == "a [x] is cheaper below 100,000 tokens/day (2,000 req/day), b [x] above it"
+    assert "= 2,000 = 100,000 tokens/day; a [x] cheaper below, b [x] cheaper above" in x.how
+    no_tokens = break_even(CostLine("a", "x", 100.0, 0.01), CostLine("b", "x", 400.0, 0.005), 30)
+    assert no_tokens.summary == "a [x] is cheaper below 2,000 req/day, b [x] above it"
+
+
+def test_report_markdown_break_even_rows_lead_with_words(report):
+    from evaluator.report.markdown import break_even_row
+
+    rows = [break_even_row(to_jsonable(b)) for b in report.break_evens]
+    for b, row in zip(report.break_evens, rows):
+        assert row.startswith(f"**{b.summary}** — ") and row.count(b.summary) == 1
+        _no_odd_volumes(row)
+    assert any("is always cheaper" in r and "is never cheaper" in r for r in rows)  # the parallel A0/B pair
+    assert any(" is cheaper below " in r for r in rows)
+    # a report dict from before the summary field: the derivation as it was
+    assert break_even_row({"how": "x — y"}) == "x — y"
+    assert to_jsonable(report.break_evens[0])["summary"] == report.break_evens[0].summary

@@ -1,9 +1,17 @@
-"""report.json validates against the JSON Schema shipped in the package (evaluator/schemas/report.schema.json)."""
+"""report.json validates against the JSON Schema shipped in the package (evaluator/schemas/report.schema.json).
+
+The suite builds the runs it checks, so nothing here skips: a fake run in the store's format (tests/fake_runs.py:
+all three arms, costs, paired tests) and a tiny real run (`tunecheck run` on the offline tiny models of
+tests/conftest.py: real scoring, training and measurement records). Set ``TUNECHECK_SCHEMA_RUN`` to a run folder
+(or a folder of runs) to check your own run's report.json too, e.g.
+``TUNECHECK_SCHEMA_RUN=runs/my-run .venv/bin/python -m pytest tests/test_report_schema.py``.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -15,7 +23,20 @@ from evaluator.report.build import SCHEMA_VERSION, write_reports  # noqa: E402
 from evaluator.store.run_store import RunStore  # noqa: E402
 from tests.fake_runs import item_ids, old_run  # noqa: E402
 
-DEMO_REPORTS = sorted(Path("/tmp/demo-runs2").glob("*/report.json"))
+SCHEMA_RUN_ENV = "TUNECHECK_SCHEMA_RUN"
+
+
+def named_reports() -> list[Path]:
+    """The report.json files of the run (or runs) that TUNECHECK_SCHEMA_RUN names; [] when it is unset."""
+    where = os.environ.get(SCHEMA_RUN_ENV, "").strip()
+    if not where:
+        return []
+    root = Path(where).expanduser()
+    found = [root / "report.json"] if (root / "report.json").is_file() else sorted(root.glob("*/report.json"))
+    if not found:
+        raise pytest.UsageError(f"{SCHEMA_RUN_ENV}={where}: no report.json there (nor in its subfolders) — name a "
+                                "run folder (`tunecheck report RUN_DIR` writes one)")
+    return found
 
 
 def schema() -> dict:
@@ -80,7 +101,45 @@ def test_schema_allows_growth(validator, fake_report):
     assert _errors(validator, grown) == []
 
 
-@pytest.mark.skipif(not DEMO_REPORTS, reason="no demo run under /tmp/demo-runs2 on this machine")
-@pytest.mark.parametrize("path", DEMO_REPORTS, ids=lambda p: p.parent.name)
-def test_demo_reports_validate(validator, path):
-    assert _errors(validator, json.loads(path.read_text(encoding="utf-8"))) == []
+@pytest.fixture(scope="module")
+def tiny_real_run(tmp_path_factory, tiny_llama_dir, tiny_gemma_dir) -> Path:
+    """A real run, small: `tunecheck run` on the tiny offline models (arms A, B and C, one point or two each)."""
+    from typer.testing import CliRunner
+
+    from evaluator.cli.app import app
+    from tests.test_run import run_dir_of, write_job
+
+    tmp = tmp_path_factory.mktemp("schema-run")
+    job = write_job(tmp, tiny_llama_dir, tiny_gemma_dir, limit=8,
+                    arms={"prompting": {"shots": [0, 2]}, "lora": {"train_sizes": [16], "epochs": 1, "batch_size": 8,
+                                                                   "r": 4}})
+    res = CliRunner().invoke(app, ["run", str(job)])
+    assert res.exit_code == 0, res.output
+    return run_dir_of(tmp)
+
+
+def test_the_suites_own_runs_validate(validator, fake_report, tiny_real_run):
+    """Both runs the suite builds — and the one TUNECHECK_SCHEMA_RUN names, if any — validate; none is skipped."""
+    real = json.loads((tiny_real_run / "report.json").read_text(encoding="utf-8"))
+    assert real["schema_version"] == SCHEMA_VERSION and real["complete"]
+    assert sorted({u["arm"] for u in real["tasks"]["snips_intents"]["units"]}) == ["A", "B", "C"]
+    docs = {"fake run": fake_report, f"tiny real run {tiny_real_run.name}": real}
+    docs |= {str(p): json.loads(p.read_text(encoding="utf-8")) for p in named_reports()}
+    problems = {name: _errors(validator, doc) for name, doc in docs.items()}
+    assert problems == {name: [] for name in docs}
+
+
+def test_schema_run_env_names_a_run(monkeypatch, tmp_path):
+    """TUNECHECK_SCHEMA_RUN: a run folder, a folder of runs, or unset; a folder without report.json is an error."""
+    monkeypatch.delenv(SCHEMA_RUN_ENV, raising=False)
+    assert named_reports() == []
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "report.json").write_text("{}")
+    monkeypatch.setenv(SCHEMA_RUN_ENV, str(run))
+    assert named_reports() == [run / "report.json"]
+    monkeypatch.setenv(SCHEMA_RUN_ENV, str(tmp_path / "runs"))
+    assert named_reports() == [run / "report.json"]
+    monkeypatch.setenv(SCHEMA_RUN_ENV, str(tmp_path / "empty"))
+    with pytest.raises(pytest.UsageError, match="no report.json"):
+        named_reports()

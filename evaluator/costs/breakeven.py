@@ -38,11 +38,16 @@ class BreakEven:
     tokens_per_day: float | None
     cheaper_below: str | None  # cheaper at volumes below the break-even (None when not applicable)
     cheaper_above: str | None
-    how: str
+    how: str  # the two lines, the derivation and the result in words
+    summary: str = ""  # the result in words only: "X is always cheaper; Y is never cheaper", "X is cheaper below …"
 
 
 def break_even(a: CostLine, b: CostLine, days_per_month: float, tokens_per_request: float | None = None) -> BreakEven:
-    """Volume where two linear monthly costs are equal (closed form; see module docstring for None / inf)."""
+    """Volume where two linear monthly costs are equal (closed form; see module docstring for None / inf).
+
+    When the lines never cross at a positive volume (identical, parallel, equal fixed costs, or crossing only at a
+    negative volume) ``summary`` and ``how`` say so in words — "X is always cheaper; Y is never cheaper" — rather
+    than as a volume of 0 or below zero; the numbers themselves are as documented on :class:`BreakEven`."""
     fa, va, fb, vb = a.fixed_usd_per_month, a.usd_per_request, b.fixed_usd_per_month, b.usd_per_request
     la, lb = a.label, b.label
 
@@ -51,35 +56,55 @@ def break_even(a: CostLine, b: CostLine, days_per_month: float, tokens_per_reque
             return None
         return r * tokens_per_request if not math.isinf(r) else math.inf
 
+    def other(x: str) -> str:
+        return lb if x == la else la
+
     lines = f"{la}: {usd(fa)}/month + {usd(va)}/req; {lb}: {usd(fb)}/month + {usd(vb)}/req"
     if va == vb:
         if fa == fb:
-            return BreakEven(la, lb, 0.0, 0.0, None, None, f"{lines} — identical lines: equal at every volume")
+            words = f"{la} and {lb} cost the same at every volume: neither is ever cheaper"
+            return BreakEven(la, lb, 0.0, 0.0, None, None, f"{lines} — {words}: identical lines", words)
         cheaper = la if fa < fb else lb
+        words = f"{cheaper} is always cheaper; {other(cheaper)} is never cheaper"
         return BreakEven(
             la, lb, math.inf, math.inf if tokens_per_request is not None else None, cheaper, cheaper,
-            f"{lines} — parallel lines: {cheaper} stays cheaper by {usd(abs(fa - fb))}/month at every volume "
-            f"(they meet only at infinite volume)",
+            f"{lines} — {words}: parallel lines (the same $/request) never cross; {cheaper} stays cheaper by "
+            f"{usd(abs(fa - fb))}/month at every volume",
+            words,
         )
     r = (fb - fa) / ((va - vb) * days_per_month)
     if r == 0:
         r = 0.0  # not -0.0
     if r < 0:
         cheaper = la if (fa < fb or (fa == fb and va < vb)) else lb
+        words = f"{cheaper} is always cheaper; {other(cheaper)} is never cheaper"
         return BreakEven(
             la, lb, None, None, cheaper, cheaper,
-            f"{lines} — lines would cross at {qty(r)} req/day < 0: {cheaper} is cheaper at every volume",
+            f"{lines} — {words}: the lines never cross at a positive volume ({cheaper} costs less both fixed and "
+            f"per request; solving for equal cost gives {qty(r)} req/day, below zero)",
+            words,
         )
     below = la if fa < fb else lb if fb < fa else None
     above = la if va < vb else lb
     t = tok(r)
+    if r == 0:  # the same fixed cost: the lines meet only at zero volume
+        words = f"{above} is always cheaper (at every volume above zero); {other(above)} is never cheaper"
+        return BreakEven(
+            la, lb, r, t, below, above,
+            f"{lines} — {words}: the same fixed cost, so the lines meet only at zero volume and {above} costs less "
+            "per request",
+            words,
+        )
     tok_s = f" = {qty(t)} tokens/day" if t is not None else ""
+    at = f"{qty(t)} tokens/day ({qty(r)} req/day)" if t is not None else f"{qty(r)} req/day"
+    words = f"{below} is cheaper below {at}, {above} above it" if below else f"{above} is cheaper above {at}"
     return BreakEven(
         la, lb, r, t, below, above,
         f"{lines} — equal at requests/day = ({usd(fb)} - {usd(fa)}) / (({usd(va)} - {usd(vb)}) × "
         f"{days_per_month:.4g} d) = {qty(r)}{tok_s}; "
         + (f"{below} cheaper below, " if below else "")
         + f"{above} cheaper above",
+        words,
     )
 
 

@@ -40,10 +40,8 @@ def format_cost_report(report: CostReport) -> list[str]:
         lines.append("")
         lines.append("Break-even volumes:")
         for b in report.break_evens:
-            if b.requests_per_day is None:
-                v = f"never (≥ 0): {b.cheaper_below} cheaper at every volume"
-            elif math.isinf(b.requests_per_day):
-                v = f"never (parallel): {b.cheaper_below} cheaper at every volume"
+            if b.requests_per_day is None or math.isinf(b.requests_per_day) or b.requests_per_day <= 0:
+                v = b.summary or f"never cross: {b.cheaper_below or b.cheaper_above} cheaper at every volume"
             else:
                 v = f"{qty(b.tokens_per_day)} tokens/day ({qty(b.requests_per_day)} req/day)"
                 if b.cheaper_above:

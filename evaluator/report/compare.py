@@ -4,6 +4,11 @@ The use case: RUN_A is last quarter's run (the base, its LoRA adapter), RUN_B a 
 model prompted, maybe a new adapter). Differences are always **RUN_B minus RUN_A** ("after − before"), paired by
 item id, with the paired interval (Newcombe for accuracy) and McNemar's exact test of :mod:`evaluator.analysis.paired`.
 
+In everything a person reads (the Markdown, the headline) the runs are **before** (RUN_A) and **after** (RUN_B), or
+their run names — never "A"/"B", which are the arms' letters (A k=32, B n=100, C …). Two runs with the same run id
+are told apart as "name (before)" / "name (after)". Comparing a run with itself (the same folder on both sides) is
+not refused: the result has ``same_run`` true and a ``note``, which the Markdown puts first.
+
 Per task present in both runs, the comparisons made:
 
 - ``adapter_vs_prompting``: every LoRA point (arm B) of RUN_A vs the best prompting point of each model in RUN_B
@@ -155,8 +160,30 @@ class _Run:
         return f"run {name} is incomplete: {len(self.unfinished)} of {len(self.planned)} planned units unfinished ({shown})"
 
 
+ROLES = ("before", "after")  # RUN_A, RUN_B: runs are never called A/B, the arms' letters
+
+
 def _disambiguate(a: str, b: str) -> tuple[str, str]:
-    return (a, b) if a != b else (f"{a} (run A)", f"{b} (run B)")
+    """The runs' names in text: their run ids, with "(before)"/"(after)" added when both have the same id."""
+    return (a, b) if a != b else (f"{a} ({ROLES[0]})", f"{b} ({ROLES[1]})")
+
+
+def _roles(names: tuple[str, str]) -> tuple[str, str]:
+    """The names with their role, for sentences: "q1-adapter (before)", "q2-new-base (after)"."""
+    return tuple(n if n.endswith(f"({r})") else f"{n} ({r})" for n, r in zip(names, ROLES))  # type: ignore[return-value]
+
+
+def _same_run(ra: _Run, rb: _Run) -> bool:
+    try:
+        return ra.store.root.resolve() == rb.store.root.resolve()
+    except OSError:
+        return False
+
+
+def same_run_note(name: str) -> str:
+    """The one line `compare` gives when both sides are the same run folder (it still compares, exit 0)."""
+    return (f"the same run on both sides ({name} is both before and after): nothing to compare — every same-point "
+            "difference is 0 by construction, and the headline only sets this run's own options against each other")
 
 
 def _pair(kind: str, ra: _Run, ua: dict, rb: _Run, ub: dict, names: tuple[str, str], task: str, seed: int,
@@ -177,7 +204,8 @@ def _pair(kind: str, ra: _Run, ua: dict, rb: _Run, ub: dict, names: tuple[str, s
 
 def _headline(ra: _Run, adapters: list[dict], rb: _Run, prompting: list[dict], names: tuple[str, str],
               settings: dict, items: frozenset[str]) -> dict[str, Any] | None:
-    """Is RUN_B's best prompting point at least as good as RUN_A's best adapter (within the margin)?
+    """Is the after run's (RUN_B's) best prompting point at least as good as the before run's (RUN_A's) best adapter
+    (within the margin)? ``names`` are the runs' names with their roles ("q1-adapter (before)").
 
     Both points are chosen on the selection items by the one selection rule and tested on the other items; the
     criterion, interval and items-needed figure are the verdict's (:func:`evaluator.analysis.paired.judge`)."""
@@ -207,25 +235,28 @@ def _headline(ra: _Run, adapters: list[dict], rb: _Run, prompting: list[dict], n
                                        seed=settings["selection_seed"])["A"]
         lo, hi = min(lo, blo), max(hi, bhi)
     j = judge(d, margin, low=lo, high=hi, selection_share=split.fraction if split.method == "split" else 0.0)
-    ci = ci_text(alpha, -hi, -lo, d.n, d.mcnemar_p)  # RUN_B − RUN_A
+    ci = ci_text(alpha, -hi, -lo, d.n, d.mcnemar_p)  # after − before
     subject = f"{unit_label(ub)} in {names[1]}"
     obj = f"{'the adapter' if ua['arm'] == 'B' else 'the option'} {unit_label(ua)} in {names[0]}"
-    diff = -d.diff  # RUN_B − RUN_A
+    diff = -d.diff  # after − before
     out: dict[str, Any] = {"pair": "headline", "a": la, "b": lb, "unit_a": ua["unit"], "unit_b": ub["unit"],
                            "diff": diff, "ci_low": -hi, "ci_high": -lo, "margin": margin, "alpha": alpha,
                            "selection": split.as_dict(), "judged": j}
     if j["outcome"] == "within":
         better = -hi > 0
         out |= {"outcome": "matches_or_beats", "confirmed": True, "significantly_better": better}
-        text = (f"{subject} {'beats' if better else 'matches'} {obj}: difference {diff:+.3f} ({ci}); the whole "
+        text = (f"{subject} {'beats' if better else 'matches'} {obj}: difference (after − before) {diff:+.3f} ({ci}); "
+                f"the whole "
                 f"interval is at or above −{margin:.2f}, so it is no worse by more than the margin")
     elif j["outcome"] == "beyond":
         out |= {"outcome": "run_a_better", "confirmed": True, "significantly_better": False}
-        text = (f"{obj[0].upper() + obj[1:]} is still better than {subject}: difference {diff:+.3f} ({ci}), the "
+        text = (f"{obj[0].upper() + obj[1:]} is still better than {subject}: difference (after − before) {diff:+.3f} "
+                f"({ci}), the "
                 f"whole interval below −{margin:.2f}")
     else:
         out |= {"outcome": "inconclusive", "confirmed": False, "significantly_better": False}
-        text = f"Inconclusive: {subject} vs {obj}: difference {diff:+.3f} ({ci}) straddles the −{margin:.2f} margin"
+        text = (f"Inconclusive: {subject} vs {obj}: difference (after − before) {diff:+.3f} ({ci}) straddles the "
+                f"−{margin:.2f} margin")
         need = j.get("items_needed") or {}
         out["items_needed"] = need
         if need.get("n") is not None:
@@ -248,6 +279,7 @@ def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha
     """
     ra, rb = _Run(Path(run_a)), _Run(Path(run_b))
     names = _disambiguate(ra.name, rb.name)
+    same_run = _same_run(ra, rb)
     incomplete = [(r, n) for r, n in ((ra, names[0]), (rb, names[1])) if r.unfinished]
     if incomplete and not allow_incomplete:
         r, n = incomplete[0]
@@ -312,9 +344,10 @@ def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha
             if ub is not None:
                 same.append(_pair("same_point", ra, ua, rb, ub, names, task, seed, reps, alpha))
         # the headline: RUN_A's adapters vs RUN_B's prompting points, chosen and tested as the verdict does
-        head = _headline(ra, a_adapters, rb, [u for u in ub_all if u["arm"] in PROMPTING_ARMS], names, settings, sa)
+        roles = _roles(names)
+        head = _headline(ra, a_adapters, rb, [u for u in ub_all if u["arm"] in PROMPTING_ARMS], roles, settings, sa)
         if head is None:  # no adapter or no prompting point: best vs best
-            head = _headline(ra, ua_all, rb, ub_all, names, settings, sa) if ua_all and ub_all else None
+            head = _headline(ra, ua_all, rb, ub_all, roles, settings, sa) if ua_all and ub_all else None
         tasks[task] = {
             "n_items": len(sa),
             "pairs": pairs,
@@ -326,7 +359,9 @@ def compare_runs(run_a: Path, run_b: Path, *, margin: float | None = None, alpha
         "compare_version": COMPARE_VERSION,
         "run_a": ra.describe() | {"name": names[0]},
         "run_b": rb.describe() | {"name": names[1]},
-        "direction": "differences are RUN_B minus RUN_A on the same items",
+        "direction": "differences are after (RUN_B) minus before (RUN_A) on the same items",
+        "same_run": same_run,
+        "note": same_run_note(ra.name) if same_run else None,
         "margin": margin,
         "alpha": alpha,
         "tasks": tasks,

@@ -9,7 +9,7 @@ from evaluator.fmt import ci_pct, usd_whole
 __all__ = ["compare_markdown", "KIND_TITLES"]
 
 KIND_TITLES = {
-    "adapter_vs_prompting": "adapter (RUN_A) vs prompting (RUN_B)",
+    "adapter_vs_prompting": "adapter (before) vs prompting (after)",
     "best_vs_best": "best vs best",
     "adapter_vs_adapter": "adapter vs adapter",
     "prompting_vs_prompting": "best prompting vs best prompting",
@@ -22,8 +22,8 @@ def _rows(pairs: list[dict[str, Any]], with_kind: bool) -> list[str]:
     costs = any(p.get("monthly_usd_a") is not None or p.get("monthly_usd_b") is not None for p in pairs)
     level = ci_pct(pairs[0].get("alpha", 0.05)) if pairs else "95%"
     head = ("| comparison | " if with_kind else "| ") + (
-        f"RUN_A option | RUN_B option | A | B | B − A | {level} CI | McNemar p | B only / A only |"
-        + (" A $/month | B $/month |" if costs else ""))
+        f"before option | after option | before | after | after − before | {level} CI | McNemar p "
+        "| right only after / only before |" + (" before $/month | after $/month |" if costs else ""))
     sep = "|" + "---|" * (head.count("|") - 1)
     lines = [head, sep]
     for p in pairs:
@@ -45,17 +45,19 @@ def compare_markdown(r: dict[str, Any]) -> list[str]:
         newer = ", ".join(f"`{n}`" for n in x["newer"]) or "—"
         units = (f"{x['units']} units, **{len(x['unfinished_units'])} of {x['planned_units']} planned units "
                  "unfinished**") if x.get("unfinished_units") else f"{x['units']} units"
-        return f"`{x['name']}` (base `{x['base']}`, newer {newer}; {units}; `{x['dir']}`)"
+        return f"`{x['run_id']}` (base `{x['base']}`, newer {newer}; {units}; `{x['dir']}`)"
 
     lines = [f"# tunecheck compare — {a['name']} vs {b['name']}", ""]
+    if r.get("note"):
+        lines += [f"> **Note:** {r['note'][0].upper() + r['note'][1:]}.", ""]
     for line in r.get("incomplete") or []:
         lines += [f"> **WARNING — INCOMPLETE RUN:** {line}. Compared with --allow-incomplete: each arm's best point "
                   "is chosen among the finished units only, so these figures can change when the run finishes.", ""]
     lines += [
-        f"- RUN_A (before): {desc(a)}",
-        f"- RUN_B (after): {desc(b)}",
+        f"- **before** (the first run given): {desc(a)}",
+        f"- **after** (the second run given): {desc(b)}",
         "",
-        f"Differences are RUN_B − RUN_A on the same test items (paired by item id): {ci_pct(r['alpha'])} CI by "
+        f"Differences are after − before on the same test items (paired by item id): {ci_pct(r['alpha'])} CI by "
         f"Newcombe's method 10 for accuracy (bootstrap over items otherwise), McNemar's exact test. Margin "
         f"{r['margin']:.2f}. Table rows compare best points on all items (descriptive); the headline chooses and "
         "tests as the verdict does.",
@@ -70,6 +72,6 @@ def compare_markdown(r: dict[str, Any]) -> list[str]:
             lines += ["", "### Same points in both runs", ""] + _rows(t["same_point"], with_kind=False)
     if r["tasks_only_in_a"] or r["tasks_only_in_b"]:
         lines += ["", "Not compared (in one run only): "
-                  + ", ".join([f"`{t}` (RUN_A)" for t in r["tasks_only_in_a"]]
-                              + [f"`{t}` (RUN_B)" for t in r["tasks_only_in_b"]])]
+                  + ", ".join([f"`{t}` (before only)" for t in r["tasks_only_in_a"]]
+                              + [f"`{t}` (after only)" for t in r["tasks_only_in_b"]])]
     return lines

@@ -154,9 +154,19 @@ def task_markdown(t: dict) -> list[str]:
             )
         lines += ["", "Break-even volumes:"]
         for b_ in c["break_evens"]:
-            lines.append(f"- {b_['how']}")
+            lines.append(f"- {break_even_row(b_)}")
         if c.get("threshold"):
             lines += ["", f"Article threshold: {c['threshold']['sentence']}"]
         lines += ["", "Assumptions:"] + [f"- {a}" for a in c["assumptions"]]
     lines += ["", f"_{v.get('framework', '')}_"]
     return lines
+
+
+def break_even_row(b: dict) -> str:
+    """One break-even row of report.md: its result in words first, in bold (``summary``: "X is always cheaper; Y is
+    never cheaper", "X is cheaper below …, Y above it"), then the cost model's derivation (``how``) without repeating
+    them — so a row never reads as a volume of 0 or below zero."""
+    how, words = str(b.get("how", "")), b.get("summary")
+    if not words:
+        return how
+    return f"**{words}** — " + how.replace(f" — {words}: ", " — ", 1)

@@ -33,10 +33,43 @@ NO_ARGS_IS_HELP, USAGE_ERROR, CLICK_EXCEPTION, ABORT = (
     _exc("NoArgsIsHelpError"), _exc("UsageError"), _exc("ClickException"), _exc("Abort"))
 
 
+def _no_hyphen_breaks() -> None:
+    """Help text wraps at spaces only: `lm-eval` or `--allow-incomplete` is never split into `lm-` / `eval`."""
+    import importlib
+    import textwrap
+
+    for name in ("typer._click._textwrap", "click._textwrap"):
+        try:  # the hyphen-aware splitter replaced by the whitespace-only one (break_on_hyphens is set per instance)
+            importlib.import_module(name).TextWrapper.wordsep_re = textwrap.TextWrapper.wordsep_simple_re
+        except (ImportError, AttributeError):  # pragma: no cover - another click layout: hyphens may break there
+            pass
+
+
+_no_hyphen_breaks()
+
+
+#: the verbs in the order `tunecheck --help` lists them: a run, its report and costs, comparing runs, then the tools
+VERBS = ("run", "demo", "report", "cost", "compare", "tasks", "schema", "train", "eval", "samples")
+
+
 class OneLineErrors(TyperGroup):
     """The app's click group: a usage error (bad option value, unknown option, missing argument) is one line
     `error: <click's message> (see tunecheck <cmd> --help)` and exit 2, not click's usage box. Done in `main`, so it
     holds for the console script and for `CliRunner().invoke(app, ...)` alike; `--help` is untouched."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """The verbs in the order a new user meets them (then any others), whatever order their modules load in."""
+        names = list(self.commands)
+        return sorted(names, key=lambda n: VERBS.index(n) if n in VERBS else len(VERBS))
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Each verb's whole first sentence, wrapped, in the command list (click would cut it with "...")."""
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.short_help and cmd.help:
+                first = " ".join(cmd.help.strip().split("\n\n")[0].split())
+                cmd.short_help = first.split(". ")[0].rstrip(".") + "."
+        super().format_commands(ctx, formatter)
 
     def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
              standalone_mode: bool = True, **extra: Any) -> Any:

@@ -19,8 +19,8 @@ def compare(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for compare-<A>-vs-<B>.md and .json (default: the current directory)."),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Compare a run whose planned units did not all finish (e.g. a killed run): its finished units only, flagged in the output."),
 ) -> None:
-    """Paired comparison of two runs on the same items (RUN_B minus RUN_A); refuses different item sets and, unless
-    --allow-incomplete, a run with unfinished units."""
+    """Paired comparison of two runs on the same items: after (RUN_B) minus before (RUN_A); refuses different item
+    sets and, unless allowed, a run with unfinished units."""
     from evaluator.report.compare import compare_runs, format_compare, write_compare
 
     target = Path.cwd() if out_dir is None else out_dir

@@ -13,7 +13,7 @@ from evaluator.cli.base import app, friendly
 @app.command()
 @friendly
 def report(run_dir: Path = typer.Argument(..., help="A run folder (runs/<run-id>).")) -> None:
-    """(Re)write report.md and report.json from a run folder's stored results — no model is loaded."""
+    """(Re)write report.html, report.md and report.json from a run folder's stored results; no model is loaded."""
     from evaluator.report.build import write_reports
     from evaluator.report.markdown import render_markdown
     from evaluator.store.run_store import RunStore

@@ -19,7 +19,7 @@ def tasks(
     lm_eval: Optional[list[Path]] = typer.Option(None, "--lm-eval", help="List the lm-eval task YAMLs in this folder instead (repeatable); use them as lm-eval:<name> with lm_eval_include."),
     check: bool = typer.Option(False, "--check", help="Check every task without loading a model: data, prompt lookup, the template rendered on every item and the variables it uses; one error line per problem (exit 2), else a table of OK tasks."),
 ) -> None:
-    """List the available tasks with their item counts (or, with --lm-eval, the lm-eval tasks of a folder)."""
+    """List the available tasks with their item counts; with a folder of lm-eval YAML files, its lm-eval tasks."""
     from evaluator.tasks.load import list_tasks, load_task
 
     if check:

@@ -51,9 +51,19 @@ def _safetensors_header(path: Path) -> str:
     return _h(path.name, size, hashlib.sha256(header).hexdigest())
 
 
-def model_fingerprint(kind: str, ref: str) -> dict[str, Any]:
+def model_fingerprint(kind: str, ref: str, api: dict[str, Any] | None = None) -> dict[str, Any]:
     """Identity of a model source without loading it (see the module docstring). Hub ids are identified by id alone
-    (the weights are not here to inspect); built-in models by their pinned registry package and GGUF checksum."""
+    (the weights are not here to inspect); built-in models by their pinned registry package and GGUF checksum; API
+    models by endpoint, model name and the settings that change their answers (`api`: endpoint, choice_scoring)."""
+    if kind == "api":
+        from evaluator.api.spec import parse_api_spec
+
+        m = parse_api_spec(ref)
+        how_asked = {k: (api or {}).get(k, "auto") for k in ("endpoint", "choice_scoring")}
+        return {"kind": kind, "ref": ref, "fingerprint": _h("api", m.base_url, m.model, how_asked),
+                "how": (f"endpoint {m.base_url}, model {m.model}, endpoint {how_asked['endpoint']}, choice scoring "
+                        f"{how_asked['choice_scoring']} (an API model's weights cannot be inspected; each unit records "
+                        "the model names the responses report)")}
     if kind == "builtin":
         from evaluator.models import zoo
 
@@ -108,11 +118,12 @@ def task_fingerprint(task) -> dict[str, Any]:
     }
 
 
-def run_inputs(tasks: dict, models: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    """Everything a run measured beyond the job file: {tasks: {name: fp}, models: {spec: fp}, scoring_version}."""
+def run_inputs(tasks: dict, models: dict[str, tuple[str, str]], api: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a run measured beyond the job file: {tasks: {name: fp}, models: {spec: fp}, scoring_version}.
+    `api`: the job's api settings (what changes an API model's answers is part of its fingerprint)."""
     return {
         "tasks": {name: task_fingerprint(t) for name, t in tasks.items()},
-        "models": {spec: model_fingerprint(kind, ref) for spec, (kind, ref) in models.items()},
+        "models": {spec: model_fingerprint(kind, ref, api) for spec, (kind, ref) in models.items()},
         "scoring_version": SCORING_VERSION,
     }
 

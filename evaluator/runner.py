@@ -102,7 +102,7 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
     for src in [base, *newer]:
         check_loadable(src, job.trust_remote_code, job.allow_pickle)
     p = RunPlan(job, job_dir, tasks, base, newer)
-    p.inputs = identity.run_inputs(tasks, {s.spec: (s.kind, s.ref) for s in [base, *newer]})
+    p.inputs = identity.run_inputs(tasks, {s.spec: (s.kind, s.ref) for s in [base, *newer]}, job.api.model_dump())
     for name in tasks:
         for k in job.arms.prompting.shots:
             p.add(Unit(name, "A", base.spec, base.slug, k), f"{name}: prompting shots {k}")
@@ -268,6 +268,47 @@ class Runner:
         progress.unit_done(unit.id, metric=rec["metric"], value=rec["value"], ci=[rec["ci_low"], rec["ci_high"]],
                            eval_s=rec["timings"]["eval_seconds"])
 
+    def _open_apis(self, pending: list[Unit]) -> dict:
+        """Each API model with pending units, checked against its endpoint (key, model, reachability)."""
+        from evaluator.arms.api import open_api_option
+
+        out = {}
+        for src in self.p.newer:
+            if src.kind == "api" and any(u.model == src.spec for u in pending):
+                with console.status(f"checking {src.spec}"):
+                    out[src.spec] = open_api_option(src.spec, self.p.job.api)
+                opt = out[src.spec]
+                ctx = (f"context {opt.context} tokens ({opt.context_how})" if opt.context else
+                       "context window unknown (api.context_window sets it; shots: max needs it)")
+                console.print(f"API {src.spec}: {opt.endpoint} endpoint, {ctx}, {opt.concurrency} concurrent requests")
+        return out
+
+    def _eval_api(self, unit: Unit, opt, progress: RunProgress) -> None:
+        from evaluator.arms.api import api_tokenized, evaluate_api_unit
+
+        job = self.p.job
+        task = self.p.tasks[unit.task]
+        items = test_items(task, job.limit)
+        bar = progress.unit(unit.id, len(items))
+        fp = self.p.unit_fingerprint(unit)
+        atomic_write_text(inputs_path(self.store, unit.id), fp + "\n")  # before the first result row is appended
+        rec = evaluate_api_unit(unit, task, items, api_tokenized(task, job.seed, opt), opt, self.store,
+                                shots_cap=job.arms.prompting.max_shots, extra={"inputs_fingerprint": fp},
+                                progress=bar.advance)
+        self.computed.append(unit.id)
+        a = rec["api"]
+        lat = a["latency_s"]
+        p50 = f"{lat['p50']:.2f}s" if lat["p50"] is not None else "?"
+        p95 = f"{lat['p95']:.2f}s" if lat["p95"] is not None else "?"
+        progress.console.print(
+            f"[green]done[/] {unit.id}: {rec['metric']} {rec['value']:.3f} [{rec['ci_low']:.3f}, {rec['ci_high']:.3f}] "
+            f"k={rec['point']['shots']} by {a['scoring_method']}, {a['requests']} requests ({a['from_cache']} from "
+            f"cache, {a['retries']} retries), {a['usage']['input_tokens_per_item']:.0f} in / "
+            f"{a['usage']['output_tokens_per_item']:.0f} out tokens per item, latency p50 {p50} p95 {p95}"
+        )
+        progress.unit_done(unit.id, metric=rec["metric"], value=rec["value"], ci=[rec["ci_low"], rec["ci_high"]],
+                           eval_s=rec["timings"]["eval_seconds"])
+
     def _train_or_reuse(self, unit: Unit, lm: LoadedModel, progress: RunProgress):
         """Train the adapter for unit.train_size (or reuse a finished one with the same key): see adapters.py."""
         from evaluator.arms.lora import resolve_root, train_or_reuse
@@ -296,6 +337,7 @@ class Runner:
         self.skipped = [u.id for u in p.units if self.store.is_done(u.id)]
         for uid in self.skipped:
             console.print(f"[dim]skip {uid} (finished earlier)[/]")
+        apis = self._open_apis(pending)  # a refused key or an unreachable endpoint stops here, before any model loads
         with RunProgress(console, len(pending), quiet=self.quiet, json_path=self.json_progress) as progress:
             base_units = [u for u in pending if u.model == p.base.spec and u.arm in "AB"]
             if base_units:
@@ -318,6 +360,10 @@ class Runner:
             for src in p.newer:
                 units = [u for u in pending if u.arm == "C" and u.model == src.spec]
                 if not units:
+                    continue
+                if src.kind == "api":
+                    for u in units:
+                        self._eval_api(u, apis[src.spec], progress)
                     continue
                 lm = self._load(src)
                 for u in units:

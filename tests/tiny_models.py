@@ -42,8 +42,9 @@ def build_tokenizer(out: Path) -> Path:
     return out
 
 
-def build_tiny_model(out: Path, arch: str, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """A 2-layer random model of the given architecture family, saved (safetensors) with the tokenizer."""
+def build_tiny_model(out: Path, arch: str, tokenizer_dir: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """A 2-layer random model of the given architecture family, saved (safetensors) with the tokenizer. A larger
+    `initializer_range` (e.g. 0.2) gives answers that differ from prompt to prompt (at 0.02 they are constant)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -60,6 +61,7 @@ def build_tiny_model(out: Path, arch: str, tokenizer_dir: Path, seed: int = 0) -
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     if arch == "llama":

@@ -13,9 +13,12 @@ from typing import Optional
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from evaluator.cli.base import app, check_folder, check_output_file, err, friendly, out
 from evaluator.config.job import Job
+from evaluator.config.validation import format_validation_error
+from evaluator.errors import UserError
 
 DEMO_JOB: dict = {
     "name": "demo-snips",
@@ -46,20 +49,32 @@ def demo_job(
     output_dir: str | None = None,
     model_cache: str | None = None,
     adapters_dir: str | None = None,
+    api: list[str] | None = None,
+    api_price_as: str | None = None,
 ) -> tuple[Job, str]:
-    """The demo job with the user's overrides, and its YAML text (saved in the run dir as job.yaml)."""
+    """The demo job with the user's overrides, and its YAML text (saved in the run dir as job.yaml). `api` adds API
+    models (URL#MODEL or provider/model, `api:` optional) to the newer bases; `api_price_as` prices an endpoint the
+    price table does not know (job `api.price_as`)."""
     data = yaml.safe_load(yaml.safe_dump(DEMO_JOB))
     for key, val in (("base", base), ("newer", newer), ("limit", limit), ("output_dir", output_dir),
                      ("model_cache", model_cache), ("adapters_dir", adapters_dir)):
         if val:
             data[key] = val
+    if api:
+        data["newer"] = [*data["newer"], *(a if a.startswith("api:") else f"api:{a}" for a in api)]
+    if api_price_as:
+        data["api"] = {"price_as": api_price_as}
     if limit and limit != DEMO_JOB["limit"]:
         data["description"] = (
             f"Illustrative, not a decision: {limit} of SNIPS's 200 test items (the Selection line says how they "
             "were used). Far more paired test items are needed to settle a 0.02 margin (the verdict says how many), "
             "so expect an inconclusive verdict that names the side it leans to."
         )
-    return Job.model_validate(data), yaml.safe_dump(data, sort_keys=False)
+    try:
+        job = Job.model_validate(data)
+    except ValidationError as exc:  # a bad --api / --newer value: one line naming it, exit 2
+        raise UserError(format_validation_error(exc, "tunecheck demo's options")) from None
+    return job, yaml.safe_dump(data, sort_keys=False)
 
 
 def prepare_models(job: Job, say) -> dict[str, float]:
@@ -86,6 +101,8 @@ def demo(
     limit: Optional[int] = typer.Option(None, min=1, help="Test items per arm point (default 60)."),
     base: Optional[str] = typer.Option(None, help="Base model: built-in name, hub id or folder (default smollm2-135m)."),
     newer: Optional[list[str]] = typer.Option(None, help="Newer base model(s) (default gemma3-270m); repeat to add more."),
+    api: Optional[list[str]] = typer.Option(None, "--api", metavar="URL#MODEL", help="Add an API model as one more newer base: an OpenAI-compatible endpoint's /v1 URL and model name (e.g. http://127.0.0.1:8000/v1#my-model, from transformers serve or vLLM), or provider/model (e.g. openai/gpt-4o-mini, key in $OPENAI_API_KEY); repeat to add more."),
+    api_price_as: Optional[str] = typer.Option(None, "--api-price-as", metavar="PROVIDER/MODEL", help="Price an endpoint the price table does not know as this model (e.g. openai/gpt-4o-mini); without it such an option is shown unpriced."),
     model_cache: Optional[Path] = typer.Option(None, help="Where built-in models are converted to (default ~/.cache/tunecheck/models, or $TUNECHECK_CACHE/models)."),
     output_dir: Optional[Path] = typer.Option(None, help="Parent of the run folder (default ./runs)."),
     run_id: Optional[str] = typer.Option(None, help="Run folder name (default: demo-snips-<config hash>; the same id resumes)."),
@@ -105,7 +122,7 @@ def demo(
         check_output_file(json_progress, "--json-progress")
     job, text = demo_job(
         base=base, newer=newer, limit=limit, output_dir=str(output_dir) if output_dir else None,
-        model_cache=str(model_cache) if model_cache else None,
+        model_cache=str(model_cache) if model_cache else None, api=api, api_price_as=api_price_as,
     )
     if job.arms.lora.enabled:
         from evaluator.arms.lora import resolve_root

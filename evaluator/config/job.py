@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from evaluator.api.spec import ApiSpecError, is_api, parse_api_spec
+from evaluator.config.api import ApiSettings
 from evaluator.config.arms import Arms, Shots
 from evaluator.config.validation import _Strict, field_error, format_validation_error, load_yaml
 from evaluator.costs import inputs as costs
@@ -94,7 +96,7 @@ class Job(_Strict):
     tasks: list[str] = Field(min_length=1, description="Tasks to run: names in tasks/, task YAML paths, or lm-eval:<task> / lm-eval:<file>.yaml.")
     lm_eval_include: list[str] = Field(default_factory=list, description="Folders of lm-eval task YAMLs for lm-eval:<task> references, relative to the job file (their `!function` code runs: only folders you trust).")
     base: str = Field(description="The base model (arms A and B): a hub id, a local folder, or a built-in name (smollm2-135m, gemma3-270m).")
-    newer: list[str] = Field(default_factory=list, description="Newer base model(s) for arm C, in the same forms as base; empty: no arm C.")
+    newer: list[str] = Field(default_factory=list, description="Newer base model(s) for arm C, in the same forms as base, or API models: api:<provider>/<model> (e.g. api:openai/gpt-4o-mini) or api:<URL of an OpenAI-compatible /v1 base>#<model>; empty: no arm C.")
     seed: int = Field(1234, description="Seed of the demonstration order, LoRA training and (unless verdict.selection_seed) the selection split.")
     device: str = Field("auto", description="Device: auto | cpu | cuda | cuda:N | mps.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Model dtype; auto: bfloat16 (else float16) on a GPU, float32 on a CPU.")
@@ -104,6 +106,7 @@ class Job(_Strict):
     engine: Literal["auto", "packed", "plain", "lm-eval"] = Field("auto", description="Scoring engine: auto (packed where the architecture supports it, else plain), packed (shared-prefix KV cache, requests packed per forward), plain (batched full re-encoding), lm-eval (the reference path, lm-eval's simple_evaluate).")
     batch_tokens: Annotated[int, Field(ge=64)] = Field(4096, description="Most tokens per forward pass when scoring (an offline scoring batch); halved and retried on GPU out-of-memory.")
     arms: Arms = Field(default_factory=Arms, description="The three arms' sweeps and settings.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="How API models (api: entries of newer) are asked, scored and priced.")
     costs: CostConfig = Field(default_factory=CostConfig, description="Cost assumptions, recorded with the run; `tunecheck cost` can override each later.")
     verdict: VerdictConfig = Field(default_factory=VerdictConfig, description="How the verdict weighs quality (README, \"The verdict\").")
     output_dir: str = Field("runs", description="Parent folder of the run folders (a relative path is relative to the current directory); not part of the run id.")
@@ -132,6 +135,19 @@ class Job(_Strict):
         for i, m in enumerate(v):
             if m in v[:i]:
                 raise field_error(f"model {m!r} is listed twice in newer — remove one", i)
+            if is_api(m):
+                try:
+                    parse_api_spec(m)
+                except ApiSpecError as exc:
+                    raise field_error(str(exc), i) from None
+        return v
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        if is_api(v):
+            raise field_error(f"{v!r}: the base model needs weights here (arm A scores it, arm B trains a LoRA "
+                              "adapter on it) — put API models in newer")
         return v
 
     def newer_shots(self) -> list[Shots]:
@@ -139,7 +155,10 @@ class Job(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not output_dir): the same job resumes the same run."""
-        payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs", "verdict", "description"})
+        # `api` is not here: what changes an API model's answers (endpoint, choice scoring) is part of its identity in
+        # the run's inputs (identity.model_fingerprint), so jobs without API models keep their fingerprints
+        payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs", "verdict", "description",
+                                           "api"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 

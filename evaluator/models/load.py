@@ -22,20 +22,31 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 @dataclass(frozen=True)
 class ModelSource:
     spec: str  # what the user wrote
-    kind: Literal["local", "hub", "builtin"]
-    ref: str  # folder path, hub id or built-in name
+    kind: Literal["local", "hub", "builtin", "api"]
+    ref: str  # folder path, hub id, built-in name or the `api:` reference
 
     @property
     def slug(self) -> str:
         """A filesystem-safe short name for run/adapters paths."""
+        if self.kind == "api":
+            from evaluator.api.spec import parse_api_spec
+
+            return parse_api_spec(self.ref).slug
         base = self.ref if self.kind != "local" else Path(self.ref).name
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", base.replace("/", "--")).strip("-.")[:60] or "model"
 
 
 def resolve_source(spec: str, base_dir: Path | None = None) -> ModelSource:
     """Classify a model reference without loading it; a local path must exist and hold a config.json."""
+    from evaluator.api.spec import ApiSpecError, is_api, parse_api_spec
     from evaluator.models import zoo
 
+    if is_api(spec):
+        try:
+            parse_api_spec(spec)
+        except ApiSpecError as exc:
+            raise UserError(str(exc)) from None
+        return ModelSource(spec, "api", spec.strip())
     if zoo.is_builtin(spec):
         return ModelSource(spec, "builtin", spec)
     p = Path(spec).expanduser()
@@ -85,7 +96,7 @@ def check_weights_format(source: ModelSource, allow_pickle: bool = False) -> Non
 
 def check_loadable(source: ModelSource, trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
     """Fail early (before any compute) when a model is unreachable, is not a causal LM, or has only pickle weights."""
-    if source.kind == "builtin":
+    if source.kind in ("builtin", "api"):  # an API model is checked against its endpoint before any work
         return
     check_weights_format(source, allow_pickle)
     if source.kind == "local":

@@ -7,6 +7,7 @@ Scores are drawn per item from a fixed seed so a unit with quality q gets about 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,52 @@ LABELS = ["book", "play", "rate", "weather", "search"]
 
 def unit_name(task: str, arm: str, model: str, shots: int | str, train: int | None) -> str:
     k = f"k{shots}"
-    return f"{task}__{arm}__{model}__" + (f"n{train}__{k}" if arm == "B" else k)
+    return f"{task}__{arm}__{slug(model)}__" + (f"n{train}__{k}" if arm == "B" else k)
+
+
+def slug(model: str) -> str:
+    """The model's slug as the runner records it: plain names unchanged; an API spec "api-<model>", as
+    evaluator.api.spec does ("api:openai/gpt-4o-mini" → "api-gpt-4o-mini", "api:http://h/v1#name" → "api-name")."""
+    if not model.startswith("api:"):
+        return model
+    spec = model[len("api:"):]
+    name = spec.split("#", 1)[1] if "#" in spec else spec.split("/", 1)[1]
+    return ("api-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip("/").replace("/", "--")).strip("-."))[:60]
+
+
+def api_section(model: str, n_items: int, shots: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A plausible `api` section of an API unit's record for `model` ("api:openai/gpt-4o-mini" or
+    "api:http://host/v1#name"), `overrides` merged on top (one level deep for usage, latency_s and price)."""
+    spec = model[len("api:"):]
+    if "#" in spec:
+        base_url, name = spec.split("#", 1)
+        provider, price = None, {"model": None, "provider": None, "how": None}
+    else:
+        provider, name = spec.split("/", 1)
+        base_url = "https://api.openai.com/v1" if provider == "openai" else f"https://api.{provider}.example/v1"
+        price = {"model": name, "provider": provider, "how": "price table"}
+    price |= {"input_usd_per_m": None, "cached_input_usd_per_m": None, "output_usd_per_m": None}
+    per_in = 60.0 + 12 * shots  # instruction + item (+ demonstrations), as the API counts them
+    per_cached = 0.0
+    per_out = 2.0
+    sec = {
+        "spec": model, "base_url": base_url, "model": name, "provider": provider, "endpoint": "chat",
+        "scoring_method": "generate_match", "requests": n_items, "from_cache": 0, "retries": 2,
+        "errors": {"429": 1, "500": 1}, "concurrency": 4, "served_models": [name],
+        "latency_s": {"p50": 0.12, "p95": 0.30, "mean": 0.15, "max": 0.40, "n": n_items},
+        "usage": {"input_tokens": per_in * n_items, "cached_input_tokens": per_cached * n_items,
+                  "output_tokens": per_out * n_items, "items": n_items, "input_tokens_per_item": per_in,
+                  "cached_input_tokens_per_item": per_cached, "output_tokens_per_item": per_out,
+                  "source": "the responses' usage fields", "missing": 0},
+        "price": price,
+    }
+    for k, v in (overrides or {}).items():
+        sec[k] = sec[k] | v if isinstance(v, dict) and isinstance(sec.get(k), dict) else v
+    u = sec["usage"]  # keep the totals and the per-item figures consistent when per-item figures are overridden
+    for key in ("input_tokens", "cached_input_tokens", "output_tokens"):
+        if f"{key}_per_item" in (overrides or {}).get("usage", {}) and key not in (overrides or {}).get("usage", {}):
+            u[key] = u[f"{key}_per_item"] * u["items"]
+    return sec
 
 
 def make_run(
@@ -35,7 +81,11 @@ def make_run(
     seed: int = 0,
     planned_extra: int = 0,
 ) -> Path:
-    """points: {arm, model, shots (int or "max" with k=...), train_size?, q} → a finished run dir under root/run_id."""
+    """points: {arm, model, shots (int or "max" with k=...), train_size?, q} → a finished run dir under root/run_id.
+
+    A point whose model starts with ``api:`` (arm C) is a unit served by a hosted API, recorded as the API arm records
+    it: engine "api", measured_with device_type "api", an `api` section (see :func:`api_section`; the point's "api"
+    dict overrides its fields) and per-item rows with usage and latency."""
     run = root / run_id
     (run / "units").mkdir(parents=True)
     (run / "results").mkdir()
@@ -54,10 +104,20 @@ def make_run(
         u = 0.7 * difficulty + 0.3 * noise
         correct = np.argsort(np.argsort(u)) < round(p["q"] * len(items))  # exactly round(q·n) right
         prefix_tokens = 12 * int(shots) + 20
+        api = api_section(model, len(items), int(shots), p.get("api")) if model.startswith("api:") else None
         rows = []
         for i, item in enumerate(items):
             target = LABELS[i % len(LABELS)]
             pred = target if correct[i] else LABELS[(i + 1) % len(LABELS)]
+            if api is not None:
+                us = api["usage"]
+                rows.append({
+                    "item_id": item, "target": target, "prediction": pred, "score": float(correct[i]),
+                    "prompt_tokens": us["input_tokens_per_item"], "cached_tokens": us["cached_input_tokens_per_item"],
+                    "output_tokens": us["output_tokens_per_item"], "seconds": api["latency_s"]["p50"], "requests": 1,
+                    "retries": 0, "from_cache": False, "method": api["scoring_method"],
+                })
+                continue
             rows.append({
                 "item_id": item, "target": target, "prediction": pred, "score": float(correct[i]),
                 "loglik": [-1.0 if lab == pred else -3.0 for lab in LABELS], "is_greedy": [lab == pred for lab in LABELS],
@@ -69,7 +129,7 @@ def make_run(
         rec: dict[str, Any] = {
             "unit": name, "task": task, "arm": arm,
             "arm_name": {"A": "prompting (base)", "B": "LoRA (base)", "C": "prompting (newer base)"}[arm],
-            "model": model, "model_slug": model,
+            "model": model, "model_slug": slug(model),
             "point": {"shots_requested": req, "shots": int(shots),
                       "shots_how": "max: largest k that fits" if req == "max" else "explicit", "train_size": train},
             "metric": "accuracy", "value": est.value, "ci_low": est.low, "ci_high": est.high, "n": est.n,
@@ -80,6 +140,19 @@ def make_run(
                         "requests": len(items)},
             "finished_at": "2026-01-01T00:00:00+0000",
         }
+        if api is not None:
+            us = api["usage"]
+            wall = len(items) * api["latency_s"]["mean"] / api["concurrency"]
+            rec["engine"] = "api"
+            rec["tokens"] = {"shared_prefix_tokens": 0, "prompt_tokens_per_request": us["input_tokens_per_item"],
+                             "unique_tokens_per_request": us["input_tokens_per_item"],
+                             "output_tokens_per_request": us["output_tokens_per_item"], "context_window": 128000}
+            rec["timings"] = {"request_seconds": wall, "prefix_encode_seconds": 0, "warmup_seconds": 0,
+                              "eval_seconds": wall, "requests": len(items)}
+            rec["measured_with"] = {"device": f"API {api['base_url']} ({api['model']})", "device_type": "api", "dtype": None, "engine": "api",
+                                    "batch_tokens": None, "chunk_items": 16,
+                                    "batch_note": f"{api['concurrency']} concurrent requests"}
+            rec["api"] = api
         if arm == "B":
             rec["adapter"] = {"dir": f"/tmp/adapters/{name}", "key": "abc"}
             rec["training"] = {"adapter_dir": f"/tmp/adapters/{name}", "train_seconds": 0.5 * train, "steps": 4,

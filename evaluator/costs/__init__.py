@@ -57,11 +57,26 @@ cached-input price exists, else 0. Steady traffic is assumed to keep the cache w
 eviction pays full price; negligible at volume). For other providers the same rule is applied with the
 ``ApiPrices.cache_min_tokens`` / ``cache_increment_tokens`` given (cache-write surcharges are ignored).
 
+**An option served by a hosted API** (arm C with an ``api:`` model spec; ``ArmMeasurement.api_usage``) is one more
+option, priced as what it is — renting that API — from the usage *measured* in the run (the responses' usage fields,
+per item = per user request) at *its own* prices (the price table's entry for its model, the job's per-M prices on
+top or alone)::
+
+    $/request = ((input - cached) × input + cached × cached_input + output × output) / 1M    (measured tokens)
+    monthly   = $/request × requests/day × days_per_month                                   (no GPU, training, ops)
+
+The cached tokens are those the API billed as cached, not the rule above; without a cached-input price they pay the
+input price. An option with no price stays in the report with its quality and "not priced" (never $0). It has no
+"same prompts" line (it is an API); each self-hosted option gets a break-even against it, and the threshold below
+reads the cheapest measured API option when there is one. ``ArmCost.monthly_usd`` is the one monthly figure of
+any option as it is served (self-hosted prefix-cached, or its measured API usage).
+
 **Break-even.** Every option is a line ``monthly = F + v × requests/day × days``; two lines cross at
 ``requests/day* = (F_b - F_a) / ((v_a - v_b) × days)``, reported in requests/day and tokens/day (× baseline).
 ``None`` when they never cross at a non-negative volume (one option is cheaper at every volume), ``math.inf`` for
 parallel lines with different fixed costs (they would meet only at infinite volume), ``0.0`` for identical lines.
 
 **Article threshold.** Annual API spend (API monthly × 12) against ``self_host_threshold_usd_per_year`` (the
-article's $500K/year): above it self-hosting is worth examining on cost; below it the API is the default.
+article's $500K/year): above it self-hosting is worth examining on cost; below it the API is the default. The
+spend is read from the cheapest measured API option, else the cheapest "same prompts" line (the sentence says which).
 """

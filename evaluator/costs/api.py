@@ -1,5 +1,6 @@
 """API cost: per-million-token prices (`ApiPrices`, with the prompt-cache discount), cached prefix tokens as billed,
-and the $/request of an arm's prompts at those prices."""
+the $/request of an arm's prompts at those prices ("the API with the same prompts"), and the $/request of an option
+served by a hosted API from its measured usage at its own prices (`usage_cost`)."""
 
 from __future__ import annotations
 
@@ -7,48 +8,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from evaluator.costs.inputs import ArmMeasurement, CostInputs, _check, _finite_nonneg
+from evaluator.costs.inputs import HOW_TO_PRICE_API, ApiPrices, ApiUsage, ArmMeasurement, CostInputs
 from evaluator.fmt import price, qty, usd
-
-
-@dataclass(frozen=True)
-class ApiPrices:
-    """Per-million-token API prices for one model (built by ``evaluator.costs.pricing.api_prices`` or by hand)."""
-
-    model: str
-    provider: str
-    input_usd_per_m: float
-    output_usd_per_m: float
-    cached_input_usd_per_m: float | None = None  # None: the API gives no discount for repeated prefixes
-    context_window: int | None = None
-    cache_min_tokens: int = 1024  # OpenAI: prompts >= 1,024 tokens are cached ...
-    cache_increment_tokens: int = 128  # ... and hits grow in 128-token steps
-    source: str = "user-supplied prices"
-    data_version: str | None = None
-    data_date: str | None = None
-    notes: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _finite_nonneg("input_usd_per_m", self.input_usd_per_m)
-        _finite_nonneg("output_usd_per_m", self.output_usd_per_m)
-        _finite_nonneg("cached_input_usd_per_m", self.cached_input_usd_per_m, allow_none=True)
-        _check(self.cache_min_tokens >= 0, "cache_min_tokens must be >= 0")
-        _check(self.cache_increment_tokens >= 1, "cache_increment_tokens must be >= 1")
-
-    def describe(self) -> str:
-        cached = (
-            f" / ${price(self.cached_input_usd_per_m)} cached input"
-            if self.cached_input_usd_per_m is not None
-            else " / no cached-input discount"
-        )
-        ver = ""
-        if self.data_version or self.data_date:
-            ver = f"; data {self.data_version or '?'}" + (f", {self.data_date}" if self.data_date else "")
-        ctx = f"; context {self.context_window:,} tokens" if self.context_window else ""
-        return (
-            f"{self.model} ({self.provider}): ${price(self.input_usd_per_m)} input{cached} / "
-            f"${price(self.output_usd_per_m)} output per M tokens{ctx} — {self.source}{ver}"
-        )
 
 
 def resolve_prices(inputs: CostInputs, prices: ApiPrices | None) -> ApiPrices | None:
@@ -138,3 +99,50 @@ def api_cost(arm: ArmMeasurement, prices: ApiPrices) -> ApiCost:
                 f"({prices.context_window:,}); this prompt cannot be sent as is"
             )
     return ApiCost(label, p, cached, o, exact, per, 1000 * per, fits, tuple(how))
+
+
+@dataclass(frozen=True)
+class UsageCost:
+    """An API-served option's $/request from its measured usage at its own prices; None figures: not priced."""
+
+    model: str
+    input_tokens: float  # per request, cached ones included
+    cached_tokens: float  # billed at the cached-input price, as the API reported them
+    output_tokens: float
+    prices: ApiPrices | None
+    usd_per_request: float | None
+    usd_per_1k_requests: float | None
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    how: tuple[str, ...]
+    note: str = ""  # unpriced: why, and how to price it
+
+
+def usage_cost(name: str, usage: ApiUsage) -> UsageCost:
+    """$/request of an API-served option as billed: ((input - cached) × input + cached × cached-input + output ×
+    output) / 1M, from its *measured* usage (the cached tokens the API reported, not the 1,024/128 rule the "same
+    prompts" lines estimate). Without prices it is unpriced — never $0."""
+    inp, cached, out = (usage.input_tokens_per_request, usage.cached_input_tokens_per_request,
+                        usage.output_tokens_per_request)
+    over = f" over {usage.items} items" if usage.items else ""
+    how = [f"{name}: served by the API {usage.model}; measured usage per request (one request = one test item){over}: "
+           f"{qty(inp)} input tokens, of which {qty(cached)} cached, + {qty(out)} output — from {usage.usage_source}"]
+    if usage.missing_usage:
+        how.append(f"WARNING: {usage.missing_usage} response(s) carried no usage: the per-request usage is over the "
+                   "responses that did")
+    p = usage.prices
+    if p is None:
+        note = (f"{name} is not priced ({usage.unpriced_reason or 'no price for its model'}): "
+                f"{HOW_TO_PRICE_API}")
+        how.append(note)
+        return UsageCost(usage.model, inp, cached, out, None, None, None, usage.latency_p50_s, usage.latency_p95_s,
+                         tuple(how), note)
+    cp = p.cached_input_usd_per_m if p.cached_input_usd_per_m is not None else p.input_usd_per_m
+    per = ((inp - cached) * p.input_usd_per_m + cached * cp + out * p.output_usd_per_m) / 1e6
+    how.append(f"API prices: {p.describe()}"
+               + ("" if p.cached_input_usd_per_m is not None else " — no cached-input price: cached tokens at the "
+                  "input price"))
+    how.append(f"API $/request (measured usage) = (({qty(inp)} - {qty(cached)}) × ${price(p.input_usd_per_m)} + "
+               f"{qty(cached)} × ${price(cp)} + {qty(out)} × ${price(p.output_usd_per_m)}) / 1M = {usd(per)}")
+    return UsageCost(usage.model, inp, cached, out, p, per, 1000 * per, usage.latency_p50_s, usage.latency_p95_s,
+                     tuple(how))

@@ -116,12 +116,14 @@ class ThresholdCheck:
     over_threshold: bool
     threshold_tokens_per_day: float | None  # volume at which this API line reaches the threshold
     sentence: str
+    line: str = ""  # the label of the API line the spend was read from
 
 
 def threshold_check(
-    api_line: CostLine, rpd: float, inputs: CostInputs, tokens_per_request: float | None
+    api_line: CostLine, rpd: float, inputs: CostInputs, tokens_per_request: float | None, *, which: str | None = None
 ) -> ThresholdCheck:
-    """The article's rule: self-hosting pays only above ~$500K/year of API spend."""
+    """The article's rule: self-hosting pays only above ~$500K/year of API spend. ``which`` leads the sentence with
+    the line the spend was read from ("On the cheapest measured API option, C … [API, measured usage]")."""
     monthly = api_line.monthly(rpd, inputs.days_per_month)
     annual = 12 * monthly
     thr = inputs.self_host_threshold_usd_per_year
@@ -142,4 +144,6 @@ def threshold_check(
             f"threshold{at}: on the article's rule the API stays the default unless compliance (HIPAA, SOC 2), "
             f"latency or behaviour prompting cannot reach requires self-hosting."
         )
-    return ThresholdCheck(monthly, annual, thr, over, thr_tok, s)
+    if which:
+        s = f"{which}: {s[0].lower()}{s[1:]}"
+    return ThresholdCheck(monthly, annual, thr, over, thr_tok, s, api_line.label)

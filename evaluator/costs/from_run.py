@@ -7,6 +7,7 @@ training seconds from the unit records. The options costed are each arm's operat
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -14,8 +15,8 @@ from typing import Any, Mapping, Sequence
 from evaluator.analysis.labels import unit_label
 from evaluator.analysis.selection import choose, verdict_settings
 from evaluator.costs.compute import CostReport, compute_costs
-from evaluator.costs.inputs import ArmMeasurement, CostInputs
-from evaluator.costs.pricing import ApiPriceError, api_token_counts, prices_for_inputs
+from evaluator.costs.inputs import ApiPrices, ApiUsage, ArmMeasurement, CostInputs
+from evaluator.costs.pricing import ApiPriceError, api_prices, api_token_counts, prices_for_inputs
 from evaluator.costs.workload import RequestSize
 from evaluator.errors import UserError
 from evaluator.store.files import read_json
@@ -62,6 +63,8 @@ def _env_device(store: RunStore) -> str:
 def _measured_on(store: RunStore, u: Mapping) -> tuple[str, bool]:
     """(how the unit's throughput was measured, whether on a CPU). Units record it; older ones fall back to env.json."""
     mw = u.get("measured_with")
+    if isinstance(mw, Mapping) and mw.get("device_type") == "api":  # no dtype: a hosted API measured its latency
+        return f"{mw.get('device')}, {mw.get('batch_note', '')}".rstrip(", "), False
     if isinstance(mw, Mapping):
         return (f"{mw.get('device')}, {mw.get('dtype')}, {mw.get('engine')} engine, {mw.get('batch_note', '')}"
                 .rstrip(", "), mw.get("device_type") == "cpu")
@@ -80,8 +83,90 @@ def tok_prefix(u: Mapping) -> float:
     return float((u.get("tokens") or {}).get("shared_prefix_tokens") or 0)
 
 
+def is_api_unit(u: Mapping) -> bool:
+    """A unit served by a hosted API (arm C with an ``api:`` spec): it records an ``api`` section."""
+    return u.get("engine") == "api" and isinstance(u.get("api"), Mapping)
+
+
+_PRICE_KEYS = ("input_usd_per_m", "cached_input_usd_per_m", "output_usd_per_m")
+
+
+def _num(x: object) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _api_unit_prices(api: Mapping) -> tuple[ApiPrices | None, str]:
+    """(the API unit's own prices, why it has none): the price table's entry for ``price.model`` with the job's
+    per-M prices on top, or — without a table model — the job's prices alone (input and output both needed)."""
+    pr = api.get("price") if isinstance(api.get("price"), Mapping) else {}
+    over = {k: _num(pr.get(k)) for k in _PRICE_KEYS}
+    model, provider = pr.get("model"), pr.get("provider")
+    how = f" ({pr['how']})" if pr.get("how") else ""
+    if model:
+        try:
+            p = api_prices(str(model), str(provider) if provider else None, over)
+        except ApiPriceError:
+            return None, f"{model} ({provider or 'any provider'}) is not in the price table"
+        return dataclasses.replace(p, source=p.source + how), ""
+    if over["input_usd_per_m"] is not None and over["output_usd_per_m"] is not None:
+        who = str(api.get("model") or api.get("spec") or "API model")
+        return ApiPrices(model=who, provider=str(provider or api.get("base_url") or "endpoint"),
+                         input_usd_per_m=over["input_usd_per_m"], output_usd_per_m=over["output_usd_per_m"],
+                         cached_input_usd_per_m=over["cached_input_usd_per_m"],
+                         source=f"the job's API prices{how}, no price table"), ""
+    return None, f"{api.get('spec') or api.get('model')} names no model of the price table and the job gives no prices"
+
+
+def api_usage(u: Mapping) -> ApiUsage:
+    """An API unit's measured usage per item (one item = one user request), latency and its own prices."""
+    api = u["api"]
+    us = api.get("usage") if isinstance(api.get("usage"), Mapping) else {}
+    items = int(us.get("items") or u.get("n_items") or 0)
+
+    def per_item(key: str) -> float:
+        v = _num(us.get(f"{key}_per_item"))
+        if v is None:
+            total = _num(us.get(key)) or 0.0
+            v = total / items if items else 0.0
+        return v
+
+    lat = api.get("latency_s") if isinstance(api.get("latency_s"), Mapping) else {}
+    prices, why = _api_unit_prices(api)
+    where = api.get("base_url") if api.get("provider") is None else api.get("provider")
+    inp = per_item("input_tokens")
+    return ApiUsage(
+        model=f"{api.get('model') or u['model']} ({where})" if where else str(api.get("model") or u["model"]),
+        input_tokens_per_request=inp,
+        cached_input_tokens_per_request=min(per_item("cached_input_tokens"), inp),
+        output_tokens_per_request=per_item("output_tokens"),
+        prices=prices, unpriced_reason=why, items=items or None,
+        latency_p50_s=_num(lat.get("p50")), latency_p95_s=_num(lat.get("p95")),
+        usage_source=str(us.get("source") or "the responses' usage fields"),
+        missing_usage=int(us.get("missing") or 0),
+    )
+
+
+def _api_measurement(store: RunStore, u: Mapping) -> ArmMeasurement:
+    """An API unit as a cost option: its usage and prices; the token and timing fields only record the run."""
+    tok, t = u["tokens"], u["timings"]
+    usage = api_usage(u)
+    prompt = float(tok.get("prompt_tokens_per_request") or usage.input_tokens_per_request)
+    return ArmMeasurement(
+        name=unit_label(u), arm=u["arm"], requests=max(int(t.get("requests") or u.get("n_items") or 1), 1),
+        eval_seconds=max(_request_seconds(u), 1e-9), device=_measured_on(store, u)[0],
+        prompt_tokens_per_request=prompt,
+        shared_prefix_tokens=min(float(tok.get("shared_prefix_tokens") or 0.0), prompt),
+        output_tokens_per_request=float(tok.get("output_tokens_per_request") or usage.output_tokens_per_request),
+        api_prompt_tokens_per_request=usage.input_tokens_per_request,
+        api_output_tokens_per_request=usage.output_tokens_per_request,
+        api_usage=usage,
+    )
+
+
 def measurement(store: RunStore, u: Mapping, api_model: str, api_provider: str,
                 stated_rps: float | None = None) -> ArmMeasurement:
+    if is_api_unit(u):
+        return _api_measurement(store, u)
     rows = store.items(u["unit"])
     prefix = store.read_prefix(u["unit"])
     if prefix is None and tok_prefix(u):  # a many-shot unit without its prefix text cannot be API-counted
@@ -183,6 +268,11 @@ def run_costs(store: RunStore, overrides: dict[str, Any] | None = None, *, only_
         opts = cost_options(units, _store_scores(store, units), job) if only_key else units
         labels = {unit_label(u) for u in opts}
         used |= labels & set(stated)
+        for u in opts:
+            if is_api_unit(u) and unit_label(u) in stated:
+                raise UserError(f"--throughput {unit_label(u)!r}: that option is served by an API — its cost is its "
+                                "measured usage at its API prices, not a throughput; state throughputs of self-hosted "
+                                "options only")
         ms = [measurement(store, u, inputs.api_model, inputs.api_provider, stated.get(unit_label(u))) for u in opts]
         req = zero_shot_request(store, units, job.get("base"), inputs.api_model, inputs.api_provider)
         reports[task] = compute_costs(ms, inputs, prices, req)

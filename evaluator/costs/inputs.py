@@ -1,5 +1,6 @@
 """The cost model's inputs: every assumption with its default and why (GPU price, utilisation, volume, refresh
-period, engineering hours), and what a measured arm brings (`ArmMeasurement`). The one cost schema."""
+period, engineering hours), what a measured arm brings (`ArmMeasurement`) and, for an option served by a hosted API,
+its measured usage and its own prices (`ApiUsage`, `ApiPrices`). The one cost schema."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, get_args, get_type_hints
 
 from evaluator.errors import UserError
+from evaluator.fmt import price
 
 
 class CostInputError(UserError, ValueError):
@@ -228,12 +230,96 @@ _TYPES: dict[str, Any] = get_type_hints(CostInputs)
 
 
 @dataclass(frozen=True)
+class ApiPrices:
+    """Per-million-token API prices for one model (built by ``evaluator.costs.pricing.api_prices`` or by hand).
+
+    Declared here, with the other cost inputs, because an API-served option carries its own prices in its
+    measurement (:class:`ApiUsage`); ``evaluator.costs.api`` re-exports it."""
+
+    model: str
+    provider: str
+    input_usd_per_m: float
+    output_usd_per_m: float
+    cached_input_usd_per_m: float | None = None  # None: the API gives no discount for repeated prefixes
+    context_window: int | None = None
+    cache_min_tokens: int = 1024  # OpenAI: prompts >= 1,024 tokens are cached ...
+    cache_increment_tokens: int = 128  # ... and hits grow in 128-token steps
+    source: str = "user-supplied prices"
+    data_version: str | None = None
+    data_date: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _finite_nonneg("input_usd_per_m", self.input_usd_per_m)
+        _finite_nonneg("output_usd_per_m", self.output_usd_per_m)
+        _finite_nonneg("cached_input_usd_per_m", self.cached_input_usd_per_m, allow_none=True)
+        _check(self.cache_min_tokens >= 0, "cache_min_tokens must be >= 0")
+        _check(self.cache_increment_tokens >= 1, "cache_increment_tokens must be >= 1")
+
+    def describe(self) -> str:
+        cached = (
+            f" / ${price(self.cached_input_usd_per_m)} cached input"
+            if self.cached_input_usd_per_m is not None
+            else " / no cached-input discount"
+        )
+        ver = ""
+        if self.data_version or self.data_date:
+            ver = f"; data {self.data_version or '?'}" + (f", {self.data_date}" if self.data_date else "")
+        ctx = f"; context {self.context_window:,} tokens" if self.context_window else ""
+        return (
+            f"{self.model} ({self.provider}): ${price(self.input_usd_per_m)} input{cached} / "
+            f"${price(self.output_usd_per_m)} output per M tokens{ctx} — {self.source}{ver}"
+        )
+
+
+#: What an unpriced API option's cost cells point to: the job fields that price it.
+HOW_TO_PRICE_API = ("set api.price_as: <provider>/<model>, or api.input_usd_per_m and api.output_usd_per_m in the "
+                    "job")
+
+
+@dataclass(frozen=True)
+class ApiUsage:
+    """What an option served by a hosted API measured, and its own prices: it is costed at this usage, not as a
+    self-hosted model.
+
+    Tokens are per *request* — one user request is one test item; an item scored by log-probabilities may take
+    several HTTP calls, and its usage sums them — as the API billed them (the responses' usage fields), so the cache
+    discount is the one actually given (``cached_input_tokens_per_request``), not an estimate. ``prices`` None: the
+    option is unpriced (``unpriced_reason`` says why); it keeps its quality, and its cost says "not priced"."""
+
+    model: str  # what was called, in words: "gpt-4o-mini (openai)", "model-name at http://127.0.0.1:8000/v1"
+    input_tokens_per_request: float  # all input tokens, cached ones included
+    cached_input_tokens_per_request: float
+    output_tokens_per_request: float
+    prices: ApiPrices | None = None
+    unpriced_reason: str = ""
+    items: int | None = None  # items the usage was measured over
+    latency_p50_s: float | None = None  # per HTTP request
+    latency_p95_s: float | None = None
+    usage_source: str = "the responses' usage fields"
+    missing_usage: int = 0  # responses without a usage field
+
+    def __post_init__(self) -> None:
+        for n in ("input_tokens_per_request", "cached_input_tokens_per_request", "output_tokens_per_request"):
+            _finite_nonneg(f"{self.model}: API usage {n}", getattr(self, n))
+        for n in ("latency_p50_s", "latency_p95_s"):
+            _finite_nonneg(f"{self.model}: {n}", getattr(self, n), allow_none=True)
+        _check(self.cached_input_tokens_per_request <= self.input_tokens_per_request,
+               f"{self.model}: cached input tokens ({self.cached_input_tokens_per_request}) exceed input tokens "
+               f"({self.input_tokens_per_request})")
+
+
+@dataclass(frozen=True)
 class ArmMeasurement:
     """What a run recorded for one arm point (built from the run directory).
 
     Token counts are per request, in the *model's* tokenizer; the ``api_*`` counts are the same prompts counted
     with tiktoken in the API model's encoding (see ``evaluator.costs.pricing.api_token_counts``). When an ``api_*``
     count is missing, the model-tokenizer count stands in for it (noted in ``how``).
+
+    ``api_usage`` set: the option *is* a hosted API model (arm C with an ``api:`` spec). It is costed from that
+    measured usage at its own prices — no GPU, training or ops — and its throughput fields are kept only as the
+    record of the run (an API's request rate is its concurrency, not a serving cost).
     """
 
     name: str  # e.g. "A base k=32"
@@ -253,6 +339,7 @@ class ArmMeasurement:
     train_processes: int = 1  # processes (GPUs) that trained the adapter
     on_cpu: bool = False  # measured on a CPU: not a GPU serving figure
     stated_rps: float | None = None  # a serving throughput stated by the user (req/s), replacing the measured one
+    api_usage: ApiUsage | None = None  # served by a hosted API: its measured usage and prices (see the docstring)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and isinstance(self.name, str), "arm measurement name must be a non-empty string")
@@ -287,6 +374,11 @@ class ArmMeasurement:
     @property
     def needs_training(self) -> bool:
         return self.arm.strip().upper() == "B" or self.train_seconds > 0
+
+    @property
+    def served_by(self) -> str:
+        """"API" for a hosted API model (costed at its measured usage), else "self-host"."""
+        return "API" if self.api_usage is not None else "self-host"
 
     def api_tokens(self) -> tuple[float, float, float, bool]:
         """(prompt, shared prefix, output) per request in API tokens, and whether all three were API counts."""

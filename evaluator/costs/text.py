@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import math
 
-from evaluator.costs.compute import CostReport
+from evaluator.costs.compute import ArmCost, CostReport
 from evaluator.costs.scenario import ScenarioReport
 from evaluator.fmt import qty, usd, usd_per_m
+
+#: widths of the cells after an option's name and how it is served (as the header's columns)
+_WIDTHS = (8, 16, 15, 12, 16, 16, 10, 11, 16)
+
+
+def _cells(a: ArmCost) -> tuple[str, ...]:
+    """An option's cells after its name and how it is served: self-host figures ("—" for an option an API serves),
+    the job's API model with the same prompts, and the monthly cost as it is served ("not priced" when unknown)."""
+    served = "not priced" if a.monthly_usd is None else usd(a.monthly_usd)
+    if a.selfhost is None or a.throughput is None:
+        return ("—",) * 8 + (served,)
+    return (f"{a.throughput.cached_rps:.4g}", usd(a.selfhost.usd_per_1k_requests_cached),
+            usd(a.selfhost.usd_per_1k_requests_uncached), usd(a.selfhost.training_usd_per_month),
+            usd(a.monthly_selfhost_cached), usd(a.monthly_selfhost_uncached),
+            usd(a.api.usd_per_1k_requests if a.api else None), usd(a.monthly_api), served)
 
 
 def format_cost_report(report: CostReport) -> list[str]:
@@ -20,22 +35,26 @@ def format_cost_report(report: CostReport) -> list[str]:
     lines.extend(f"  - {a}" for a in report.assumptions)
     lines.append("")
     w = max([22, *(len(a.name) for a in report.arms)])
-    hdr = (f"{'arm':<{w}} {'req/s':>8} {'$/1k req cached':>16} {'$/1k uncached*':>15} {'train/month':>12} "
-           f"{'self-host/month':>16} {'uncached/month*':>16} {'API $/1k':>10} {'API/month':>11}")
+    hdr = (f"{'arm':<{w}} {'served by':>9} {'req/s':>8} {'$/1k req cached':>16} {'$/1k uncached*':>15} "
+           f"{'train/month':>12} {'self-host/month':>16} {'uncached/month*':>16} {'API $/1k':>10} {'API/month':>11} "
+           f"{'as served/month':>16}")
     lines.append(hdr)
     for a in report.arms:
-        lines.append(
-            f"{a.name:<{w}} {a.throughput.cached_rps:>8.4g} {usd(a.selfhost.usd_per_1k_requests_cached):>16} "
-            f"{usd(a.selfhost.usd_per_1k_requests_uncached):>15} {usd(a.selfhost.training_usd_per_month):>12} "
-            f"{usd(a.monthly_selfhost_cached):>16} {usd(a.monthly_selfhost_uncached):>16} "
-            f"{usd(a.api.usd_per_1k_requests if a.api else None):>10} {usd(a.monthly_api):>11}"
-        )
+        lines.append(f"{a.name:<{w}} {a.served_by:>9} " + " ".join(f"{c:>{n}}" for c, n in zip(_cells(a), _WIDTHS)))
     lines.append("  * uncached = every request encodes the shared prefix again (from its measured encoding time; a "
                  "FLOP-proportional estimate where none was recorded); API = the API model with the same prompts "
-                 "(no adapter).")
+                 "(no adapter); as served = self-hosted (prefix cached) for a self-hosted option, the usage measured "
+                 "in this run × its own prices for an option served by an API (— = does not apply).")
     lines.append("Throughput measured with:")
-    lines.extend(f"  {a.name}: {a.device}" + ("  [CPU: not a GPU serving figure]" if a.on_cpu else "")
-                 for a in report.arms)
+    for a in report.arms:
+        if a.usage is not None:
+            lat = (f"; latency p50 {a.usage.latency_p50_s:.3g} s, p95 {a.usage.latency_p95_s:.3g} s"
+                   if a.usage.latency_p50_s is not None and a.usage.latency_p95_s is not None else "")
+            lines.append(f"  {a.name}: served by the API — {a.device}{lat}")
+        else:
+            lines.append(f"  {a.name}: {a.device}" + ("  [CPU: not a GPU serving figure]" if a.on_cpu else ""))
+    notes = [a.usage.note for a in report.arms if a.usage is not None and a.usage.note]
+    lines.extend(f"  NOT PRICED: {n}" for n in notes)
     if report.break_evens:
         lines.append("")
         lines.append("Break-even volumes:")

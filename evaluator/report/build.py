@@ -44,6 +44,36 @@ def _crossover(units: list[dict], scores: dict[str, dict[str, float]], alpha: fl
     return crossover_with_uncertainty(prompt, lora, alpha=alpha, reps=1000, seed=seed)
 
 
+SERVED_WORDS = {"self-host": "self-host (estimate from the measured throughput)",
+                "API": "API (usage measured in this run)"}
+
+
+def _cost_arm(arm, a: dict[str, Any]) -> dict[str, Any]:
+    """One option of the cost table: the keys older readers index (null where they do not apply: an API-served
+    option has no self-host figures), how it is served and its one monthly figure as served."""
+    sh, tp, us = a["selfhost"] or {}, a["throughput"] or {}, a["usage"]
+    per_1k = sh.get("usd_per_1k_requests_cached") if us is None else us["usd_per_1k_requests"]
+    return {k: a[k] for k in ("name", "arm", "device", "on_cpu", "monthly_selfhost_cached", "monthly_selfhost_uncached",
+                              "monthly_api", "annual_api")} | {
+        "served_by": arm.served_by,
+        "served_by_words": SERVED_WORDS.get(arm.served_by, arm.served_by),
+        "monthly_usd": arm.monthly_usd,
+        "annual_usd": None if arm.monthly_usd is None else 12 * arm.monthly_usd,
+        "usd_per_1k_requests": per_1k,
+        "priced": arm.monthly_usd is not None,
+        "usd_per_1k_requests_cached": sh.get("usd_per_1k_requests_cached"),
+        "requests_per_second": tp.get("cached_rps"),
+        "requests_per_second_uncached": tp.get("uncached_rps"),
+        "prefix_usd_per_month": sh.get("prefix_usd_per_month"),
+        "training_usd_per_month": sh.get("training_usd_per_month"),
+        "api_usage": None if us is None else {
+            k: us[k] for k in ("model", "input_tokens", "cached_tokens", "output_tokens", "usd_per_request",
+                               "usd_per_1k_requests", "latency_p50_s", "latency_p95_s", "prices", "note")},
+        "note": (us or {}).get("note") or "",
+        "how": a["how"],
+    }
+
+
 def _costs_section(cost_report) -> dict[str, Any]:
     from evaluator.costs.compute import to_jsonable
 
@@ -55,21 +85,52 @@ def _costs_section(cost_report) -> dict[str, Any]:
         "zero_shot_request": (c["request"] or {}) | (
             {"tokens": cost_report.request.tokens, "statement": cost_report.request.describe()}
             if cost_report.request else {}),
-        "arms": [
-            {k: a[k] for k in ("name", "arm", "device", "on_cpu", "monthly_selfhost_cached", "monthly_selfhost_uncached",
-                               "monthly_api", "annual_api")}
-            | {"usd_per_1k_requests_cached": a["selfhost"]["usd_per_1k_requests_cached"],
-               "requests_per_second": a["throughput"]["cached_rps"],
-               "requests_per_second_uncached": a["throughput"]["uncached_rps"],
-               "prefix_usd_per_month": a["selfhost"]["prefix_usd_per_month"],
-               "training_usd_per_month": a["selfhost"]["training_usd_per_month"], "how": a["how"]}
-            for a in c["arms"]
-        ],
+        "arms": [_cost_arm(arm, a) for arm, a in zip(cost_report.arms, c["arms"])],
         "break_evens": c["break_evens"],
         "threshold": c["threshold"],
         "assumptions": c["assumptions"],
         "lines": [to_jsonable(line) | {"label": line.label} for line in cost_report.lines()],
     }
+
+
+def _quality_vs_cost(units: list[dict], costs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each costed option's quality (with its interval) beside its monthly cost as served — self-hosted, or an API
+    option at its measured usage — and whether it is on the Pareto frontier (nothing cheaper is better). The table
+    and the plot read this one list."""
+    from evaluator.report.pareto import pareto_frontier
+
+    by_name = {a["name"]: a for a in costs["arms"]}
+    pts = [{"label": u["label"], "arm": u["arm"], "served_by": by_name[u["label"]]["served_by"],
+            "quality": u["value"], "ci_low": u["ci_low"], "ci_high": u["ci_high"],
+            "monthly_usd": by_name[u["label"]]["monthly_usd"]}
+           for u in units if u["label"] in by_name]
+    front = set(pareto_frontier(pts))
+    return [p | {"pareto": i in front} for i, p in enumerate(pts)]
+
+
+def _api_options(units: list[dict], costs: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The units served by a hosted API, as the report's "API options" table shows them: endpoint, scoring method,
+    requests, usage per item, latency, retries, errors and answers from the cache (from each unit's `api` record)."""
+    by_name = {a["name"]: a for a in (costs or {}).get("arms", [])}
+    out = []
+    for u in units:
+        api = u.get("api")
+        if u.get("engine") != "api" or not isinstance(api, dict):
+            continue
+        usage = api.get("usage") if isinstance(api.get("usage"), dict) else {}
+        cost = by_name.get(u["label"]) or {}
+        out.append({
+            "option": u["label"], "spec": api.get("spec") or u.get("model"), "model": api.get("model"),
+            "base_url": api.get("base_url"), "provider": api.get("provider"), "endpoint": api.get("endpoint"),
+            "scoring_method": api.get("scoring_method"), "requests": api.get("requests"),
+            "from_cache": api.get("from_cache"), "retries": api.get("retries"), "errors": api.get("errors") or {},
+            "latency_s": api.get("latency_s") or {}, "concurrency": api.get("concurrency"),
+            "usage": {k: usage.get(k) for k in ("input_tokens_per_item", "cached_input_tokens_per_item",
+                                                 "output_tokens_per_item", "items", "missing", "source")},
+            "price": api.get("price"), "costed": bool(cost), "monthly_usd": cost.get("monthly_usd"),
+            "note": cost.get("note") or "",
+        })
+    return out
 
 
 def _task_section(store: RunStore, task: str, units: list[dict], cost_report, job: dict, task_cfg: dict) -> dict[str, Any]:
@@ -83,7 +144,7 @@ def _task_section(store: RunStore, task: str, units: list[dict], cost_report, jo
     st = verdict_settings(job)
     choice = choose(units, scores, st)
     bl = _baselines(task_cfg, rows)
-    monthly = {a.name: a.monthly_selfhost_cached for a in cost_report.arms} if cost_report is not None else None
+    monthly = {a.name: a.monthly_usd for a in cost_report.arms} if cost_report is not None else None
     verdict = decide(units, scores, choice, unit_label, cost_monthly=monthly, baselines=bl, margin=st["margin"],
                      alpha=st["alpha"], reps=st["bootstrap_reps"], seed=st["selection_seed"])
     flags = option_flags(units, scores, bl, st["alpha"])
@@ -117,6 +178,10 @@ def _task_section(store: RunStore, task: str, units: list[dict], cost_report, jo
             "first_n": "the training split in file order; k shots take its first k"}.get(order, "")}
     if cost_report is not None:
         section["costs"] = _costs_section(cost_report)
+        section["costs"]["quality_vs_cost"] = _quality_vs_cost(out_units, section["costs"])
+    api_opts = _api_options(out_units, section.get("costs"))
+    if api_opts:
+        section["api_options"] = api_opts
     return section
 
 
@@ -162,12 +227,7 @@ def figures_for(rep: dict) -> dict[str, bytes]:
         figs[f"{task}/learning_curves"] = plots.learning_curves_png(t["units"], crossover=t.get("crossover"))
         c = t.get("costs")
         if c:
-            by_name = {a["name"]: a for a in c["arms"]}
-            pts = [
-                {"label": u["label"], "arm": u["arm"], "quality": u["value"], "ci_low": u["ci_low"], "ci_high": u["ci_high"],
-                 "monthly_usd": by_name[u["label"]]["monthly_selfhost_cached"]}
-                for u in t["units"] if u["label"] in by_name
-            ]
+            pts = c.get("quality_vs_cost") or []
             figs[f"{task}/quality_vs_cost"] = plots.quality_vs_cost_png(pts)
             figs[f"{task}/cost_vs_volume"] = plots.cost_vs_volume_png(
                 c["lines"], c["break_evens"], days_per_month=c["inputs"]["days_per_month"], current_requests_per_day=c["requests_per_day"]

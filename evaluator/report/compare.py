@@ -88,7 +88,8 @@ def _best(units: list[dict]) -> dict | None:
 
 
 def _monthly_costs(store: RunStore) -> dict[str, dict[str, float]]:
-    """{task: {option label: self-hosted $/month}} from the run's report.json, when it has costs (else empty)."""
+    """{task: {option label: $/month as served}} from the run's report.json, when it has costs (else empty): the
+    self-hosted figure, or an API option's measured usage (reports before `monthly_usd`: the self-hosted figure)."""
     path = store.root / "report.json"
     if not path.is_file():
         return {}
@@ -103,8 +104,8 @@ def _monthly_costs(store: RunStore) -> dict[str, dict[str, float]]:
         arms = c.get("arms") if isinstance(c, dict) else None
         arms = arms if isinstance(arms, list) else []
         out[task] = {
-            str(a["name"]): a["monthly_selfhost_cached"] for a in arms
-            if isinstance(a, dict) and "name" in a and isinstance(a.get("monthly_selfhost_cached"), (int, float))
+            str(a["name"]): m for a in arms if isinstance(a, dict) and "name" in a
+            and isinstance(m := a.get("monthly_usd", a.get("monthly_selfhost_cached")), (int, float))
         }
     return out
 

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 from evaluator.analysis.labels import point_label
 from evaluator.fmt import level_pct, num, num_text, qty_short, usd_short
 from evaluator.report.html_style import CSP, CSS, FIGURE_TITLES, OUTCOME_CLASS
-from evaluator.report.markdown import scoring_statement
+from evaluator.report.markdown import SERVED, errors_text, scoring_statement
 
 __all__ = ["render_html", "CSP", "FIGURE_TITLES"]
 
@@ -211,22 +211,51 @@ def _costs(c: Mapping[str, Any]) -> str:
     z = c.get("zero_shot_request") or {}
     if z.get("statement"):
         out.append(f"<p>Requests/day from the {e(z['statement'])}.</p>")
-    headers = [("option", ""), ("req/s (per-request work)", "num"), ("$/1k req (self-host)", "num"),
-               ("self-host $/month", "num"), ("no prefix cache $/month*", "num"), ("API $/month (same prompts)", "num"),
-               ("measured with", "")]
+    headers = [("option", ""), ("served by", ""), ("$/month as served", "num"), ("$/1k req", "num"),
+               ("req/s (per-request work)", "num"), ("self-host $/month", "num"), ("no prefix cache $/month*", "num"),
+               ("API $/month (same prompts)", "num"), ("measured with", "")]
     rows = []
     for a in c.get("arms") or []:
+        rented = a.get("served_by") == "API"
         dev = e(a.get("device")) + (" <strong>— CPU: not a GPU serving figure</strong>" if a.get("on_cpu") else "")
+        lat = a.get("api_usage") or {}
+        if rented and lat.get("latency_p50_s") is not None and lat.get("latency_p95_s") is not None:
+            dev += e(f"; latency p50 {lat['latency_p50_s']:.3g} s / p95 {lat['latency_p95_s']:.3g} s")
+        unpriced = "not priced" if rented else "—"
+        served = unpriced if a.get("monthly_usd") is None else usd_short(a.get("monthly_usd"))
+        per_1k = unpriced if a.get("usd_per_1k_requests") is None else usd_short(a.get("usd_per_1k_requests"))
         rows.append([
-            (e(a.get("name")), ""), (num_text(a.get("requests_per_second"), ".3g"), "num"),
-            *((usd_short(a.get(k)), "num") for k in ("usd_per_1k_requests_cached", "monthly_selfhost_cached",
-                                                      "monthly_selfhost_uncached", "monthly_api")),
+            (e(a.get("name")), ""),
+            (e(SERVED.get(a.get("served_by", "self-host"), a.get("served_by"))), ""),
+            (f"<strong>{e(served)}</strong>", "num"), (e(per_1k), "num"),
+            (num_text(a.get("requests_per_second"), ".3g"), "num"),
+            *((usd_short(a.get(k)), "num") for k in ("monthly_selfhost_cached", "monthly_selfhost_uncached",
+                                                      "monthly_api")),
             (dev, "wrap"),
         ])
     out.append(_table(headers, rows))
-    out.append('<p class="small">* every request encodes the shared prefix again (from its measured encoding time; a '
-               "FLOP-proportional estimate where none was recorded). API = the API model sent the same prompts (a LoRA "
-               "adapter cannot run there).</p>")
+    out.append('<p class="small"><em>$/month as served</em>: a self-hosted option\'s is an estimate — its throughput '
+               "measured here × the GPU price (prefix cached); an API option's is the token usage measured in this "
+               "run × that API's prices. — = does not apply (an API option has no self-host cost and no “same "
+               "prompts” line). * every request encodes the shared prefix again (from its measured encoding time; a "
+               "FLOP-proportional estimate where none was recorded). API (same prompts) = the job's API model sent the "
+               "same prompts (a LoRA adapter cannot run there).</p>")
+    for a in c.get("arms") or []:
+        if a.get("note"):
+            out.append(f'<p class="banner"><strong>Not priced:</strong> {e(a["note"])}</p>')
+    qvc = c.get("quality_vs_cost") or []
+    if qvc:
+        out.append("<h3>Quality vs monthly cost</h3>")
+        out.append('<p class="small">Each option as it is served; ◆ = on the Pareto frontier (nothing cheaper is '
+                   "better).</p>")
+        headers = [("option", ""), ("served by", ""), ("quality", "num"), ("CI", ""), ("$/month as served", "num"),
+                   ("frontier", "")]
+        out.append(_table(headers, [[
+            (e(q.get("label")), ""), (e(SERVED.get(q.get("served_by", "self-host"), q.get("served_by"))), ""),
+            (num_text(q.get("quality")), "num"), (f"[{num_text(q.get('ci_low'))}, {num_text(q.get('ci_high'))}]", ""),
+            (e("not priced") if q.get("monthly_usd") is None else usd_short(q.get("monthly_usd")), "num"),
+            ("◆" if q.get("pareto") else "", ""),
+        ] for q in qvc]))
     bes = c.get("break_evens") or []
     if bes:
         out.append("<h3>Break-even volumes</h3>")
@@ -252,6 +281,32 @@ def _costs(c: Mapping[str, Any]) -> str:
         out.append("<details><summary>How each monthly figure was computed</summary>"
                    + "".join(f"<p><strong>{e(n)}</strong></p>{_ul(h)}" for n, h in hows) + "</details>")
     return "".join(out)
+
+
+def _api_options(opts: Iterable[Mapping[str, Any]]) -> str:
+    """The API options table: how each hosted-API option was called and what it used (as report.md has it)."""
+    headers = [("option", ""), ("endpoint", ""), ("scoring method", ""), ("requests", "num"),
+               ("tokens/item input / cached / output", "num"), ("latency p50 / p95", "num"), ("retries", "num"),
+               ("errors", ""), ("answered from cache", "num")]
+    rows, missing = [], []
+    for o in opts:
+        us, lat = o.get("usage") or {}, o.get("latency_s") or {}
+        toks = " / ".join(num_text(us.get(k), ",.1f") for k in ("input_tokens_per_item", "cached_input_tokens_per_item",
+                                                                 "output_tokens_per_item"))
+        lats = " / ".join("—" if num(lat.get(k)) is None else f"{num(lat.get(k)):.3g} s" for k in ("p50", "p95"))
+        rows.append([
+            (e(o.get("option")), ""), (e(f"{o.get('model')} at {o.get('base_url')} ({o.get('endpoint')})"), "wrap"),
+            (e(o.get("scoring_method") or "—"), ""), (e(o.get("requests", "—")), "num"), (e(toks), "num"),
+            (e(lats), "num"), (e(o.get("retries", "—")), "num"), (e(errors_text(o.get("errors"))), "wrap"),
+            (e(o.get("from_cache", "—")), "num"),
+        ])
+        if us.get("missing"):
+            missing.append(f"{o.get('option')}: {us['missing']} response(s) without usage")
+    out = "<h3>API options</h3>" + _table(headers, rows)
+    if missing:
+        out += (f'<p class="small">Usage missing — {e("; ".join(missing))} (per-item usage is over the responses that '
+                "had it).</p>")
+    return out
 
 
 def _figures(task: str, figures: Mapping[str, bytes]) -> str:
@@ -306,6 +361,8 @@ def _task(task: str, t: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
         out.append(_paired_table(paired))
     if isinstance(t.get("costs"), Mapping):
         out.append(_costs(t["costs"]))
+    if t.get("api_options"):
+        out.append(_api_options(t["api_options"]))
     fw = (t.get("verdict") or {}).get("framework") if isinstance(t.get("verdict"), Mapping) else None
     if fw:
         out.append(f'<p class="small"><em>{e(fw)}</em></p>')

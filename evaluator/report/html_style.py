@@ -16,13 +16,13 @@ FIGURE_TITLES = {
     ),
     "quality_vs_cost": (
         "Quality vs monthly cost",
-        "Each option at its best point, self-hosted at the stated volume; dashed: the Pareto frontier (no cheaper "
-        "option is better).",
+        "Each option at its best point at the stated volume, as it is served: self-hosted (circles) or a hosted API "
+        "at the usage measured in this run (diamonds); dashed: the Pareto frontier (no cheaper option is better).",
     ),
     "cost_vs_volume": (
         "Monthly cost vs volume",
-        "Self-hosted (solid; dotted: without prefix cache, estimate) and API (dashed) monthly cost as traffic grows; "
-        "circles: break-even volumes.",
+        "Self-hosted (solid; dotted: without prefix cache, estimate), the API with the same prompts (dashed) and "
+        "each API option at its measured usage (dash-dot) monthly cost as traffic grows; circles: break-even volumes.",
     ),
 }
 

@@ -141,24 +141,87 @@ def task_markdown(t: dict) -> list[str]:
         if z.get("statement"):
             lines += [f"Requests/day from the {z['statement']}.", ""]
         lines += [
-            "| option | req/s (per-request work) | $/1k req (self-host) | self-host $/month | no prefix cache $/month | "
-            "API $/month (same prompts) | measured with |",
-            "|---|---|---|---|---|---|---|",
+            "| option | served by | $/month as served | $/1k req | req/s (per-request work) | self-host $/month | "
+            "no prefix cache $/month | API $/month (same prompts) | measured with |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for a in c["arms"]:
-            dev = a.get("device", "") + (" — **CPU: not a GPU serving figure**" if a.get("on_cpu") else "")
-            lines.append(
-                f"| {a['name']} | {a['requests_per_second']:.3g} | ${a['usd_per_1k_requests_cached']:.4g} "
-                f"| {usd_whole(a['monthly_selfhost_cached'])} | {usd_whole(a['monthly_selfhost_uncached'])} "
-                f"| {usd_whole(a['monthly_api'])} | {dev} |"
-            )
+            lines.append("| " + " | ".join(cost_row(a)) + " |")
+        lines += ["", "_$/month as served_: a self-hosted option's is an estimate — its throughput measured here × the "
+                  "GPU price (prefix cached); an API option's is the token usage measured in this run × that API's "
+                  "prices. — = does not apply (an API option has no self-host cost and no \"same prompts\" line)."]
+        lines += [f"- **Not priced:** {a['note']}" for a in c["arms"] if a.get("note")]
+        qvc = c.get("quality_vs_cost") or []
+        if qvc:
+            lines += ["", "Quality vs monthly cost (as served; ◆ = on the Pareto frontier: nothing cheaper is better):", "",
+                      f"| option | served by | quality | {ci} CI | $/month as served | frontier |", "|---|---|---|---|---|---|"]
+            for q in qvc:
+                lines.append(f"| {q['label']} | {SERVED.get(q.get('served_by', 'self-host'), q.get('served_by'))} "
+                             f"| {q['quality']:.3f} "
+                             f"| [{q['ci_low']:.3f}, {q['ci_high']:.3f}] "
+                             f"| {usd_whole(q['monthly_usd']) if q.get('monthly_usd') is not None else 'not priced'} "
+                             f"| {'◆' if q.get('pareto') else ''} |")
         lines += ["", "Break-even volumes:"]
         for b_ in c["break_evens"]:
             lines.append(f"- {break_even_row(b_)}")
         if c.get("threshold"):
             lines += ["", f"Article threshold: {c['threshold']['sentence']}"]
         lines += ["", "Assumptions:"] + [f"- {a}" for a in c["assumptions"]]
+    if t.get("api_options"):
+        lines += ["", "### API options", ""] + api_options_markdown(t["api_options"])
     lines += ["", f"_{v.get('framework', '')}_"]
+    return lines
+
+
+SERVED = {"self-host": "self-host (estimate)", "API": "API (measured usage)"}
+
+
+def cost_row(a: dict) -> list[str]:
+    """One option's cells in the cost table: "—" where a figure does not apply (self-host cells of an option an API
+    serves), "not priced" for an API option without prices — never $0."""
+    rented = a.get("served_by") == "API"
+    dev = a.get("device", "") + (" — **CPU: not a GPU serving figure**" if a.get("on_cpu") else "")
+    lat = (a.get("api_usage") or {})
+    if rented and lat.get("latency_p50_s") is not None and lat.get("latency_p95_s") is not None:
+        dev += f"; latency p50 {lat['latency_p50_s']:.3g} s / p95 {lat['latency_p95_s']:.3g} s"
+    served = "not priced" if a.get("monthly_usd") is None and rented else usd_whole(a.get("monthly_usd"))
+    per_1k = a.get("usd_per_1k_requests")
+    per_1k_s = ("not priced" if rented else "—") if per_1k is None else f"${per_1k:.4g}"
+    rps = a.get("requests_per_second")
+    return [a["name"], SERVED.get(a.get("served_by", "self-host"), str(a.get("served_by"))), f"**{served}**",
+            per_1k_s, "—" if rps is None else f"{rps:.3g}", usd_whole(a.get("monthly_selfhost_cached")),
+            usd_whole(a.get("monthly_selfhost_uncached")), usd_whole(a.get("monthly_api")), dev]
+
+
+def errors_text(errors: dict | None) -> str:
+    """``{"429": 2, "connection": 1}`` → "429 ×2, connection ×1"; "none" when empty."""
+    return ", ".join(f"{k} ×{v}" for k, v in (errors or {}).items() if v) or "none"
+
+
+def _tok(x) -> str:
+    return "—" if not isinstance(x, (int, float)) else f"{x:,.1f}"
+
+
+def _sec(x) -> str:
+    return "—" if not isinstance(x, (int, float)) else f"{x:.3g} s"
+
+
+def api_options_markdown(opts: list[dict]) -> list[str]:
+    """The API options table: how each hosted-API option was called and what it used (from its unit's record)."""
+    lines = ["| option | endpoint | scoring method | requests | tokens/item input / cached / output | latency p50 / p95 "
+             "| retries | errors | answered from cache |", "|---|---|---|---|---|---|---|---|---|"]
+    for o in opts:
+        us, lat = o.get("usage") or {}, o.get("latency_s") or {}
+        ep = f"{o.get('model')} at {o.get('base_url')} ({o.get('endpoint')})"
+        lines.append(
+            f"| {o['option']} | {ep} | {o.get('scoring_method') or '—'} | {o.get('requests', '—')} "
+            f"| {_tok(us.get('input_tokens_per_item'))} / {_tok(us.get('cached_input_tokens_per_item'))} / "
+            f"{_tok(us.get('output_tokens_per_item'))} | {_sec(lat.get('p50'))} / {_sec(lat.get('p95'))} "
+            f"| {o.get('retries', '—')} | {errors_text(o.get('errors'))} | {o.get('from_cache', '—')} |")
+    missing = [f"{o['option']}: {o['usage']['missing']} response(s) without usage" for o in opts
+               if (o.get("usage") or {}).get("missing")]
+    if missing:
+        lines += ["", "Usage missing — " + "; ".join(missing) + " (per-item usage is over the responses that had it)."]
     return lines
 
 

@@ -2,7 +2,8 @@
 
 - :func:`learning_curves_png` — quality vs examples used: prompting vs k demonstrations (arm A, and each newer base
   in C), LoRA vs n training examples (arm B), 95% CI bands, the best prompting level and the crossover.
-- :func:`quality_vs_cost_png` — quality vs monthly cost per option, with the Pareto frontier.
+- :func:`quality_vs_cost_png` — quality vs monthly cost per option as served (self-hosted or a hosted API at its
+  measured usage), with the Pareto frontier.
 - :func:`cost_vs_volume_png` — monthly cost vs traffic for every cost line, break-even points marked.
 """
 
@@ -20,6 +21,7 @@ import matplotlib.ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402  (Figure() needs no pyplot state: thread-safe, no leaks)
 
 from evaluator.fmt import axis_short, num  # noqa: E402
+from evaluator.report.pareto import pareto_frontier  # noqa: E402
 
 __all__ = ["learning_curves_png", "quality_vs_cost_png", "cost_vs_volume_png", "pareto_frontier", "ARM_COLOURS"]
 
@@ -202,29 +204,13 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mappin
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def pareto_frontier(points: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Indices of the options no other option beats on both counts (cheaper-or-equal *and* better-or-equal, one
-    strictly), in increasing cost. Points without a finite cost or quality are left out."""
-    ok = [
-        (i, num(p.get("monthly_usd")), num(p.get("quality")))
-        for i, p in enumerate(points)
-    ]
-    ok = [(i, c, q) for i, c, q in ok if c is not None and q is not None and math.isfinite(c) and math.isfinite(q)]
-    ok.sort(key=lambda t: (t[1], -t[2]))
-    front: list[int] = []
-    best_q = -math.inf
-    for i, c, q in ok:
-        if q > best_q:
-            front.append(i)
-            best_q = q
-    return front
-
-
 @_styled
 def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | None = None) -> bytes:
-    """Quality (with 95% CI) vs monthly self-hosted cost per option; the Pareto frontier as a step line.
+    """Quality (with 95% CI) vs monthly cost per option as it is served — self-hosted, or an option served by a
+    hosted API at its measured usage (a diamond) — with the Pareto frontier as a step line.
 
-    ``points``: ``{label, arm, quality, ci_low, ci_high, monthly_usd}``. Log cost axis when costs span > 10×.
+    ``points``: ``{label, arm, quality, ci_low, ci_high, monthly_usd, served_by?}``. Log cost axis when costs span
+    > 10×. An option without a monthly cost (an unpriced API option) is left out.
     """
     fig = Figure(figsize=(_WIDTH, 4.6), layout="constrained")
     ax = fig.add_subplot()
@@ -233,17 +219,19 @@ def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | Non
     if not usable:
         _empty(fig, ax, "no options with both a quality and a monthly cost")
         return _png(fig)
-    seen_arms: set[str] = set()
+    names = {"A": "A: prompting (base)", "B": "B: LoRA (base)", "C": "C: newer base"}
+    seen: set[tuple[str, bool]] = set()
     for p in usable:
         c, q = num(p["monthly_usd"]), num(p["quality"])
         arm = str(p.get("arm", "?"))
-        colour = ARM_COLOURS.get(arm, "#7f7f7f")
+        rented = p.get("served_by") == "API"
+        colour = _EXTRA[0] if rented else ARM_COLOURS.get(arm, "#7f7f7f")
         lo, hi = num(p.get("ci_low")), num(p.get("ci_high"))
         yerr = [[max(0.0, q - lo)], [max(0.0, hi - q)]] if lo is not None and hi is not None else None  # type: ignore[operator]
-        ax.errorbar([c], [q], yerr=yerr, fmt="o", color=colour, capsize=3, markersize=6,
-                    label={"A": "A: prompting (base)", "B": "B: LoRA (base)", "C": "C: newer base"}.get(arm, arm)
-                    if arm not in seen_arms else None)
-        seen_arms.add(arm)
+        label = f"{arm}: API model (measured usage)" if rented else names.get(arm, arm)
+        ax.errorbar([c], [q], yerr=yerr, fmt="D" if rented else "o", color=colour, capsize=3, markersize=6,
+                    label=label if (arm, rented) not in seen else None)
+        seen.add((arm, rented))
         ax.annotate(str(p.get("label", "")), (c, q), textcoords="offset points", xytext=(5, 4), fontsize=10)
     front = [usable[i] for i in pareto_frontier(usable)]
     costs = [num(p["monthly_usd"]) for p in usable]
@@ -258,7 +246,7 @@ def quality_vs_cost_png(points: Sequence[Mapping[str, Any]], *, title: str | Non
     log = bool(pos and max(pos) / min(pos) > 10 and len(pos) == len(costs))
     if log:
         ax.set_xscale("log")
-    ax.set_xlabel("monthly cost, self-hosted at the stated volume (USD)")
+    ax.set_xlabel("monthly cost at the stated volume (USD):\nself-hosted, or API usage as measured")
     ax.set_ylabel("quality (95% CI)")
     ax.set_title(title or "Quality vs monthly cost")
     _ticks(ax.xaxis, "$", linear=not log)
@@ -332,7 +320,8 @@ def cost_vs_volume_png(
     rs = np.logspace(math.log10(lo_r), math.log10(hi_r), 200)
     colours: dict[str, str] = {}
     palette = list(ARM_COLOURS.values()) + _EXTRA
-    styles = {"self-host": "-", "self-host, no prefix cache": ":", "API": "--", "API, no adapter": "--"}
+    styles = {"self-host": "-", "self-host, no prefix cache": ":", "API": "--", "API, no adapter": "--",
+              "API, measured usage": "-."}
     by_label = {}
     for p in parsed:
         if p["name"] not in colours:

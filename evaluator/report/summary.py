@@ -28,9 +28,14 @@ def _quality(section: dict[str, Any], arm: str, label: str, alpha: float) -> str
 
 
 def _monthly(section: dict[str, Any], label: str) -> str:
+    """The option's monthly cost as it is served: self-hosted (with the API alternative sent the same prompts), or an
+    API option's measured usage ("not priced" without prices)."""
     arm = next((a for a in (section.get("costs") or {}).get("arms", []) if a.get("name") == label), None)
     if arm is None:
         return ""
+    if arm.get("served_by") == "API":
+        m = arm.get("monthly_usd")
+        return "API, measured usage: " + ("not priced" if m is None else f"{usd_whole(m)}/month")
     api = arm.get("monthly_api")
     api_what = "API, same prompts, no adapter" if arm.get("arm") == "B" else "API, same prompts"
     return (f"self-host {usd_whole(arm.get('monthly_selfhost_cached'))}/month"

@@ -99,6 +99,12 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
         tasks[t.name] = t
     base = resolve_source(job.base, job_dir)
     newer = [resolve_source(n, job_dir) for n in job.newer]
+    slugs: dict[str, str] = {base.slug: base.spec}
+    for src in newer:  # units are named by the model's slug: two models with one slug would share (and lose) units
+        if src.slug in slugs and slugs[src.slug] != src.spec:
+            raise UserError(f"models {slugs[src.slug]!r} and {src.spec!r} have the same short name {src.slug!r} in unit "
+                            "ids — rename a folder or list only one of them")
+        slugs[src.slug] = src.spec
     for src in [base, *newer]:
         check_loadable(src, job.trust_remote_code, job.allow_pickle)
     p = RunPlan(job, job_dir, tasks, base, newer)

@@ -59,7 +59,8 @@ def test_api_references():
     u = parse_api_spec("api:http://127.0.0.1:8000/v1/#Qwen/Qwen2.5-0.5B")
     assert (u.base_url, u.model, u.provider, u.default_endpoint, u.is_loopback) == (
         "http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-0.5B", None, "completions", True)
-    assert u.slug == "api-Qwen--Qwen2.5-0.5B"
+    assert u.slug == "api-Qwen--Qwen2.5-0.5B-127.0.0.1-8000" and m.slug == "api-gpt-4o-mini"
+    assert parse_api_spec("api:http://h:9/v1#/root/models/smollm2-135m").slug == "api-smollm2-135m-h-9"
     for bad in ("api:", "api:openai", "api:ftp://h/v1#m", "api:http://h/v1?x=1#m", "gpt-4o-mini"):
         with pytest.raises(ApiSpecError):
             parse_api_spec(bad)

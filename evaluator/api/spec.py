@@ -51,8 +51,15 @@ class ApiModel:
 
     @property
     def slug(self) -> str:
-        """A filesystem-safe short name for unit ids and paths: ``api-<model>``."""
-        name = self.model.strip("/").replace("/", "--")
+        """A filesystem-safe short name for unit ids and labels: ``api-<model>`` for a hosted provider,
+        ``api-<model>-<host>-<port>`` for a URL endpoint (a path-like model name — `transformers serve` names a model
+        by its folder — by its last part), so two endpoints serving the same model stay apart."""
+        if self.provider:
+            name = self.model.strip("/").replace("/", "--")
+        else:
+            parts = urlsplit(self.base_url)
+            last = self.model.rstrip("/").rsplit("/", 1)[-1] if self.model.startswith(("/", "~", ".")) else self.model
+            name = f"{last.replace('/', '--')}-{parts.hostname}" + (f"-{parts.port}" if parts.port else "")
         return ("api-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-."))[:60]
 
     @property

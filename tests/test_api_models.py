@@ -304,6 +304,8 @@ def test_choice_tasks_are_scored_by_logprobs_where_the_endpoint_returns_them(var
                 assert r["loglik"] == pytest.approx(lr[r["item_id"]]["loglik"], abs=2e-3)
                 assert r["prediction"] == lr[r["item_id"]]["prediction"]
             assert api["value"] == local["value"]
+        res = CliRunner().invoke(app, ["samples", str(rd), "--out", str(tmp_path / "samples")])
+        assert res.exit_code == 0 and len(list((tmp_path / "samples").glob("*api*.jsonl"))) == 2
     finally:
         srv.close()
 
@@ -322,6 +324,10 @@ def test_choice_tasks_fall_back_to_a_matched_answer_without_logprobs(served, var
     rows = rows_of(rd, api["unit"])
     assert {r["method"] for r in rows} == {"generate_match"}
     assert all(r["score"] == float(r["matched"] is not None and r["prediction"] == r["target"]) for r in rows)
+    # no per-choice log-likelihoods: lm-eval samples are not written for it, and the export says why
+    res = CliRunner().invoke(app, ["samples", str(rd), "--out", str(tmp_path / "samples")])
+    assert res.exit_code == 0 and "scored over an API by generate_match" in res.output
+    assert not list((tmp_path / "samples").glob("*api*"))
 
 
 def test_an_endpoint_that_keeps_failing_stops_with_one_line_and_keeps_every_answer(served, varied_llama, tmp_path,

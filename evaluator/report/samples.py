@@ -292,8 +292,22 @@ def _generate_sample(i: int, row: dict[str, Any], context: str, query: str, info
     }
 
 
+def not_exportable(record: dict[str, Any]) -> str | None:
+    """Why a unit has no lm-eval samples, or None: a choice unit asked of an API model without full per-choice
+    log-likelihoods (a matched answer, or labels outside the top log-probabilities) has nothing for `resps`."""
+    api = record.get("api") if isinstance(record.get("api"), dict) else {}
+    method = api.get("scoring_method")
+    if record.get("engine") == "api" and method in ("generate_match", "top_logprobs"):
+        return (f"scored over an API by {method} — lm-eval samples of a choice task carry a log-likelihood for every "
+                "choice, which this unit does not have")
+    return None
+
+
 def _unit_samples(store: RunStore, config: dict[str, Any], record: dict[str, Any], infos: dict[str, _TaskInfo]) -> list[dict[str, Any]]:
     unit_id = str(record.get("unit"))
+    why = not_exportable(record)
+    if why:
+        raise UserError(f"unit {unit_id}: {why}")
     task = str(record.get("task"))
     if task not in infos:
         infos[task] = _task_info(config, task, store.root)
@@ -400,6 +414,12 @@ def export_samples(
         rec = records.get(uid)
         if rec is None:
             why = "unfinished (no units/ record) — run the job again to finish it"
+            res.skipped.append((uid, why))
+            if log:
+                log(f"skip {uid}: {why}")
+            continue
+        why = not_exportable(rec)
+        if why:
             res.skipped.append((uid, why))
             if log:
                 log(f"skip {uid}: {why}")

@@ -276,6 +276,12 @@ def test_figures_summary_compare_and_cost_text_take_api_options(api_run, api_rep
     lines = summary_lines(api_report, api_run)
     assert section["selection"]["chosen"]["C"] == API_LABEL
     assert any(API_LABEL in line and "API, measured usage: $" in line for line in lines), lines
+    # every newer base's own operating point is listed, not only the best one: the local newer base and the
+    # unpriced endpoint too, each on the same test items
+    for label in ("C mid-base k=8", LOCAL_LABEL):
+        (line,) = [x for x in lines if label in x]
+        assert f"on {section['selection']['test_items']} test items" in line
+    assert "API, measured usage: not priced" in next(x for x in lines if LOCAL_LABEL in x)
     from evaluator.report.compare import _monthly_costs
 
     costs = _monthly_costs(RunStore.open(api_run))["toy_intents"]

@@ -144,6 +144,12 @@ def decide(
                                  "optimistic_point": label(uo),
                                  "optimistic_value": float(np.mean(list(scores[uo["unit"]].values())))}
     out["selection"]["arms"] = arms_summary
+    models_summary = {}  # each newer base's (API model's) own operating point, chosen by the same rule
+    for key, u in choice.points.items():
+        if key.startswith("C:"):
+            tv = float(np.mean([scores[u["unit"]][i] for i in split.test])) if split.test else None
+            models_summary[key[2:]] = {"chosen": label(u), "test_value": tv, "test_items": len(split.test)}
+    out["selection"]["models"] = models_summary
     flags = option_flags(units, scores, baselines, alpha)
     if baselines is not None:
         out["baselines"] = {"chance": baselines.chance, "majority_label": baselines.majority_label,

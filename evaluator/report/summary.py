@@ -13,10 +13,10 @@ from evaluator.fmt import usd_whole
 ARM_NAMES = {"A": "prompting", "B": "LoRA", "C": "newer base"}
 
 
-def _quality(section: dict[str, Any], arm: str, label: str, alpha: float) -> str:
+def _quality(section: dict[str, Any], arm: str, label: str, alpha: float, info: dict[str, Any] | None = None) -> str:
     """The chosen point's quality on the items it is tested on, with its interval (as the report's table has it)."""
     sel = section.get("selection") or {}
-    info = (sel.get("arms") or {}).get(arm) or {}
+    info = info if info is not None else (sel.get("arms") or {}).get(arm) or {}
     unit = next((u for u in section.get("units", []) if u.get("label") == label), None)
     value, n = info.get("test_value"), info.get("test_items")
     if isinstance(value, (int, float)) and isinstance(n, int) and n > 0 and (unit or {}).get("ci_method") in (None, "wilson"):
@@ -54,10 +54,19 @@ def summary_lines(report: dict[str, Any], run_dir: Path) -> list[str]:
         chosen = ((section.get("selection") or {}).get("chosen")) or {}
         alpha = float(v.get("alpha", 0.05))
         width = max((len(lbl) for lbl in chosen.values()), default=0)
+        # every newer base (API models included) with its own operating point, not only the best of them
+        others = [(m, i) for m, i in ((section.get("selection") or {}).get("models") or {}).items()
+                  if i.get("chosen") and i["chosen"] != chosen.get("C")]
+        width = max([width, *(len(i["chosen"]) for _, i in others)])
         for arm, label in sorted(chosen.items()):
             cost = _monthly(section, label)
             lines.append(f"  {ARM_NAMES.get(arm, arm):<10} {label:<{width}}  {_quality(section, arm, label, alpha)}"
                          + (f"; {cost}" if cost else ""))
+            if arm == "C":
+                for _, info in others:
+                    cost = _monthly(section, info["chosen"])
+                    lines.append(f"  {'':<10} {info['chosen']:<{width}}  "
+                                 f"{_quality(section, arm, info['chosen'], alpha, info)}" + (f"; {cost}" if cost else ""))
     lines.append(f"report: {run_dir / 'report.html'} (open in a browser)")
     lines.append(f"        {run_dir / 'report.md'} · {run_dir / 'report.json'}")
     return lines

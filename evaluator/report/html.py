@@ -165,7 +165,7 @@ def _units_table(units: list[Mapping[str, Any]]) -> str:
         tim = u.get("timings") or {}
         train = (u.get("training") or {}).get("train_seconds")
         rows.append([
-            (e(u.get("arm")), ""), (e(u.get("model")), ""),
+            (e(u.get("arm")), ""), (e(u.get("model")), "wrap" if str(u.get("model", "")).startswith("api:") else ""),
             (e(point_label(u) + (" ★" if u.get("operating_point") else "")
                + (" · at chance" if u.get("at_chance") else "")), ""),
             (num_text(u.get("value")), "num"),

@@ -70,7 +70,7 @@ th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: lef
 th { background: var(--soft); font-weight: 600; position: sticky; top: 0; white-space: normal; vertical-align: bottom;
   overflow-wrap: normal; }
 td.num, th.num { text-align: right; }
-td.wrap { white-space: normal; min-width: 12em; }
+td.wrap { white-space: normal; min-width: 12em; overflow-wrap: anywhere; }  /* URLs and paths break too */
 details { margin: 8px 0; } summary { cursor: pointer; color: var(--accent); }
 .small { font-size: 0.85rem; color: var(--muted); }
 footer { margin-top: 2.5em; padding-top: 0.8em; border-top: 1px solid var(--line); color: var(--muted);

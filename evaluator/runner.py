@@ -21,6 +21,7 @@ from evaluator import identity
 from evaluator.arms.evaluate import Unit, evaluate_unit
 from evaluator.config.job import Job
 from evaluator.errors import UserError
+from evaluator.models.chat import check_chat_templates
 from evaluator.models.environment import environment
 from evaluator.models.load import LoadedModel, ModelSource, check_loadable, load_model, resolve_source
 from evaluator.progress import RunProgress
@@ -28,7 +29,7 @@ from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.files import atomic_write_json, atomic_write_text, safe_name
 from evaluator.store.run_store import RunStore
 from evaluator.tasks.layout import PromptBuilder
-from evaluator.tasks.load import check_task_for_job, load_task, task_search_dirs
+from evaluator.tasks.load import check_task_for_job, load_task, task_search_dirs, with_prompt_format
 from evaluator.tasks.spec import Item, Task
 
 console = Console(stderr=True, soft_wrap=True)
@@ -41,24 +42,39 @@ def run_job(job: Job, job_dir: Path, job_text: str, run_id: str | None = None, *
     A resumed run whose recorded inputs differ from the job's now is refused, or (``recompute``) has the affected
     units set aside and recomputed — results of different inputs are never mixed."""
     from evaluator.report.build import write_reports
+    from evaluator.training.distributed import broadcast_from_main, is_main_process
 
+    main = is_main_process()  # under `accelerate launch` every process runs every unit; the main one writes
+    console.quiet = not main  # ... and speaks: the others print nothing (their rows reach the main one)
     with console.status("checking tasks, data and models"):
         p = plan(job, job_dir)
     run_dir = run_dir_for(job, job_dir, run_id, p.inputs)
-    store = RunStore.create_or_resume(run_dir, job_text, resolved_config(p, run_dir), environment())
-    check_inputs(p, store, recompute)
-    for note in p.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    console.print(f"run dir {run_dir}: {len(p.units)} units over {len(p.tasks)} task(s)")
+    failure = None
+    if main:
+        try:
+            store = RunStore.create_or_resume(run_dir, job_text, resolved_config(p, run_dir), environment())
+            check_inputs(p, store, recompute)
+        except UserError as exc:
+            failure = str(exc)
+    failure = broadcast_from_main(failure)  # the other processes stop with the main one, never wait for it
+    if failure is not None:
+        raise UserError(failure)
+    if not main:
+        store = RunStore.open(run_dir)
+    if main:
+        for note in p.notes:
+            console.print(f"[yellow]note:[/] {note}")
+        console.print(f"run dir {run_dir}: {len(p.units)} units over {len(p.tasks)} task(s)")
     cache = Path(job.model_cache).expanduser() if job.model_cache else None
-    runner = Runner(p, store, cache, quiet=quiet, json_progress=json_progress)
+    runner = Runner(p, store, cache, quiet=quiet or not main, json_progress=json_progress if main else None)
     t0 = time.perf_counter()
     runner.run()
-    write_reports(store)
-    atomic_write_json(
-        run_dir / "last_invocation.json",
-        {"computed": runner.computed, "skipped": runner.skipped, "seconds": time.perf_counter() - t0},
-    )
+    if main:
+        write_reports(store)
+        atomic_write_json(
+            run_dir / "last_invocation.json",
+            {"computed": runner.computed, "skipped": runner.skipped, "seconds": time.perf_counter() - t0},
+        )
     return run_dir
 
 
@@ -90,7 +106,7 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
     include = [(job_dir / Path(d).expanduser()).resolve() for d in job.lm_eval_include]
     tasks = {}
     for ref in job.tasks:
-        t = load_task(ref, dirs, include)
+        t = with_prompt_format(load_task(ref, dirs, include), job.prompt_format)  # the job's format, if it sets one
         if t.name in tasks:
             raise UserError(f"task {t.name!r} is listed twice in tasks — remove one")
         if job.arms.lora.enabled and not t.train:
@@ -107,6 +123,9 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
         slugs[src.slug] = src.spec
     for src in [base, *newer]:
         check_loadable(src, job.trust_remote_code, job.allow_pickle)
+    chat = [name for name, t in tasks.items() if t.spec.prompt_format == "chat"]  # every model must have a template
+    check_chat_templates([base, *newer], chat, job.trust_remote_code,
+                         Path(job.model_cache).expanduser() if job.model_cache else None)
     p = RunPlan(job, job_dir, tasks, base, newer)
     p.inputs = identity.run_inputs(tasks, {s.spec: (s.kind, s.ref) for s in [base, *newer]}, job.api.model_dump())
     for name in tasks:
@@ -240,15 +259,25 @@ class Runner:
         self.json_progress = json_progress  # progress events as JSON lines, for schedulers
         self.computed: list[str] = []
         self.skipped: list[str] = []
+        from evaluator.training.distributed import is_main_process
+
+        self.main = is_main_process()  # the process that writes (all of them score)
 
     def _load(self, src: ModelSource) -> LoadedModel:
         job = self.p.job
+        from evaluator.models.load import device_map_summary
+        from evaluator.training.distributed import process_device, refuse_device_map_launch
+
+        refuse_device_map_launch(job.device_map)  # one process spreads the model, or N processes each hold one
         with console.status(f"loading {src.spec}"):
             lm = load_model(
-                src, device=job.device, dtype=job.dtype, trust_remote_code=job.trust_remote_code,
-                allow_pickle=job.allow_pickle, cache_dir=self.model_cache,
+                src, device=process_device(job.device), dtype=job.dtype, trust_remote_code=job.trust_remote_code,
+                allow_pickle=job.allow_pickle, cache_dir=self.model_cache, device_map=job.device_map,
+                max_memory=job.max_memory,
             )
-        console.print(f"loaded {src.spec} on {lm.device} in {lm.load_seconds:.1f}s (context {lm.context_window} tokens)")
+        placed = device_map_summary(lm.model)
+        where = f"{lm.device}" + (f" (device_map {placed['text']})" if placed else "")
+        console.print(f"loaded {src.spec} on {where} in {lm.load_seconds:.1f}s (context {lm.context_window} tokens)")
         return lm
 
     def _eval(self, unit: Unit, lm: LoadedModel, model, progress: RunProgress, extra: dict | None = None) -> None:
@@ -258,7 +287,8 @@ class Runner:
         tp = TokenizedPrompts(PromptBuilder(task, job.seed), lm.tokenizer)
         bar = progress.unit(unit.id, len(items))
         fp = self.p.unit_fingerprint(unit)
-        atomic_write_text(inputs_path(self.store, unit.id), fp + "\n")  # before the first result row is appended
+        if self.main:
+            atomic_write_text(inputs_path(self.store, unit.id), fp + "\n")  # before the first result row is appended
         rec = evaluate_unit(
             unit, task, items, tp, model, lm.tokenizer, lm.context_window, self.store,
             engine=job.engine, batch_tokens=job.batch_tokens, shots_cap=job.arms.prompting.max_shots,
@@ -266,6 +296,8 @@ class Runner:
             log=lambda m: progress.console.print(f"[yellow]{m}[/]"), model_path=lm.path,
         )
         self.computed.append(unit.id)
+        if not rec:  # another process of a multi-process launch: the main one stores and reports the unit
+            return
         progress.console.print(
             f"[green]done[/] {unit.id}: {rec['metric']} {rec['value']:.3f} [{rec['ci_low']:.3f}, {rec['ci_high']:.3f}] "
             f"k={rec['point']['shots']} prompt {rec['tokens']['prompt_tokens_per_request']:.0f} tok/req, "
@@ -343,7 +375,9 @@ class Runner:
         self.skipped = [u.id for u in p.units if self.store.is_done(u.id)]
         for uid in self.skipped:
             console.print(f"[dim]skip {uid} (finished earlier)[/]")
-        apis = self._open_apis(pending)  # a refused key or an unreachable endpoint stops here, before any model loads
+        # a refused key or an unreachable endpoint stops here, before any model loads; API units are asked by the
+        # main process alone (nothing to share out: the endpoint does the work)
+        apis = self._open_apis(pending) if self.main else {}
         with RunProgress(console, len(pending), quiet=self.quiet, json_path=self.json_progress) as progress:
             base_units = [u for u in pending if u.model == p.base.spec and u.arm in "AB"]
             if base_units:
@@ -368,7 +402,7 @@ class Runner:
                 if not units:
                     continue
                 if src.kind == "api":
-                    for u in units:
+                    for u in units if self.main else []:
                         self._eval_api(u, apis[src.spec], progress)
                     continue
                 lm = self._load(src)

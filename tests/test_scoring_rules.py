@@ -425,7 +425,8 @@ def test_run_records_scoring_and_trains_lora_on_the_words(binary_dir, tiny_llama
     assert {u["arm"] for u in units} == {"A", "B"}
     for u in units:
         assert u["scoring"] == {"rule": "length_normalised", "labels": WORDS,
-                                "choice_tokens": {"implausible": 2, "plausible": 2}, "warning": None}
+                                "choice_tokens": {"implausible": 2, "plausible": 2}, "warning": None,
+                                "paths": {"single_token": 0, "tree": 10}}  # " no" / " yes": 2 tokens each
         rows = [json.loads(x) for x in (run / "results" / f"{u['unit']}.jsonl").read_text().splitlines() if x.strip()]
         assert rows and all(r["prediction"] in CHOICES and r["scored_as"] == ["no", "yes"] and "loglik_norm" in r for r in rows)
     md = (run / "report.md").read_text(encoding="utf-8")

@@ -51,16 +51,18 @@ def weights_probe(model, per_tensor: int = 16, n_tensors: int = 4) -> list[float
     size (other seeds, fine-tunes, revisions), yet matches the same weights loaded in another dtype or device."""
     import torch
 
+    from evaluator.models.load import parameter_values
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     mats = sorted(
-        ((n.replace(".base_layer", ""), p) for n, p in base.named_parameters() if p.dim() == 2 and "lora_" not in n),
+        ((n.replace(".base_layer", ""), n, p) for n, p in base.named_parameters() if p.dim() == 2 and "lora_" not in n),
         key=lambda t: t[0],
     )
     chosen = mats[: n_tensors - 1] + mats[-1:] if len(mats) >= n_tensors else mats
     vals: list[float] = []
     with torch.no_grad():
-        for _, p in chosen:
-            flat = p.detach().reshape(-1)
+        for _, name, p in chosen:
+            flat = parameter_values(base, name, p).detach().reshape(-1)  # offloaded by a device_map: from its store
             # integer spacing: a float32 linspace rounds past the last index on large matrices (e.g. embeddings)
             idx = (torch.arange(per_tensor, dtype=torch.long) * (flat.numel() - 1) // max(1, per_tensor - 1)).to(flat.device)
             vals += [round(float(v), 6) for v in flat.index_select(0, idx).float().cpu()]

@@ -112,15 +112,21 @@ def evaluate_unit(
     """
     from evaluator.engine.memory import free_memory, is_out_of_memory
     from evaluator.engine.scorer import PrefixScorer
+    from evaluator.training.distributed import broadcast_from_main, gather_all, is_main_process, rank, world_size
 
     k, how = resolve_shots(unit.shots, tp, items, context, shots_cap)
     prefix_text = tp.builder.prefix(k)
     prefix_ids = tp.prefix_ids(k)
-    store.write_prefix(unit.id, prefix_text)
-    done = store.finished_items(unit.id)
-    todo = [it for it in items if it.id not in done]
-    if progress and done:
+    main, world = is_main_process(), world_size()
+    if main:  # under a multi-process launch the main process alone writes the run folder
+        store.write_prefix(unit.id, prefix_text)
+    done_ids = broadcast_from_main(set(store.finished_items(unit.id)) if main else None)
+    todo = [it for it in items if it.id not in done_ids]
+    if progress and done_ids:
         progress(len(items) - len(todo))
+    if engine == "lm-eval" and world > 1:
+        raise UserError("engine lm-eval runs in one process — run the job without accelerate launch, or use engine "
+                        "auto (tunecheck's scorer) for a multi-process run")
     if engine == "lm-eval":
         return _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how, context, store, extra, progress, model_path)
     t0 = time.perf_counter()
@@ -137,16 +143,21 @@ def evaluate_unit(
             "use fewer shots, a smaller dtype (e.g. dtype: bfloat16) or a GPU with more memory"
         )
     prefix_seconds = time.perf_counter() - t0
-    warmup_seconds = _warm_up(task, tp, scorer, todo, tokenizer, k)
+    warmup_seconds = _warm_up(task, tp, scorer, todo[rank() :: world], tokenizer, k)
+    size = CHUNK_ITEMS  # the resume granularity; throughput at a full batch is measured apart (serving_probe)
+    calls0, scored = scorer.forward_calls, 0
     oom_retries, start = 0, 0
     while start < len(todo):
-        chunk = todo[start : start + CHUNK_ITEMS]
+        chunk = todo[start : start + size]
+        mine = chunk[rank() :: world]  # this process's share (all of it in one process)
         t1 = time.perf_counter()
         try:
-            if task.spec.kind == "choice":
-                rows = choice_rows(task, tp, scorer, chunk, k)
+            if not mine:
+                rows = []
+            elif task.spec.kind == "choice":
+                rows = choice_rows(task, tp, scorer, mine, k)
             else:
-                rows = generate_rows(task, tp, scorer, chunk, tokenizer, k)
+                rows = generate_rows(task, tp, scorer, mine, tokenizer, k)
         except RuntimeError as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -156,15 +167,30 @@ def evaluate_unit(
             _halve_batch_after_oom(unit, scorer, log)
             oom_retries += 1
             continue
-        per_item = (time.perf_counter() - t1) / len(chunk)
+        per_item = (time.perf_counter() - t1) / max(1, len(mine))
+        scored += len(mine)
         for r in rows:
-            r["seconds"] = round(per_item, 6)
-        store.append_items(unit.id, rows)
+            r["seconds"] = round(per_item, 6)  # seconds of one process's work (summed: the unit's process-seconds)
+        if world > 1:  # every process's rows, in the chunk's item order, to the main process that stores them
+            by_id = {r["item_id"]: r for part in gather_all(rows) for r in part}
+            rows = [by_id[it.id] for it in chunk]
+        if main:
+            store.append_items(unit.id, rows)
         if progress:
             progress(len(chunk))
-        start += CHUNK_ITEMS
-    extra = {**(extra or {}), "oom_retries": oom_retries, "batch_tokens_used": scorer.max_batch_tokens,
-             "measured_with": measured_with(model, scorer.mode, scorer.max_batch_tokens)}
+        start += size
+    forwards = scorer.forward_calls - calls0
+    batch = {"chunk_items": size, "forwards": forwards or None,
+             "requests_per_forward": (scored / forwards) if forwards and task.spec.kind == "choice" else None,
+             "serving": serving_probe(task, tp, scorer, items, k)}
+    if world > 1:  # the unit's figures over all processes
+        oom_retries = sum(gather_all(oom_retries))
+        warmup_seconds = max(gather_all(warmup_seconds))
+    budget = min(gather_all(scorer.max_batch_tokens))
+    extra = {**(extra or {}), "oom_retries": oom_retries, "batch_tokens_used": budget,
+             "measured_with": measured_with(model, scorer.mode, budget, batch)}
+    if not main:
+        return {}
     return _finish(unit, task, items, k, how, len(prefix_ids), context, scorer.mode, prefix_seconds, store, extra,
                    tp=tp, warmup_seconds=warmup_seconds)
 
@@ -190,25 +216,76 @@ def _warm_up(task: Task, tp: TokenizedPrompts, scorer, todo: list[Item], tokeniz
     return time.perf_counter() - t0
 
 
-def measured_with(model, engine: str, batch_tokens: int | None) -> dict:
-    """Device, dtype and batch a unit's throughput was measured with (the cost table prints them)."""
+def measured_with(model, engine: str, batch_tokens: int | None, batch: dict | None = None) -> dict:
+    """Device, dtype, batch and processes a unit's throughput was measured with (the cost table prints them);
+    `batch`: what the timed forwards held (see `evaluate_unit`)."""
     import os
 
     import torch
 
+    from evaluator.models.load import device_map_summary, input_device
+
     w = next(model.parameters())
-    dev = w.device
+    dev = input_device(model)  # a model dispatched by a device_map: the inputs' device (its first parameter may be on meta)
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
     elif dev.type == "cpu":
         name = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     else:
         name = str(dev)
+    placed = device_map_summary(model)  # None on one device
+    if placed is not None and len(placed["devices"]) > 1:
+        name += f" + {', '.join(d for d in placed['devices'] if d != str(dev))} (device_map)"
+    from evaluator.training.distributed import world_size
+
+    b = batch or {}
+    procs = world_size()
+    serving = b.get("serving")
+    if not batch_tokens:
+        note = "lm-eval's own batching (an offline scoring batch, not a serving batch)"
+    elif serving:
+        note = (f"a serving batch: {serving['requests']} requests in {serving['forwards']} forward(s) of ≤ "
+                f"{serving['batch_tokens']} tokens" + (f", on each of {procs} processes" if procs > 1 else ""))
+    else:
+        note = (f"chunks of {b.get('chunk_items', CHUNK_ITEMS)} items, ≤ {batch_tokens} tokens per forward (an offline "
+                "scoring batch, not a serving batch)")
     return {"device": name, "device_type": dev.type, "dtype": str(w.dtype).removeprefix("torch."), "engine": engine,
-            "batch_tokens": batch_tokens, "chunk_items": CHUNK_ITEMS,
-            "batch_note": (f"chunks of {CHUNK_ITEMS} items, ≤ {batch_tokens} tokens per forward (an offline scoring "
-                           "batch, not a serving batch)") if batch_tokens else
-                          "lm-eval's own batching (an offline scoring batch, not a serving batch)"}
+            "batch_tokens": batch_tokens, "chunk_items": b.get("chunk_items", CHUNK_ITEMS), "processes": procs,
+            "forwards": b.get("forwards"), "requests_per_forward": b.get("requests_per_forward"),
+            "serving": serving, "batch_note": note} | ({"device_map": placed} if placed is not None else {})
+
+
+SERVING_MAX_REQUESTS = 1024  # the probe's batch is capped: a huge batch_tokens must not make it a second run
+
+
+def serving_probe(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: int) -> dict | None:
+    """Requests/s at a batch the device holds: one call scoring as many of the unit's requests as fill a forward of
+    the scorer's token budget (an item costs its query and choice tokens; items repeat when the unit has fewer),
+    timed on its own — the resume chunks (CHUNK_ITEMS) are smaller than a serving batch on a GPU. Choice tasks only
+    (generation runs one request at a time); None when there is nothing to time or the batch does not fit."""
+    from evaluator.engine.memory import free_memory, is_out_of_memory
+
+    if task.spec.kind != "choice" or not items:
+        return None
+    sample = items[:32]
+    cost = sum(len(tp.item_ids(it, k)) + sum(len(tp.continuation_ids(c, it, k)) for c in it.choices)
+               for it in sample) / len(sample)
+    n = max(CHUNK_ITEMS, min(SERVING_MAX_REQUESTS, int(scorer.max_batch_tokens // max(1.0, cost))))
+    batch = [items[i % len(items)] for i in range(n)]
+    calls0 = scorer.forward_calls
+    t0 = time.perf_counter()
+    try:
+        choice_rows(task, tp, scorer, batch, k)  # floats come back to the host: the timing is synchronised
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        free_memory()
+        return None
+    seconds = time.perf_counter() - t0
+    forwards = scorer.forward_calls - calls0
+    return {"requests": n, "seconds": round(seconds, 6), "requests_per_second": n / max(seconds, 1e-9),
+            "forwards": forwards, "requests_per_forward": n / max(1, forwards),
+            "batch_tokens": scorer.max_batch_tokens}
 
 
 def zero_shot_request(tp: TokenizedPrompts, items: list[Item]) -> dict:
@@ -260,6 +337,8 @@ def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how,
     if todo:
         t1 = time.perf_counter()
         work = store.root / "lmeval" / unit.id
+        if model_path is not None and getattr(model, "hf_device_map", None) is not None:
+            model_path = None  # dispatched by a device_map: lm-eval scores the placed model (it would load it on one device)
         if model_path is not None:
             adapter = (extra or {}).get("adapter", {}).get("dir") if unit.arm == "B" else None
             if unit.arm == "B" and adapter is None:
@@ -289,10 +368,12 @@ def _evaluate_with_lmeval(unit, task, items, todo, tp, model, tokenizer, k, how,
 CHOICE_TOKENS_SHOWN = 64  # distinct labels listed in a unit's `scoring.choice_tokens` (per-row choices can be many)
 
 
-def scoring_record(task: Task, tp: TokenizedPrompts | None, items: list[Item], k: int) -> dict:
+def scoring_record(task: Task, tp: TokenizedPrompts | None, items: list[Item], k: int,
+                   engine: str | None = None) -> dict:
     """The unit record's `scoring`: the rule, the verbaliser, each label's continuation tokens (target delimiter +
-    its word, as scored at this k; the first item holding the label stands in) and, for `sum`, a warning when the
-    choices of an item differ in token length (the sum then favours the shorter labels)."""
+    its word, as scored at this k; the first item holding the label stands in), for `sum`, a warning when the
+    choices of an item differ in token length (the sum then favours the shorter labels), and for tunecheck's
+    scorer (`engine` packed or plain) `paths`: how many items took each scoring path (see `scoring_paths`)."""
     spec = task.spec
     first: dict[str, Item] = {}
     for it in items:
@@ -309,7 +390,16 @@ def scoring_record(task: Task, tp: TokenizedPrompts | None, items: list[Item], k
             warning = (f"choices differ in token length ({listed}): summed log-likelihood favours shorter labels — "
                        "consider scoring: length_normalised or labels")
     return {"rule": spec.scoring, "labels": dict(spec.labels) if spec.labels is not None else None,
-            "choice_tokens": tokens, "warning": warning}
+            "choice_tokens": tokens, "warning": warning} | (
+        {"paths": scoring_paths(tp, items, k)} if tp is not None and engine in ("packed", "plain") else {})
+
+
+def scoring_paths(tp: TokenizedPrompts, items: list[Item], k: int) -> dict[str, int]:
+    """Items scored from one next-token distribution (every choice one token: `single_token`) and items scored one
+    branch / row per choice (`tree`), by the same rule and the same ids as the scorer (`engine.requests.
+    is_single_token` on `continuation_ids`), so it holds for items scored before a resume too."""
+    single = sum(all(len(tp.continuation_ids(c, it, k)) == 1 for c in it.choices) for it in items)
+    return {"single_token": single, "tree": len(items) - single}
 
 
 def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_seconds, store, extra, *,
@@ -354,7 +444,7 @@ def _finish(unit, task, items, k, how, prefix_tokens, context, engine, prefix_se
         record["zero_shot_request"] = zero_shot_request(tp, items)
         record["tokenisation"] = dict(tp.tokenisation)
     if task.spec.kind == "choice":
-        record["scoring"] = scoring_record(task, tp, items, k)
+        record["scoring"] = scoring_record(task, tp, items, k, engine)
     if extra:
         record.update(extra)
     store.finish_unit(unit.id, record)

@@ -23,6 +23,13 @@ shorter than lm-eval's request, measured max |Δ log-lik| 4.06 at k=0 and 0.56 a
 item), our ids equal lm-eval's for SmolLM2 and Gemma 3 on all 200 SNIPS test items at k = 0..256.
 :func:`lmeval_requests` gives lm-eval's ids for any tokenizer and reports, per item, whether ours equal them.
 
+Chat format (a task's or job's ``prompt_format: chat``): the task file is the same — ``doc_to_text`` is the item's
+user content (``PromptBuilder.user_text``), ``description`` the instruction alone — and ``simple_evaluate`` runs with
+``apply_chat_template=True``, the task's ``fewshot_as_multiturn`` and ``system_instruction=system``; lm-eval then builds
+the messages and renders them with the model's template, and its context must equal our prefix + query (checked per
+item). Its continuation is the choice without the target delimiter, its trailing context whitespace (the generation
+prompt's newline) moved into the continuation — what our chat tokenisation scores too.
+
 BOS: lm-eval 0.4.13 has no model-specific BOS rule; with ``add_bos_token=None`` it encodes with the tokenizer's
 default special tokens, exactly as :meth:`TokenizedPrompts.prefix_ids` does (Gemma: BOS added; SmolLM2: none).
 
@@ -65,7 +72,7 @@ def _row(builder: PromptBuilder, it: Item) -> dict[str, Any]:
         raise ValueError(f"item {it.id}: the lm-eval bridge scores choice tasks only (no choices)")
     return {
         "id": it.id,
-        "query": builder.query(it),
+        "query": builder.user_text(it),  # raw: the query; chat: the user turn's content (lm-eval adds the markup)
         "choices": list(it.choices),
         "label": list(it.choices).index(it.target),
     }
@@ -92,7 +99,7 @@ def write_lmeval_task(
     out_dir.mkdir(parents=True, exist_ok=True)
     name = lmeval_task_name(task, k)
     spec = task.spec
-    description = builder.head()
+    description = spec.instruction if builder.is_chat else builder.head()  # chat: the system turn's text is lm-eval's
 
     test_rows = [dict(_row(builder, it), tc_description=description) for it in items]
     # The sampler needs a non-empty split even for k=0 (it is then never read).
@@ -127,7 +134,7 @@ def write_lmeval_task(
     (out_dir / f"{name}.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
     if verify:
-        got = lmeval_context(out_dir, name, k, doc_index=0)
+        got = lmeval_context(out_dir, name, k, doc_index=0, **chat_args(builder))
         want = builder.prefix(k) + builder.query(items[0])
         if got != want:
             raise AssertionError(
@@ -142,12 +149,22 @@ def _task_manager(out_dir: Path):
     return TaskManager(include_path=str(Path(out_dir).resolve()), include_defaults=False)
 
 
-def lmeval_context(out_dir: Path, name: str, k: int, doc_index: int = 0) -> str:
-    """The context string lm-eval builds for one test doc of a task written by :func:`write_lmeval_task`."""
+def chat_args(builder: PromptBuilder) -> dict[str, Any]:
+    """lm-eval's chat options for the builder's format ({} for raw prompts): apply_chat_template,
+    fewshot_as_multiturn, system_instruction and (for :func:`lmeval_context`) the renderer."""
+    if not builder.is_chat:
+        return {}
+    return {"apply_chat_template": True, "fewshot_as_multiturn": builder.task.spec.fewshot_as_multiturn,
+            "system_instruction": builder.task.spec.system, "chat_template": builder.chat}
+
+
+def lmeval_context(out_dir: Path, name: str, k: int, doc_index: int = 0, **chat: Any) -> str:
+    """The context string lm-eval builds for one test doc of a task written by :func:`write_lmeval_task`; `chat`:
+    :func:`chat_args` (lm-eval's fewshot_context renders the messages with `chat_template`)."""
     quiet_lmeval()
     task_obj = _task_manager(out_dir).load([name])["tasks"][name]
     doc = task_obj.test_docs()[doc_index]
-    return task_obj.fewshot_context(doc, k)
+    return task_obj.fewshot_context(doc, k, **chat)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -186,8 +203,9 @@ def lmeval_requests(tokenizer, builder: PromptBuilder, items: list[Item], k: int
     from evaluator.engine.requests import ChoiceRequest
     from evaluator.prompts.tokenized import TokenizedPrompts
 
-    prefix_text = builder.prefix(k)
     tp = TokenizedPrompts(builder, tokenizer)
+    builder = tp.builder  # chat tasks: bound to the tokenizer's chat template
+    prefix_text = builder.prefix(k)
     ctxs, conts, same = [], [], []
     for it in items:
         context = prefix_text + builder.query(it)
@@ -273,7 +291,6 @@ def run_lmeval(
     if base is not None:
         Path(base).mkdir(parents=True, exist_ok=True)
     task_dir = Path(tempfile.mkdtemp(prefix="tunecheck-lmeval-", dir=base))
-    name = write_lmeval_task(task, builder, items, k, task_dir)
 
     if isinstance(tokenizer, (str, Path)):
         from transformers import AutoTokenizer
@@ -312,7 +329,17 @@ def run_lmeval(
         if tokenizer is None:
             raise ValueError("an in-memory model needs its tokenizer")
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **extra)
+        if getattr(model, "hf_device_map", None) is not None:
+            from evaluator.models.load import input_device
 
+            # dispatched by a device_map: HFLM took the first parameter's device, which may be `meta` (offloaded)
+            lm._device = input_device(model)
+
+    from evaluator.prompts.chat import chat_builder
+
+    builder = chat_builder(builder, lm.tokenizer, str(model) if isinstance(model, (str, Path)) else "this model")
+    name = write_lmeval_task(task, builder, items, k, task_dir)
+    chat = {key: v for key, v in chat_args(builder).items() if key != "chat_template"}  # lm-eval renders with its own
     t0 = time.perf_counter()
     res = lm_eval.simple_evaluate(
         model=lm,
@@ -324,6 +351,7 @@ def run_lmeval(
         random_seed=None,
         numpy_random_seed=None,
         torch_random_seed=None,
+        **chat,
     )
     sync_dev = getattr(lm, "device", None)
     if sync_dev is not None and getattr(sync_dev, "type", "") == "cuda":

@@ -18,6 +18,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,12 +61,14 @@ from evaluator.version import __version__
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _peft_load(model, folder: Path):
+def _peft_load(model, folder: Path, offload_folder: str | None = None):
     """PeftModel.from_pretrained, with a damaged adapter (corrupt weights, wrong shapes) as one line."""
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(model, str(folder))
+        with warnings.catch_warnings():  # re-dispatching an offloaded base, peft first copies into its meta tensors
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter in the checkpoint to a meta")
+            return PeftModel.from_pretrained(model, str(folder), **_same_placement(model, offload_folder))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"adapter {folder} could not be loaded ({why}) — delete it and train it again") from None
@@ -74,6 +77,17 @@ def _peft_load(model, folder: Path):
             raise
         why = str(exc).strip().splitlines()[0]
         raise UserError(f"{Path(folder) / 'adapter_model.safetensors'} is truncated or corrupt ({why}) — delete {folder} and train the adapter again") from None
+
+
+def _same_placement(model, offload_folder: str | None) -> dict:
+    """For a base dispatched with cpu / disk offload (device_map), peft takes the hooks off, loads the adapter and
+    dispatches the model again — by default onto a fresh `auto` map, without an offload folder; this keeps the
+    base's own map (named from the peft wrapper) and folder. Nothing for a model on GPUs alone or on one device."""
+    dmap = getattr(model, "hf_device_map", None) or {}
+    if not {"cpu", "disk"} & set(map(str, dmap.values())):
+        return {}
+    return {"device_map": {f"base_model.model.{k}" if k else "base_model.model": v for k, v in dmap.items()},
+            "offload_folder": offload_folder}
 
 
 def check_target_modules(model, hp: LoraArm) -> None:
@@ -88,14 +102,15 @@ def check_target_modules(model, hp: LoraArm) -> None:
 
 
 def build_examples(task: Task, tp: TokenizedPrompts, items: list[Item], tokenizer) -> list[Example]:
-    """Zero-shot prompt (the scorer's exact token ids) as context, target continuation (+ EOS for free-form) as answer.
+    """Zero-shot prompt (the scorer's exact token ids) as context, target continuation (+ EOS for free-form) as answer;
+    a chat task trains on its chat prompt and the assistant's reply, as it is scored.
 
     Format tokens of the answer are marked, so validation metrics read the answer's own tokens only: the EOS, and
     the continuation's leading ids that equal the target delimiter's own ids (those hold delimiter text only; a
     delimiter merged into the answer's first token, as " " usually is, leaves none)."""
     prefix0 = tp.prefix_ids(0)
     eos = [tokenizer.eos_token_id] if task.spec.kind == "generate" and tokenizer.eos_token_id is not None else []
-    delim = task.spec.target_delimiter
+    delim = tp.builder.scored_delimiter  # chat: the generation prompt's trailing whitespace, scored with the answer
     delim_ids = list(tokenizer(delim, add_special_tokens=False)["input_ids"]) if delim else []
 
     def example(it: Item) -> Example:
@@ -138,7 +153,7 @@ def train_or_reuse(
         meta = read_meta(out)
         check_base(meta, identity, out)
         log(f"reusing adapter {out} (trained {meta['training']['train_seconds']:.1f}s)")
-        return _peft_load(lm.model, out), meta, out
+        return _peft_load(lm.model, out, lm.offload_folder), meta, out
     examples = build_examples(task, tp, train_items, lm.tokenizer)
     tmp = out.with_name(out.name + ".partial")
     peft_model, res = train_lora(
@@ -192,7 +207,7 @@ def train_or_reuse(
 def load_adapter(lm, folder: Path, meta: dict[str, Any]):
     """PeftModel on lm.model after the base check (raises UserError on a mismatch)."""
     check_base(meta, base_identity(lm), Path(folder))
-    return _peft_load(lm.model, Path(folder))
+    return _peft_load(lm.model, Path(folder), lm.offload_folder)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -41,6 +41,10 @@ def run(
         job = job.model_copy(update={"limit": limit})
     run_dir = run_job(job, job_file.resolve().parent, job_file.read_text(encoding="utf-8"), run_id, recompute=recompute, quiet=quiet,
                       json_progress=json_progress)
+    from evaluator.training.distributed import is_main_process
+
+    if not is_main_process():  # under `accelerate launch`: the main process reports
+        return
     import json
 
     from evaluator.report.summary import summary_lines

@@ -18,6 +18,9 @@ from evaluator.errors import UserError
 from evaluator.models.load import check_device_and_dtype
 from evaluator.training.distributed import is_main_process, process_device
 
+DEVICE_MAP_HELP = ("auto | balanced | balanced_low_0 | sequential: spread a base larger than one GPU over the "
+                   "GPUs (then CPU, disk) from one process (not under accelerate launch); needs --device auto.")
+
 
 @app.command()
 @friendly
@@ -31,6 +34,7 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (under accelerate launch: each process's GPU)."),
     dtype: str = typer.Option("auto", help="auto (bf16/fp16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16."),
     model_cache: Optional[Path] = typer.Option(None, help="Where built-in models are converted to."),
+    device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
     r: Optional[int] = typer.Option(None, help="LoRA rank (default 8)."),
     alpha: Optional[float] = typer.Option(None, help="LoRA alpha (default 16)."),
     dropout: Optional[float] = typer.Option(None, help="LoRA dropout (default 0.05)."),
@@ -63,7 +67,7 @@ def train(
     })
     res = train_command(model=model, task=task, n=n, hp=hp, seed=base_seed if seed is None else seed,
                         adapters_dir=adapters_dir, device=device, dtype=dtype, model_cache=model_cache,
-                        log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+                        device_map=device_map, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
     if is_main_process():
         out.print(
             f"train adapter_dir={res['adapter_dir']} key={res['key']} reused={str(res['reused']).lower()} "
@@ -81,20 +85,39 @@ def _quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _load(spec: str, device: str, dtype: str, model_cache: Path | None):
+def check_device_map_option(device_map: str | None, device: str) -> None:
+    """--device-map: one of the words a job's device_map takes (an explicit map needs a job file), with --device auto."""
+    from evaluator.config.placement import DEVICE_MAP_WORDS
+    from evaluator.training.distributed import refuse_device_map_launch
+
+    if device_map is None:
+        return
+    if device_map not in DEVICE_MAP_WORDS:
+        raise UserError(f"--device-map {device_map!r}: use {', '.join(DEVICE_MAP_WORDS)} (an explicit module map "
+                        "goes in a job file's device_map)")
+    if device != "auto":
+        raise UserError(f"--device {device} with --device-map: the device map places the model — leave --device auto")
+    refuse_device_map_launch(device_map)
+
+
+def _load(spec: str, device: str, dtype: str, model_cache: Path | None, device_map: str | None = None):
     from evaluator.models.load import check_loadable, load_model, resolve_source
 
     check_device_and_dtype(device, dtype)
+    check_device_map_option(device_map, device)
     src = resolve_source(spec, Path.cwd())
     check_loadable(src)
-    return load_model(src, device=device, dtype=dtype, cache_dir=model_cache)
+    return load_model(src, device=device, dtype=dtype, cache_dir=model_cache, device_map=device_map)
 
 
 def train_command(*, model: str, task: str, n: str, hp: LoraArm, seed: int, adapters_dir: Path, device: str = "auto",
-                  dtype: str = "auto", model_cache: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or reuse) one adapter; works unchanged under `accelerate launch` (DDP)."""
+                  dtype: str = "auto", model_cache: Path | None = None, device_map: str | None = None,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or reuse) one adapter; works unchanged under `accelerate launch` (DDP), or on one base spread over the
+    GPUs by `device_map` (one process)."""
     from evaluator.tasks.load import load_task, task_search_dirs
 
+    check_device_map_option(device_map, device)  # before process_device: device_map and a launch are refused together
     device = process_device(device)  # under `accelerate launch`: this process's GPU (or cpu)
     check_device_and_dtype(device, dtype)  # before anything loads (a job file's device gets the same check)
     _quiet_loading()
@@ -105,7 +128,7 @@ def train_command(*, model: str, task: str, n: str, hp: LoraArm, seed: int, adap
         n_eff = min(int(n), len(t.train))
     else:
         raise UserError(f"--n {n!r}: use a positive number of training items or 'all'")
-    lm = _load(model, device, dtype, model_cache)
+    lm = _load(model, device, dtype, model_cache, device_map)
     check_target_modules(lm, hp)
     reused = False
 

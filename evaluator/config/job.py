@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from evaluator.api.spec import ApiSpecError, is_api, parse_api_spec
+from evaluator.config import placement
 from evaluator.config.api import ApiSettings
 from evaluator.config.arms import Arms, Shots
 from evaluator.config.validation import _Strict, field_error, format_validation_error, load_yaml
@@ -100,11 +101,15 @@ class Job(_Strict):
     seed: int = Field(1234, description="Seed of the demonstration order, LoRA training and (unless verdict.selection_seed) the selection split.")
     device: str = Field("auto", description="Device: auto | cpu | cuda | cuda:N | mps.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Model dtype; auto: bfloat16 (else float16) on a GPU, float32 on a CPU.")
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | dict[str, int | str] | None = Field(None, description="Spread a base larger than one device over several (transformers/accelerate big-model loading): auto, balanced, balanced_low_0, sequential, or a mapping of module names to devices (GPU index, cuda:N, cpu, mps, disk); each layer keeps its prefix KV cache on its own device, inputs go to the input embeddings' device. Applies to every model the job loads (an explicit map names one architecture's modules); needs device: auto; not part of the run id (placement does not change results). null: the whole model on `device`.")
+    max_memory: dict[int | str, int | str] | None = Field(None, description="With device_map auto/balanced/...: the most accelerate may place on each device, e.g. {0: 70GiB, 1: 70GiB, cpu: 200GiB} (bytes, or KB/MB/GB/TB, KiB/MiB/GiB/TiB); what does not fit goes to the next device, then to disk (an offload folder under the model cache). null: what each device has free.")
     limit: Annotated[int, Field(ge=1)] | None = Field(None, description="Cap on test items: the first N of the test split; null: all of them.")
     trust_remote_code: bool = Field(False, description="Run a model repo's own Python code (transformers' trust_remote_code): only for code you trust.")
     allow_pickle: bool = Field(False, description="Load .bin/.pt weights (unpickling can run code); false: safetensors only, pickle-only folders are refused.")
     engine: Literal["auto", "packed", "plain", "lm-eval"] = Field("auto", description="Scoring engine: auto (packed where the architecture supports it, else plain), packed (shared-prefix KV cache, requests packed per forward), plain (batched full re-encoding), lm-eval (the reference path, lm-eval's simple_evaluate).")
     batch_tokens: Annotated[int, Field(ge=64)] = Field(4096, description="Most tokens per forward pass when scoring (an offline scoring batch); halved and retried on GPU out-of-memory.")
+    # Left out of dumps when null, so jobs without it keep their fingerprint (and run id).
+    prompt_format: Literal["raw", "chat"] | None = Field(None, exclude_if=lambda v: v is None, description="Overrides every task's `prompt_format`: `chat` renders all prompts (arms A, B and C, and LoRA training) with each model's chat template, as lm-eval's --apply_chat_template (the tasks' fewshot_as_multiturn and system apply); `raw`: plain text; null: each task's own. A model without a chat template (or an API model) is refused before anything runs.")
     arms: Arms = Field(default_factory=Arms, description="The three arms' sweeps and settings.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="How API models (api: entries of newer) are asked, scored and priced.")
     costs: CostConfig = Field(default_factory=CostConfig, description="Cost assumptions, recorded with the run; `tunecheck cost` can override each later.")
@@ -120,6 +125,23 @@ class Job(_Strict):
         if not ok:
             raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda, cuda:N or mps")
         return v
+
+    @field_validator("device_map", mode="before")
+    @classmethod
+    def _device_map(cls, v: Any) -> Any:
+        return placement.check_device_map(v)
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _max_memory(cls, v: Any) -> Any:
+        return placement.check_max_memory(v)
+
+    @model_validator(mode="after")
+    def _placement(self) -> Job:
+        problem = placement.placement_problem(self.device, self.device_map, self.max_memory)
+        if problem is not None:
+            raise field_error(problem[1], problem[0])
+        return self
 
     @field_validator("tasks")
     @classmethod
@@ -157,8 +179,10 @@ class Job(_Strict):
         """Hash of everything that changes results (not output_dir): the same job resumes the same run."""
         # `api` is not here: what changes an API model's answers (endpoint, choice scoring) is part of its identity in
         # the run's inputs (identity.model_fingerprint), so jobs without API models keep their fingerprints
+        # `device_map` / `max_memory` neither: where the layers sit does not change what they compute, so a run
+        # started on one GPU resumes on two (and jobs without them keep their fingerprints)
         payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs", "verdict", "description",
-                                           "api"})
+                                           "api", "device_map", "max_memory"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -72,6 +72,16 @@ def _measured_on(store: RunStore, u: Mapping) -> tuple[str, bool]:
     return dev, dev.startswith("CPU")
 
 
+def _throughput_basis(u: Mapping) -> tuple[int, float]:
+    """(requests, seconds) a unit's self-hosted throughput is priced from: its serving-batch probe where it recorded
+    one (a batch the device holds, `measured_with.serving`), else the per-request work of its evaluation."""
+    mw = u.get("measured_with")
+    sv = mw.get("serving") if isinstance(mw, Mapping) else None
+    if isinstance(sv, Mapping) and isinstance(sv.get("requests"), int) and (sv.get("seconds") or 0) > 0:
+        return int(sv["requests"]), float(sv["seconds"])
+    return int(u["timings"]["requests"]), _request_seconds(u)
+
+
 def _request_seconds(u: Mapping) -> float:
     t = u["timings"]
     if "request_seconds" in t:
@@ -186,8 +196,8 @@ def measurement(store: RunStore, u: Mapping, api_model: str, api_provider: str,
     return ArmMeasurement(
         name=unit_label(u),
         arm=u["arm"],
-        requests=int(u["timings"]["requests"]),
-        eval_seconds=max(_request_seconds(u), 1e-9),
+        requests=_throughput_basis(u)[0],
+        eval_seconds=max(_throughput_basis(u)[1], 1e-9),
         device=device,
         prompt_tokens_per_request=float(tok["prompt_tokens_per_request"]),
         shared_prefix_tokens=float(tok["shared_prefix_tokens"]),
@@ -288,4 +298,4 @@ def throughput_from_run(run_dir: Path) -> dict[str, float]:
     """Measured per-request throughput (req/s) of every option in another run (e.g. the same job on the target GPU),
     by option label, to cost this run's quality at that hardware's speed."""
     other = RunStore.open(Path(run_dir))
-    return {unit_label(u): u["timings"]["requests"] / max(_request_seconds(u), 1e-9) for u in other.units()}
+    return {unit_label(u): (lambda n, s: n / max(s, 1e-9))(*_throughput_basis(u)) for u in other.units()}

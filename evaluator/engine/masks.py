@@ -46,10 +46,20 @@ def _cache_kwarg(model: torch.nn.Module) -> str:
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
-    dev = getattr(model, "device", None)
-    if isinstance(dev, torch.device):
-        return dev
-    return next(model.parameters()).device
+    """Where input ids go: the input embeddings' device (a model dispatched by a device_map spans several devices;
+    accelerate's hooks carry activations, masks and positions to each layer, and the logits back to this device)."""
+    from evaluator.models.load import input_device
+
+    return input_device(model)
+
+
+def _index_device(model: torch.nn.Module, device: torch.device) -> torch.device:
+    """Where index tensors that the model applies to its last hidden states (`logits_to_keep`) must be: the inputs'
+    device, or the CPU for a model spread over several devices — its last layers may sit on another GPU than its
+    inputs, and a CPU index works on any device (a tensor on another GPU does not)."""
+    base = _unwrap(model)
+    placed = set(map(str, (getattr(base, "hf_device_map", None) or {}).values()))
+    return torch.device("cpu") if len(placed) > 1 else device
 
 
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:

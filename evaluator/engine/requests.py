@@ -54,6 +54,36 @@ def _choice_stats(
     return loglik.tolist(), (misses == 0).tolist()
 
 
+def is_single_token(request: ChoiceRequest) -> bool:
+    """Every choice is one token: all of them are scored from the next-token distribution at the last item token
+    (one position per item), so the engines need no tree branch per choice."""
+    return all(len(c) == 1 for c in request.choice_ids)
+
+
+def _next_token_stats(logits: torch.Tensor, requests: Sequence[ChoiceRequest]) -> list[ChoiceScore]:
+    """Scores of single-token requests from ``logits[i]``, the next-token logits after request i's item.
+
+    The same float32 maths as :func:`_choice_stats` (target logit minus logsumexp, argmax match), but the
+    logsumexp and argmax are taken once per item and shared by its choices. Chunked over items like
+    :func:`_choice_stats`, so a large vocabulary never gets a full float32 copy of all rows at once.
+    """
+    step = max(1, 2**28 // (4 * logits.shape[-1]))  # ~256 MiB of float32 per chunk
+    out: list[ChoiceScore] = []
+    for start in range(0, len(requests), step):
+        reqs = requests[start : start + step]
+        chunk = logits[start : start + len(reqs)].float()
+        row = torch.tensor([i for i, r in enumerate(reqs) for _ in r.choice_ids], device=chunk.device)
+        tgt = torch.tensor([c[0] for r in reqs for c in r.choice_ids], device=chunk.device)
+        lp = (chunk[row, tgt] - torch.logsumexp(chunk, dim=-1)[row]).double().tolist()
+        hit = (chunk.argmax(dim=-1)[row] == tgt).tolist()
+        k = 0
+        for r in reqs:
+            n = len(r.choice_ids)
+            out.append(ChoiceScore(lp[k : k + n], hit[k : k + n], [1] * n))
+            k += n
+    return out
+
+
 def _split_scores(
     requests: Sequence[ChoiceRequest], loglik: list[float], greedy: list[bool]
 ) -> list[ChoiceScore]:

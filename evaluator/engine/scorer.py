@@ -34,6 +34,7 @@ from evaluator.engine.masks import (
     PACKED_MODEL_TYPES,
     _cache_kwarg,
     _forward_params,
+    _index_device,
     _model_device,
     _model_dtype,
     _render_mask,
@@ -46,8 +47,10 @@ from evaluator.engine.requests import (
     ChoiceRequest,
     ChoiceScore,
     _choice_stats,
+    _next_token_stats,
     _split_scores,
     _validate,
+    is_single_token,
 )
 
 __all__ = [
@@ -89,7 +92,13 @@ class PrefixScorer(GreedyGeneration):
     is applied). The model is put in eval mode. ``mode="auto"`` picks "packed" when :func:`packed_support` says the
     architecture and attention kernel take custom masks, else "plain"; an explicit "packed" on an unsupported model
     raises. Not thread-safe: the prefix cache is temporarily extended during each call.
+
+    A request whose choices are all one token is scored from the next-token distribution at its last item token
+    (:meth:`_score_single_token`: one position per item, no choice tokens forwarded) in both modes; requests with a
+    longer choice take the tree (packed) or one row per choice (plain).
     """
+
+    single_token: bool = True  # the one-position path for all-single-token requests (False: parity tests, benchmarks)
 
     def __init__(
         self,
@@ -112,6 +121,7 @@ class PrefixScorer(GreedyGeneration):
         self.dtype = _model_dtype(model)
         self._cache_kw = _cache_kwarg(model)
         self._has_logits_to_keep = "logits_to_keep" in _forward_params(model)
+        self._keep_device = _index_device(model, self.device)  # a dispatched model: a CPU index
 
         plan, reason = packed_support(model)
         if mode == "packed" and plan is None:
@@ -149,7 +159,7 @@ class PrefixScorer(GreedyGeneration):
             kwargs[self._cache_kw] = kwargs.pop("cache")
         keep = kwargs.pop("logits_to_keep", None)
         if keep is not None and self._has_logits_to_keep:
-            kwargs["logits_to_keep"] = keep
+            kwargs["logits_to_keep"] = keep if isinstance(keep, int) else keep.to(self._keep_device)
             keep = None
         with attention_kernels():
             out = self.model(input_ids=ids, **kwargs)
@@ -228,9 +238,110 @@ class PrefixScorer(GreedyGeneration):
         if not requests:
             return []
         with torch.inference_mode():
+            if self.single_token and any(is_single_token(r) for r in requests):
+                return self._score_split(requests, progress)
             if self.mode == "packed":
                 return self._score_packed(requests, progress)
             return self._score_plain(requests, progress)
+
+    # ----------------------------------------------------------------------------------------------- single token
+
+    def _score_split(self, requests: Sequence[ChoiceRequest], progress) -> list[ChoiceScore]:
+        """All-single-token requests by :meth:`_score_single_token`, the others by the mode's own path; request
+        order kept (every request is scored independently of its batch, so the split changes no number)."""
+        fast = [i for i, r in enumerate(requests) if is_single_token(r)]
+        fast_set = set(fast)
+        rest = [i for i in range(len(requests)) if i not in fast_set]
+        out: list[ChoiceScore | None] = [None] * len(requests)
+        for i, sc in zip(fast, self._score_single_token([requests[i] for i in fast], progress)):
+            out[i] = sc
+        if rest:
+            tree = self._score_packed if self.mode == "packed" else self._score_plain
+            for i, sc in zip(rest, tree([requests[i] for i in rest], progress)):
+                out[i] = sc
+        return out  # type: ignore[return-value]
+
+    def _score_single_token(self, requests: Sequence[ChoiceRequest], progress) -> list[ChoiceScore]:
+        """Requests whose choices are one token each: one forward position per item (its last token), whose
+        next-token distribution scores every choice — the choice tokens themselves are never forwarded."""
+        results: list[ChoiceScore] = []
+        if self.mode == "packed":
+            batches = self._batches(requests, lambda r: len(r.item_ids))
+        else:
+            batches = self._padded_batches([self.prefix_len + len(r.item_ids) for r in requests])
+        for batch in batches:
+            reqs = [requests[i] for i in batch]
+            logits = self._next_logits_packed(reqs) if self.mode == "packed" else self._next_logits_plain(reqs)
+            results.extend(_next_token_stats(logits, reqs))
+            if progress is not None:
+                progress(len(batch))
+        return results
+
+    def _padded_batches(self, lengths: list[int]) -> list[list[int]]:
+        """In-order batches of right-padded rows with rows * longest <= max_batch_tokens (at least one row)."""
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        width = 0
+        for i, n in enumerate(lengths):
+            if cur and max(width, n) * (len(cur) + 1) > self.max_batch_tokens:
+                batches.append(cur)
+                cur, width = [], 0
+            cur.append(i)
+            width = max(width, n)
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def _next_logits_packed(self, reqs: list[ChoiceRequest]) -> torch.Tensor:
+        """[requests, vocab] logits after each item: the items packed in one row over the cached prefix, each
+        seeing the prefix and its own earlier tokens (the tree mask with no choice branches)."""
+        P = self.prefix_len
+        tokens: list[int] = []
+        pos: list[int] = []
+        group: list[int] = []
+        keep: list[int] = []
+        for g, r in enumerate(reqs):
+            L = len(r.item_ids)
+            tokens += r.item_ids
+            pos += range(P, P + L)
+            group += [g] * L
+            keep.append(len(tokens) - 1)
+        dev = self.device
+        N = len(tokens)
+        pos_t = torch.tensor(pos, device=dev)
+        grp_t = torch.tensor(group, device=dev)
+        idx = torch.arange(N, device=dev)
+        new_vis = (grp_t[:, None] == grp_t[None, :]) & (idx[None, :] <= idx[:, None])
+        allowed = torch.cat([torch.ones(N, P, dtype=torch.bool, device=dev), new_vis], dim=1)
+        kv_pos = torch.cat([torch.arange(P, device=dev), pos_t])
+        cache = self._fresh_cache()
+        self.last_batch = (len(reqs), N)
+        try:
+            logits = self._packed_forward(tokens, pos_t, allowed, kv_pos, cache, torch.tensor(keep, device=dev))
+        except BaseException:
+            self._restore(cache, N, failed=True)
+            raise
+        self._restore(cache, N)
+        return logits[0]
+
+    def _next_logits_plain(self, reqs: list[ChoiceRequest]) -> torch.Tensor:
+        """[requests, vocab] logits after each item: one right-padded row of prefix + item per request (not one
+        per choice), logits kept only over the span of the rows' last item tokens."""
+        last = [self.prefix_len + len(r.item_ids) - 1 for r in reqs]
+        width = max(last) + 1
+        lo = min(last)
+        ids = [self.prefix_ids + list(r.item_ids) + [0] * (width - n - 1) for r, n in zip(reqs, last)]
+        attn = [[1] * (n + 1) + [0] * (width - n - 1) for n in last]
+        dev = self.device
+        self.last_batch = (len(reqs), width * len(reqs))
+        _, logits = self._forward(
+            torch.tensor(ids, device=dev),
+            attention_mask=torch.tensor(attn, device=dev),
+            use_cache=False,
+            logits_to_keep=torch.arange(lo, width, device=dev),
+        )
+        at = logits.device  # the last layer's device (a dispatched model need not end where it starts)
+        return logits[torch.arange(len(reqs), device=at), torch.tensor(last, device=at) - lo]
 
     def _score_packed(self, requests: Sequence[ChoiceRequest], progress) -> list[ChoiceScore]:
         cost = lambda r: len(r.item_ids) + sum(len(c) for c in r.choice_ids)  # noqa: E731

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import shutil
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -191,8 +193,9 @@ class LoadedModel:
     path: str
     model: object
     tokenizer: object
-    device: str
+    device: str  # where inputs go: the device of the input embeddings (a dispatched model spans several)
     load_seconds: float
+    offload_folder: str | None = None  # device_map: where accelerate keeps weights offloaded to disk
 
     @property
     def context_window(self) -> int:
@@ -321,14 +324,26 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     cache_dir: Path | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
 ) -> LoadedModel:
     """Tokenizer + causal LM, loaded strictly: missing, unexpected or shape-mismatched tensors, unreadable weight
-    files and a tokenizer larger than the embeddings are each one UserError (never a model with random weights)."""
+    files and a tokenizer larger than the embeddings are each one UserError (never a model with random weights).
+
+    With `device_map` (the job's; `max_memory` sizes as written there) transformers' big-model loading places the
+    layers across devices and accelerate's hooks move activations between them; nothing moves the model afterwards,
+    and `device` is then where its inputs go (the input embeddings' device)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
     path = materialise(source, cache_dir)
     dev = pick_device(device)
+    placement: dict = {}
+    if device_map is not None:
+        from evaluator.config.placement import memory_for_loading
+
+        placement = {"device_map": device_map, "max_memory": memory_for_loading(max_memory),
+                     "offload_folder": _offload_folder(source, cache_dir)}
     if Path(path).is_dir():
         check_weight_files(Path(path))
     where = f"{source.spec}" + (f" ({path})" if path != source.spec else "")
@@ -343,6 +358,7 @@ def load_model(
                 attn_implementation="sdpa",
                 ignore_mismatched_sizes=True,  # reported below as one line instead of a RuntimeError after a table
                 output_loading_info=True,
+                **placement,
             )
     except (OSError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -353,6 +369,9 @@ def load_model(
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if type(exc).__name__ == "SafetensorError":
             raise UserError(f"the weights of model {where} are truncated or corrupt ({msg}) — re-download or re-convert it") from None
+        if "out of memory" in msg.lower() and placement:
+            raise UserError(f"model {source.spec} does not fit the devices of device_map {device_map!r} ({msg}) — lower "
+                            "max_memory so accelerate offloads more to cpu / disk, or use a smaller dtype") from None
         if "out of memory" in msg.lower():
             raise UserError(f"model {source.spec} does not fit in memory on {dev} ({msg}) — use a smaller dtype (e.g. dtype: bfloat16), another device or a smaller model") from None
         if isinstance(exc, RuntimeError):
@@ -362,6 +381,95 @@ def load_model(
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     check_vocab(tok, model, where)
-    model.to(dev)
+    if placement:  # placed by accelerate: moving it would undo the map (or fail on offloaded weights)
+        dev = str(input_device(model))
+        weakref.finalize(model, shutil.rmtree, placement["offload_folder"], True)
+    else:
+        model.to(dev)
     model.eval()
-    return LoadedModel(source, path, model, tok, dev, time.perf_counter() - t0)
+    return LoadedModel(source, path, model, tok, dev, time.perf_counter() - t0, placement.get("offload_folder"))
+
+
+def _offload_folder(source: ModelSource, cache_dir: Path | None) -> str:
+    """A fresh folder for the weights accelerate offloads to disk, under the model cache (big, unlike /tmp often is),
+    one per load so that two runs never share one; removed when the model is freed."""
+    import tempfile
+
+    from evaluator.models import zoo
+
+    root = Path(cache_dir or zoo.default_cache_dir()) / "offload"
+    root.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"{source.slug}-", dir=root)
+
+
+def execution_device(module):
+    """The device accelerate runs `module` on (its hook's execution device), or None for a module without a hook."""
+    import torch
+
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):  # a SequentialHook holds several
+        dev = getattr(h, "execution_device", None)
+        if dev is not None:
+            return torch.device(f"cuda:{dev}" if isinstance(dev, int) else dev)
+    return None
+
+
+def input_device(model):
+    """Where a model's input ids go: the device of its input embeddings. A model dispatched by a device_map has
+    parameters on several devices, or on `meta` where accelerate offloads them, so neither `model.device` nor the
+    first parameter says it; the hook on the embeddings does. On one device: that device."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    if emb is not None:
+        dev = execution_device(emb)
+        if dev is not None:
+            return dev
+        w = getattr(emb, "weight", None)
+        if isinstance(w, torch.Tensor) and w.device.type != "meta":
+            return w.device
+    dev = getattr(model, "device", None)
+    return dev if isinstance(dev, torch.device) else next(model.parameters()).device
+
+
+def parameter_values(model, name: str, p):
+    """The values of parameter `name` of `model` (`p`): an offloaded one sits on `meta` while accelerate's hook on its
+    module keeps the weights (in cpu memory or on disk) — read from there."""
+    if p.device.type != "meta":
+        return p
+    owner, _, leaf = name.rpartition(".")
+    hook = getattr(model.get_submodule(owner), "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        weights = getattr(h, "weights_map", None)
+        if weights is not None and leaf in weights:
+            return weights[leaf]
+    raise RuntimeError(f"parameter {name} is on the meta device and no offload hook holds its values")
+
+
+def _decoder_layers(model) -> list[str]:
+    """Names of the model's decoder layers: the children of its longest ModuleList (`model.layers.0`, …)."""
+    import torch
+
+    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        return []
+    name, layers = max(lists, key=lambda t: len(t[1]))
+    return [f"{name}.{i}" if name else str(i) for i in range(len(layers))]
+
+
+def device_map_summary(model) -> dict | None:
+    """Where a dispatched model sits — each device used with its count of decoder layers, and the inputs' device —
+    for the load line and a unit's `measured_with`; None for a model loaded without a device_map."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dmap = getattr(base, "hf_device_map", None)
+    if not dmap:
+        return None
+    label = lambda d: f"cuda:{d}" if isinstance(d, int) else str(d)  # noqa: E731
+    layers = {label(d): 0 for d in dmap.values()}
+    for layer in _decoder_layers(base):
+        owner = max((k for k in dmap if k == "" or layer == k or layer.startswith(k + ".")), key=len, default=None)
+        if owner is not None:
+            layers[label(dmap[owner])] += 1
+    text = ", ".join(f"{d}: {n} layer{'s' if n != 1 else ''}" for d, n in layers.items())
+    return {"devices": list(layers), "layers": layers, "input_device": str(input_device(base)), "text": text}

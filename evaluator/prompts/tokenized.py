@@ -6,6 +6,10 @@ Layout (the same as lm-eval's, so the two agree):
               + k × (query(demo) + target_delimiter + target(demo) + fewshot_delimiter)
     request = prefix + query(item)
     choice  = target_delimiter + choice text
+Chat-formatted tasks (`prompt_format: chat`) take the same pieces from the chat-rendered text (the builder is bound to
+the tokenizer's chat template, `evaluator.prompts.chat`): the query ends in the generation prompt, and its trailing
+whitespace (`PromptBuilder.answer_lead`) is tokenised with each choice, as lm-eval's encode_pair moves it; a rendered
+prompt that starts with the BOS text is tokenised without adding another (lm-eval's tok_encode).
 Token ids are built piecewise — prefix ids (with the tokenizer's special tokens, e.g. BOS) + item ids + choice ids
 (no special tokens) — so that one prefix KV cache serves every item. The cut is placed *before* the prefix's trailing
 whitespace, usually the delimiter (the shared ids end with the last demonstration's answer; each item's ids start with
@@ -64,10 +68,29 @@ class TokenizedPrompts:
         "items": set(), "comparisons": 0, "mismatches": 0, "residual": 0, "merges": set(), "first": None, "switched_at_k": None,
     }, init=False, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        from evaluator.prompts.chat import chat_builder
+
+        self.builder = chat_builder(self.builder, self.tokenizer)  # a chat task: its prompts are the template's text
+
     # --- plain tokenisation ---------------------------------------------------------------------------------------
 
+    def _special(self, text: str, special: bool) -> bool:
+        """Whether to add special tokens: not when a chat-rendered text already starts with the BOS text (lm-eval's
+        has_bos_prefix with its prefix token, BOS else EOS), so the BOS is not doubled."""
+        if not special or not self.builder.is_chat:
+            return special
+        tok = self.tokenizer
+        bos = tok.bos_token_id if getattr(tok, "bos_token_id", None) is not None else getattr(tok, "eos_token_id", None)
+        return bos is None or not text.startswith(tok.decode(bos))
+
     def _tok(self, text: str, special: bool) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        return list(self.tokenizer(text, add_special_tokens=self._special(text, special))["input_ids"])
+
+    def _query(self, item: Item) -> str:
+        """The item's query without `answer_lead` (that whitespace is tokenised with the answer)."""
+        q, lead = self.builder.query(item), self.builder.answer_lead
+        return q[: len(q) - len(lead)] if lead and q.endswith(lead) else q
 
     def _prefix(self, k: int) -> list[int]:
         if k not in self._prefix_ids:  # a 256-shot prefix is ~7k tokens: tokenised once per k, not per call
@@ -75,10 +98,10 @@ class TokenizedPrompts:
         return self._prefix_ids[k]
 
     def _piece_item(self, item: Item, k: int) -> list[int]:
-        return self._tok(self.builder.joiner(k) + self.builder.query(item), False)
+        return self._tok(self.builder.joiner(k) + self._query(item), False)
 
     def _piece_cont(self, text: str) -> list[int]:
-        return self._tok(self.builder.continuation(text), False)
+        return self._tok(self.builder.answer_lead + self.builder.continuation(text), False)
 
     # --- whole mode -----------------------------------------------------------------------------------------------
 
@@ -101,7 +124,7 @@ class TokenizedPrompts:
         key = ("ctx", item, k)
         if key not in self._ctx:
             anchor, a_ids, special = self._anchor(k)
-            ctx = self._tok(anchor + self.builder.joiner(k) + self.builder.query(item), special)
+            ctx = self._tok(anchor + self.builder.joiner(k) + self._query(item), special)
             if ctx[: len(a_ids)] != a_ids:  # the item's first token merges with the prefix's last: no clean cut
                 self._stats["merges"].add(item.id)
             self._ctx[key] = (ctx[len(a_ids):], ctx)
@@ -133,9 +156,11 @@ class TokenizedPrompts:
         bad = 0
         b = self.builder
         for it in self._sample():
+            b.check_chat(it, k)  # chat: prefix + query is the template's rendering of the whole conversation
             answers = list(it.choices) or [it.target]
             head = b.prefix(k) + b.query(it)
-            wholes = self.tokenizer([head + b.continuation(a) for a in answers], add_special_tokens=True)["input_ids"]
+            wholes = self.tokenizer([head + b.continuation(a) for a in answers],
+                                    add_special_tokens=self._special(head, True))["input_ids"]
             for answer, whole in zip(answers, wholes):
                 if self._ids(it, k, answer) != list(whole):
                     bad += 1

@@ -250,7 +250,8 @@ def _choice_sample(i: int, row: dict[str, Any], context: str, query: str, info: 
             "the results do not match the task; rerun the unit"
         )
     target = _logged_target(row, info)
-    delim = info.spec.get("target_delimiter", " ")
+    # lm-eval under a chat template: the continuation is the choice alone (the context ends in the generation prompt)
+    delim = "" if info.spec.get("prompt_format") == "chat" else info.spec.get("target_delimiter", " ")
     doc = {"id": str(row["item_id"]), "query": query, "choices": choices, "target": target_text}
     pairs = [(float(ll), bool(g)) for ll, g in zip(loglik, greedy)]
     return {

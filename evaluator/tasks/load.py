@@ -87,6 +87,23 @@ def load_task(ref: str, search_dirs: list[Path] | None = None, lmeval_include: l
     return task
 
 
+def with_prompt_format(task: Task, prompt_format: str | None) -> Task:
+    """The task with a job's `prompt_format` in its spec (so the run's config, fingerprints and adapter keys record the
+    format used); the task itself when the job sets none or the same. A `system` turn the format cannot hold is one
+    UserError line."""
+    import dataclasses
+
+    if prompt_format is None or prompt_format == task.spec.prompt_format:
+        return task
+    if prompt_format != "chat" and task.spec.system is not None:
+        raise UserError(f"job prompt_format: {prompt_format}, but task {task.name} sets `system` (a chat system turn) — "
+                        "remove one of them")
+    spec = task.spec.model_copy(update={"prompt_format": prompt_format})
+    out = dataclasses.replace(task, spec=spec)
+    out.rendered.update(task.rendered)  # the queries were rendered on load; the format does not change them
+    return out
+
+
 def check_task_for_job(task: Task, job: Any) -> list[str]:
     """What a job asks of a loaded task that can be checked without a model (for the planner, before any model loads):
     an explicit shot count above the task's demonstration items, LoRA without training items. Returns notes for

@@ -129,6 +129,12 @@ class TaskSpec(BaseModel):
     # Verbaliser: task label → the word the model reads in demonstrations, is scored on and LoRA trains on (e.g.
     # {implausible: "no", plausible: "yes"}). Targets and predictions stay the task's labels. None: the labels as is.
     labels: dict[str, str] | None = Field(None, description="Choice tasks: a verbaliser, label → the word shown in demonstrations, scored and trained on (targets and predictions stay labels); null: the labels as they are.")
+    # Chat format (lm-eval's --apply_chat_template [--fewshot_as_multiturn] [--system_instruction]): the prompt is the
+    # model's chat template over messages (evaluator/tasks/layout.py). Defaults are left out of dumps, so raw tasks keep
+    # the spec (and fingerprint) they had before these fields existed; a job's `prompt_format` overrides the first.
+    prompt_format: Literal["raw", "chat"] = Field("raw", exclude_if=lambda v: v == "raw", description="`raw`: the prompt is plain text (instruction, demonstrations, query); `chat`: rendered with the model's chat template, as lm-eval's apply_chat_template — the system turn (`system`, then the instruction), the demonstrations, the query as the last user turn with the generation prompt, the answer as the assistant's reply (no target delimiter). A model without a chat template is refused; a job's `prompt_format` overrides this for all its tasks.")
+    fewshot_as_multiturn: bool = Field(True, exclude_if=lambda v: v is True, description="Chat format: each demonstration is a user turn (its query) and an assistant turn (its answer), as lm-eval's fewshot_as_multiturn; false: all demonstrations and the query in one user turn, laid out as the raw prompt (delimiters included).")
+    system: str | None = Field(None, exclude_if=lambda v: v is None, description="Chat format: a system instruction put before the task's instruction in the system turn, joined by fewshot_delimiter (lm-eval's system_instruction); null: the system turn is the instruction alone (none when it is empty; the template may add its own). Where the template rejects a system turn, lm-eval leaves it out, and so does tunecheck (with a warning).")
 
     @field_validator("*", mode="before")
     @classmethod
@@ -152,6 +158,16 @@ class TaskSpec(BaseModel):
                 raise field_error(f"labels {seen[word]!r} and {label!r} both map to {word!r} — the words must be distinct")
             seen[word] = label
         return v
+
+    @model_validator(mode="after")
+    def _system_needs_chat(self) -> TaskSpec:
+        """`system` is the chat system turn; a raw prompt has no place for it, and ignoring it would hide that."""
+        from evaluator.config.validation import field_error
+
+        if self.system is not None and self.prompt_format != "chat":
+            raise field_error("is the system turn of chat prompts; this task is `prompt_format: raw` — set "
+                              "prompt_format: chat or remove system", "system")
+        return self
 
     @model_validator(mode="after")
     def _scoring_and_labels(self) -> TaskSpec:

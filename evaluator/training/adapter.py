@@ -4,6 +4,7 @@ activation checkpointing on the base under it, and saving it in peft's format (m
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,7 +117,41 @@ def attach_lora(model, hp: LoraArm):
         target_modules=target_modules_for(model, hp.target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, cfg)
+    with _offloaded_stand_ins(model):
+        return get_peft_model(model, cfg)
+
+
+@contextlib.contextmanager
+def _offloaded_stand_ins(model):
+    """On a model dispatched with cpu / disk offload (device_map), accelerate keeps an offloaded layer's weights aside
+    and leaves `meta` tensors in the module until each forward; peft puts new LoRA weights on the device of the base
+    weight, so there they would be created on `meta` (no values, no gradients). While peft attaches, each such weight
+    is a zero-memory stand-in of its shape and dtype on the layer's execution device (an expanded one-element
+    tensor), so the LoRA weights are created — with the same initial values as on one device — where the layer runs;
+    the meta weights (with what peft set: requires_grad) are put back afterwards."""
+    import torch
+
+    from evaluator.models.load import execution_device
+
+    swapped = []
+    for module in model.modules():
+        hook = getattr(module, "_hf_hook", None)
+        hooks = getattr(hook, "hooks", None) or ([hook] if hook is not None else [])
+        dev = execution_device(module)
+        if dev is None or not any(getattr(h, "offload", False) for h in hooks):
+            continue
+        for name, p in list(module.named_parameters(recurse=False)):
+            if p.device.type == "meta":
+                stand_in = torch.nn.Parameter(torch.empty((), dtype=p.dtype, device=dev).expand(p.shape),
+                                              requires_grad=p.requires_grad)
+                module._parameters[name] = stand_in
+                swapped.append((module, name, p, stand_in))
+    try:
+        yield
+    finally:
+        for module, name, p, stand_in in swapped:
+            p.requires_grad_(stand_in.requires_grad)
+            module._parameters[name] = p
 
 
 def set_checkpointing(model, on: bool) -> None:

@@ -27,6 +27,17 @@ def barrier() -> None:
         PartialState().wait_for_everyone()
 
 
+def refuse_device_map_launch(device_map) -> None:
+    """A model dispatched by a device_map spans the node's GPUs from one process; under a multi-process launch each
+    process would spread its own copy over the same GPUs (model and data parallel at once): refused, in one line."""
+    if device_map is not None and world_size() > 1:
+        from evaluator.errors import UserError
+
+        raise UserError(f"device_map spreads one model over the GPUs from a single process, but this is a launch of "
+                        f"{world_size()} processes — run without accelerate launch to use device_map, or remove "
+                        "device_map for data parallel (each process then holds the whole model on its own GPU)")
+
+
 def process_device(device: str) -> str:
     """Under a multi-process launch each process loads the model onto its own GPU (not all onto cuda:0)."""
     if world_size() <= 1 or device not in ("auto", "cuda"):
@@ -72,6 +83,7 @@ class DataParallel:
         """The device this process trains on: under a distributed launch accelerate's (the model is moved there),
         else `device` as given."""
         if self.world > 1:
+            refuse_device_map_launch(getattr(model, "hf_device_map", None))
             device = str(self.acc.device)
             model.to(device)
         return device
@@ -126,3 +138,47 @@ class DataParallel:
     def free_memory(self) -> None:
         """Drop the accelerator's references to what it prepared (the DDP wrapper and its buckets)."""
         self.acc.free_memory()
+
+
+# --- evaluation across processes ---------------------------------------------------------------------------------
+#
+# `tunecheck run` under `accelerate launch`: every process runs every unit in the same order, scores its share of each
+# chunk of items (chunk[rank::world]), and the rows are gathered so that the main process alone writes the run folder
+# (appended rows, unit records, reports). LoRA trains with DDP as above. Collective calls below are made by every
+# process at the same points, so they pair up.
+
+
+def rank() -> int:
+    """This process's index in the launch (0 in one process)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _group() -> None:
+    """The process group (gloo on CPU, NCCL on GPUs), started by accelerate's PartialState when first needed."""
+    from accelerate.state import PartialState
+
+    PartialState()
+
+
+def broadcast_from_main(obj):
+    """The main process's `obj` on every process (`obj` as given in one process)."""
+    if world_size() <= 1:
+        return obj
+    import torch.distributed as dist
+
+    _group()
+    box = [obj if is_main_process() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_all(obj) -> list:
+    """Every process's `obj`, in rank order, on every process ([obj] in one process)."""
+    if world_size() <= 1:
+        return [obj]
+    import torch.distributed as dist
+
+    _group()
+    out: list = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -43,11 +43,14 @@ def _answer_loss_module(peft_model, fast: bool):
             if fast:
                 base = self.peft_model.get_base_model()
                 h = base.get_decoder()(input_ids=ids, attention_mask=None, use_cache=False).last_hidden_state
-                h = h.reshape(-1, h.shape[-1]).index_select(0, pos)
+                # a model dispatched by a device_map: the decoder ends on its last layer's device and the head runs
+                # on its own; the answer logits come back to the inputs' device (no-ops on one device)
+                h = h.reshape(-1, h.shape[-1]).index_select(0, pos.to(h.device))
                 logits = base.get_output_embeddings()(h)
                 cap = getattr(base.config, "final_logit_softcapping", None)
                 if cap:
                     logits = torch.tanh(logits / cap) * cap
+                logits = logits.to(pos.device)
             else:
                 logits = self.peft_model(input_ids=ids, attention_mask=None, use_cache=False).logits
                 logits = logits.reshape(-1, logits.shape[-1]).index_select(0, pos)

@@ -64,6 +64,7 @@ class ZooModel:
     osi_licence: bool = True  # False: not an OSI-approved licence; terms must be shown to the user
     download_mb: float = 0.0  # rough sizes, for the free-space check and messages
     converted_mb: float = 0.0
+    chat_template: bool = False  # the GGUF carries a chat template (prompt_format: chat is checked before converting)
 
     @property
     def source(self) -> str:
@@ -95,6 +96,7 @@ BUILTIN: dict[str, ZooModel] = {
         osi_licence=True,
         download_mb=93,
         converted_mb=540,
+        chat_template=True,
     ),
     "gemma3-270m": ZooModel(
         name="gemma3-270m",

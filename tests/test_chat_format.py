@@ -114,6 +114,20 @@ def test_ids_equal_the_whole_rendered_prompt_with_a_shared_prefix(chatml_dir):
     assert len(tp.prefix_ids(2)) > len(tp.prefix_ids(0))
 
 
+def test_generate_tasks_generate_after_the_generation_prompt(chatml_dir):
+    """A generate task keeps the generation prompt's newline in the context (generation starts after it, as lm-eval's
+    generate_until); the answer LoRA trains on is the reply alone."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(chatml_dir)
+    task = with_prompt_format(load_task("snips_intents_generate"), "chat")
+    tp = TokenizedPrompts(PromptBuilder(task, 0), tok)
+    it = task.test[0]
+    assert tp.builder.answer_lead == "" and tok.decode(tp.item_ids(it, 2)).endswith("<|assistant|>\n")
+    assert tok.decode(tp.continuation_ids(it.target, it, 2)) == it.target
+    assert tp.tokenisation["residual_mismatches"] == 0
+
+
 @pytest.mark.parametrize("template,multiturn,ks", [
     ("chatml", True, (0, 2)),
     ("chatml", False, (2,)),

@@ -170,6 +170,20 @@ class PrefixScorer(GreedyGeneration):
             logits = logits[:, -keep:] if isinstance(keep, int) else logits[:, keep]
         return out, logits
 
+    def _packed_call(self, n_reqs: int, tokens: list[int], q_pos, allowed, kv_pos, keep: list[int]) -> torch.Tensor:
+        """One packed forward of `n_reqs` requests over the shared prefix cache, which is cropped back to the prefix
+        afterwards (also after a failure, e.g. out of memory); `last_batch` names the batch for the OOM back-off."""
+        cache = self._fresh_cache()
+        n = len(tokens)
+        self.last_batch = (n_reqs, n)
+        try:
+            logits = self._packed_forward(tokens, q_pos, allowed, kv_pos, cache, torch.tensor(keep, device=self.device))
+        except BaseException:
+            self._restore(cache, n, failed=True)
+            raise
+        self._restore(cache, n)
+        return logits
+
     def _encode_prefix(self):
         """Run the prefix once; the model builds its own (ordinary causal) masks here, so fast kernels apply."""
         from transformers import DynamicCache
@@ -314,14 +328,7 @@ class PrefixScorer(GreedyGeneration):
         new_vis = (grp_t[:, None] == grp_t[None, :]) & (idx[None, :] <= idx[:, None])
         allowed = torch.cat([torch.ones(N, P, dtype=torch.bool, device=dev), new_vis], dim=1)
         kv_pos = torch.cat([torch.arange(P, device=dev), pos_t])
-        cache = self._fresh_cache()
-        self.last_batch = (len(reqs), N)
-        try:
-            logits = self._packed_forward(tokens, pos_t, allowed, kv_pos, cache, torch.tensor(keep, device=dev))
-        except BaseException:
-            self._restore(cache, N, failed=True)
-            raise
-        self._restore(cache, N)
+        logits = self._packed_call(len(reqs), tokens, pos_t, allowed, kv_pos, keep)
         return logits[0]
 
     def _next_logits_plain(self, reqs: list[ChoiceRequest]) -> torch.Tensor:
@@ -403,14 +410,7 @@ class PrefixScorer(GreedyGeneration):
         )
         allowed = torch.cat([torch.ones(N, P, dtype=torch.bool, device=dev), new_vis], dim=1)
         kv_pos = torch.cat([torch.arange(P, device=dev), pos_t])
-        cache = self._fresh_cache()
-        self.last_batch = (len(reqs), N)
-        try:
-            logits = self._packed_forward(tokens, pos_t, allowed, kv_pos, cache, torch.tensor(keep, device=dev))
-        except BaseException:
-            self._restore(cache, N, failed=True)
-            raise
-        self._restore(cache, N)
+        logits = self._packed_call(len(reqs), tokens, pos_t, allowed, kv_pos, keep)
         loglik, greedy = _choice_stats(
             logits[0],
             torch.tensor(rows, device=dev),

@@ -31,6 +31,7 @@ from evaluator.errors import UserError
 from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.run_store import RunStore
 from evaluator.tasks.layout import PromptBuilder
+from evaluator.tasks.metrics import scorer_for
 from evaluator.tasks.spec import Item, Task
 
 TOP_LOGPROBS = 20  # the most chat completions return per position
@@ -304,7 +305,7 @@ def ask_item(opt: ApiOption, task: Task, tp: TokenizedPrompts, it: Item, k: int,
         row["choices"] = list(it.choices)
     if method == "generate":
         raw, text = _generate(opt, task, prompt, asked)
-        row |= {"prediction": text, "score": float(text == it.target.strip()), "api_text": raw}
+        row |= {"prediction": text, "score": scorer_for(task.spec)(text, it.target), "api_text": raw}
     elif method == "generate_match":
         row |= _generate_match(opt, task, tp, it, prompt, asked)
         row["score"] = float(row["prediction"] == it.target and row["matched"] is not None)

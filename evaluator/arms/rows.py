@@ -1,10 +1,11 @@
 """Per-item result rows of a unit: choice tasks scored from per-choice log-likelihoods, generate tasks by greedy
-generation cut at the stop sequences and exact match."""
+generation cut at the stop sequences, scored by the task's metric (evaluator/tasks/metrics.py: a score in [0, 1])."""
 
 from __future__ import annotations
 
 from evaluator.errors import UserError
 from evaluator.prompts.tokenized import TokenizedPrompts
+from evaluator.tasks.metrics import scorer_for
 from evaluator.tasks.spec import Item, Task
 
 
@@ -68,6 +69,7 @@ def _cut_at_stop(text: str, stops: list[str]) -> str:
 def generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
     rows = []
     stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    score = scorer_for(task.spec)
     for it in items:
         ids = tp.item_ids(it, k)
         out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop)
@@ -78,7 +80,7 @@ def generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], t
                 "query": tp.builder.query(it),
                 "target": it.target,
                 "prediction": text,
-                "score": float(text == it.target.strip()),
+                "score": score(text, it.target),
                 "item_tokens": len(ids),
                 "prompt_tokens": scorer.prefix_len + len(ids),
                 "output_tokens": len(out),

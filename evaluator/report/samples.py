@@ -271,6 +271,9 @@ def _choice_sample(i: int, row: dict[str, Any], context: str, query: str, info: 
 
 
 def _generate_sample(i: int, row: dict[str, Any], context: str, query: str, info: _TaskInfo) -> dict[str, Any]:
+    # the task's own free-form metric (f1, regex, json_*) names the score; exact match otherwise, as lm-eval names it
+    metric = str(info.spec.get("metric") or "")
+    metric = metric if metric not in ("", "accuracy", "exact_match") else METRIC_NAMES["generate"]
     target = _logged_target(row, info)
     pred = str(row.get("prediction", ""))
     doc = {"id": str(row["item_id"]), "query": query, "target": str(row["target"])}
@@ -285,11 +288,11 @@ def _generate_sample(i: int, row: dict[str, Any], context: str, query: str, info
         "resps": [[pred]],
         "filtered_resps": [pred],
         "filter": FILTER,
-        "metrics": [METRIC_NAMES["generate"]],
+        "metrics": [metric],
         "doc_hash": doc_hash(doc),
         "prompt_hash": hash_string(context),
         "target_hash": hash_string(str(target)),
-        METRIC_NAMES["generate"]: float(row["score"]),
+        metric: float(row["score"]),
     }
 
 

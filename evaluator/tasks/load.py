@@ -9,6 +9,7 @@ strings), and the prompt template, rendered on every training and test item (the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydantic import (
     ValidationError,
 )
 
-from evaluator.config.validation import format_validation_error, load_yaml
+from evaluator.config.validation import format_validation_error, load_yaml, parse_yaml
 from evaluator.errors import UserError
 from evaluator.tasks.data import _load_split, _split_source, _to_items, split_items
 from evaluator.tasks.spec import REPO_TASKS, SAFE_NAME, Task, TaskSpec
@@ -61,9 +62,50 @@ def task_search_dirs(job_dir: Path | None = None) -> list[Path]:
 
 def load_spec(path: Path) -> TaskSpec:
     try:
-        return TaskSpec.model_validate(load_yaml(path, "task file"))
+        spec = TaskSpec.model_validate(load_yaml(path, "task file"))
     except ValidationError as err:
         raise UserError(format_validation_error(err, str(path))) from None
+    if isinstance(spec.answer_schema, str):
+        spec = spec.model_copy(update={"answer_schema": _read_schema(path, spec.answer_schema)})
+    return spec
+
+
+def _read_schema(task_file: Path, ref: str) -> dict:
+    """`answer_schema: <file>`: the JSON Schema in a JSON or YAML file beside the task (the spec then holds its
+    content, so the task fingerprint follows the schema, not its file name)."""
+    from evaluator.tasks.metrics import check_schema
+
+    where = f"task file {task_file}: field 'answer_schema'"
+    file = (task_file.parent / ref).resolve()
+    if not file.is_file():
+        raise UserError(f"{where}: schema file {ref} not found (looked at {file}) — give a path relative to the task file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: schema file {file} is not UTF-8 text — re-save it as UTF-8") from None
+    if file.suffix == ".json":
+        try:
+            schema = json.loads(text)
+        except ValueError as err:
+            raise UserError(f"{where}: schema file {file} is not valid JSON ({err})") from None
+    else:
+        schema = parse_yaml(text, str(file), "schema file")
+    why = check_schema(schema)
+    if why:
+        raise UserError(f"{where}: schema file {file} {why}")
+    return schema
+
+
+def _check_json_targets(task: Task) -> None:
+    """`metric: json_fields` compares fields of the target: every target must be a JSON object with fields."""
+    from evaluator.tasks.metrics import target_fields
+
+    if task.spec.metric != "json_fields":
+        return
+    for it in (*task.train, *task.test):
+        if target_fields(it.target) is None:
+            raise UserError(f"task {task.name}: item {it.id}: metric json_fields needs each target to be a JSON object "
+                            f"with at least one field, got {it.target[:60]!r} — fix the data or use another metric")
 
 
 def load_task(ref: str, search_dirs: list[Path] | None = None, lmeval_include: list[Path] | None = None) -> Task:
@@ -81,6 +123,7 @@ def load_task(ref: str, search_dirs: list[Path] | None = None, lmeval_include: l
         source = _split_source(spec)
         train, test = split_items(spec, _to_items(spec, _load_split(spec, path.parent, source), source))
     task = Task(spec=spec, path=path, train=train, test=test)
+    _check_json_targets(task)
     from evaluator.tasks.templates import check_prompt  # prompts imports this module
 
     check_prompt(task)  # renders the template on every item: any template problem is found here, before a model loads

@@ -101,7 +101,7 @@ class TaskSpec(BaseModel):
     id_field: str | None = Field(None, description="Row field with each item's unique id (the template's `id`); null: <split>-<row index>.")
     input_field: str = Field(description="Row field with the input text (the template's `input`).")
     target_field: str = Field(description="Row field with the reference answer; for a choice task, one of the choices.")
-    kind: Literal["choice", "generate"] = Field("choice", description="`choice`: the choice with the highest log-likelihood is the prediction (like lm-eval); `generate`: greedy generation, scored by exact match.")
+    kind: Literal["choice", "generate"] = Field("choice", description="`choice`: the choice with the highest log-likelihood is the prediction (like lm-eval); `generate`: greedy generation, scored by the task's `metric` (default exact match).")
     choices: list[str] | None = Field(None, description="The fixed label set of a choice task (at least 2, distinct); the template's `choices`.")
     choices_field: str | None = Field(None, description="Row field with each item's own choices (a list of at least 2 distinct strings), instead of `choices`.")
     prompt: str | None = Field(None, description="File name of the Jinja2 prompt template (rendered in a sandbox; see Template variables for the folders searched); required unless lmeval_task.")
@@ -109,7 +109,9 @@ class TaskSpec(BaseModel):
     target_delimiter: str = Field(" ", description="Between a query and its answer (in demonstrations and before every scored answer).")
     fewshot_delimiter: str = Field("\n\n", description="After each demonstration: between demonstrations, and before the item's query.")
     instruction_delimiter: str | None = Field(None, description="After the instruction; null: fewshot_delimiter (lm-eval tasks: \"\").")
-    metric: Literal["accuracy", "exact_match"] = Field("accuracy", description="Name of the reported per-item metric: accuracy (choice tasks) or exact_match (generate tasks).")
+    metric: Literal["accuracy", "exact_match", "f1", "regex", "json_valid", "json_schema", "json_fields"] = Field("accuracy", description="Name of the reported per-item metric: accuracy (choice tasks); for generate tasks exact_match (the stripped answer equals the target), f1 (SQuAD token F1: lower case, no punctuation or articles, whitespace tokens), regex (the named group `answer` of `answer_regex`'s first match, or the whole match, by exact match; no match scores 0), json_valid (the answer parses as JSON), json_schema (it validates against `answer_schema`) or json_fields (the share of the target JSON object's fields the answer's JSON object reproduces exactly). Scores in [0, 1]; non-0/1 scores get bootstrap intervals.")
+    answer_regex: str | None = Field(None, exclude_if=lambda v: v is None, description="metric: regex — the Python regular expression searched in the answer; its named group `answer` (if any) or the whole first match is compared with the target.")
+    answer_schema: dict[str, Any] | str | None = Field(None, exclude_if=lambda v: v is None, description="metric: json_schema — the JSON Schema answers must validate against: inline (a mapping), or a JSON / YAML file path relative to the task file.")
     max_new_tokens: int = Field(default=32, ge=1, description="Generate tasks: the most tokens generated per answer (greedy); also reserved when `max` sizes the prefix.")
     stop_sequences: list[str] | None = Field(None, description="Generate tasks: the answer ends at the first of these; null: at fewshot_delimiter.")
     # Which training items are the k demonstrations: `seeded` = one fixed permutation of the train split by the job's
@@ -158,6 +160,50 @@ class TaskSpec(BaseModel):
                 raise field_error(f"labels {seen[word]!r} and {label!r} both map to {word!r} — the words must be distinct")
             seen[word] = label
         return v
+
+    @field_validator("answer_regex")
+    @classmethod
+    def _regex_compiles(cls, v: str | None) -> str | None:
+        from evaluator.config.validation import field_error
+
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as err:
+                raise field_error(f"is not a valid regular expression: {err}") from None
+        return v
+
+    @field_validator("answer_schema")
+    @classmethod
+    def _schema_is_a_schema(cls, v: dict | str | None) -> dict | str | None:
+        from evaluator.config.validation import field_error
+        from evaluator.tasks.metrics import check_schema
+
+        if isinstance(v, str) and not v.strip():
+            raise field_error("is empty — give an inline JSON Schema or a file path relative to the task")
+        why = check_schema(v) if isinstance(v, dict) else None
+        if why:
+            raise field_error(why)
+        return v
+
+    @model_validator(mode="after")
+    def _metric_fields(self) -> TaskSpec:
+        """A metric's own field is given exactly when that metric is used; free-form metrics need a generate task."""
+        from evaluator.config.validation import field_error
+        from evaluator.tasks.metrics import GENERATE_METRICS
+
+        if self.kind == "choice" and self.metric in GENERATE_METRICS and self.metric != "exact_match":
+            raise field_error(f"{self.metric} scores generated answers; this task is `kind: choice` (scored by "
+                              "accuracy) — set kind: generate or metric: accuracy", "metric")
+        for metric, name, example in (("regex", "answer_regex", 'answer_regex: "answer is (?P<answer>\\w+)"'),
+                                      ("json_schema", "answer_schema", "answer_schema: {type: object, required: [name]}")):
+            given = getattr(self, name) is not None
+            if self.metric == metric and not given:
+                raise field_error(f"metric: {metric} needs `{name}` — e.g. {example}", "metric")
+            if given and self.metric != metric:
+                raise field_error(f"is used by metric: {metric} only; this task is `metric: {self.metric}` — remove it "
+                                  f"or set metric: {metric}", name)
+        return self
 
     @model_validator(mode="after")
     def _system_needs_chat(self) -> TaskSpec:

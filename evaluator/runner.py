@@ -280,15 +280,20 @@ class Runner:
         console.print(f"loaded {src.spec} on {where} in {lm.load_seconds:.1f}s (context {lm.context_window} tokens)")
         return lm
 
-    def _eval(self, unit: Unit, lm: LoadedModel, model, progress: RunProgress, extra: dict | None = None) -> None:
-        job = self.p.job
+    def _begin(self, unit: Unit, progress: RunProgress):
+        """A unit's task, test items, progress bar and inputs fingerprint — recorded (by the main process) before its
+        first result row is appended, so a resume can tell what those rows were computed from."""
         task = self.p.tasks[unit.task]
-        items = test_items(task, job.limit)
-        tp = TokenizedPrompts(PromptBuilder(task, job.seed), lm.tokenizer)
-        bar = progress.unit(unit.id, len(items))
+        items = test_items(task, self.p.job.limit)
         fp = self.p.unit_fingerprint(unit)
         if self.main:
-            atomic_write_text(inputs_path(self.store, unit.id), fp + "\n")  # before the first result row is appended
+            atomic_write_text(inputs_path(self.store, unit.id), fp + "\n")
+        return task, items, progress.unit(unit.id, len(items)), fp
+
+    def _eval(self, unit: Unit, lm: LoadedModel, model, progress: RunProgress, extra: dict | None = None) -> None:
+        job = self.p.job
+        task, items, bar, fp = self._begin(unit, progress)
+        tp = TokenizedPrompts(PromptBuilder(task, job.seed), lm.tokenizer)
         rec = evaluate_unit(
             unit, task, items, tp, model, lm.tokenizer, lm.context_window, self.store,
             engine=job.engine, batch_tokens=job.batch_tokens, shots_cap=job.arms.prompting.max_shots,
@@ -325,11 +330,7 @@ class Runner:
         from evaluator.arms.api import api_tokenized, evaluate_api_unit
 
         job = self.p.job
-        task = self.p.tasks[unit.task]
-        items = test_items(task, job.limit)
-        bar = progress.unit(unit.id, len(items))
-        fp = self.p.unit_fingerprint(unit)
-        atomic_write_text(inputs_path(self.store, unit.id), fp + "\n")  # before the first result row is appended
+        task, items, bar, fp = self._begin(unit, progress)
         rec = evaluate_api_unit(unit, task, items, api_tokenized(task, job.seed, opt), opt, self.store,
                                 shots_cap=job.arms.prompting.max_shots, extra={"inputs_fingerprint": fp},
                                 progress=bar.advance)

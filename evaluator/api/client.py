@@ -15,7 +15,6 @@ import email.utils
 import hashlib
 import json
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,8 +106,6 @@ class ApiClient:
     key_env: str | None = None  # the variable the key came from, named in messages
     sleep: Callable[[float], None] = time.sleep
     _client: Any = field(default=None, init=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    waits: list = field(default_factory=list, init=False, repr=False)  # (error, seconds waited) of every retry
 
     def __post_init__(self) -> None:
         import openai
@@ -171,8 +168,6 @@ class ApiClient:
                         f"{self.model.spec}: {path} failed {attempt + 1} times (last: {kind}: {_why(exc)}) — the "
                         "answers received so far are kept; run the job again to resume, or raise api.max_retries"
                     ) from None
-                with self._lock:
-                    self.waits.append((kind, wait))
                 self.sleep(wait)
                 waited += wait
                 continue

@@ -16,6 +16,7 @@ its stored rows were scored by, so two methods are never mixed in a unit):
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from evaluator.api.client import Answer, ApiClient, ResponseCache
 from evaluator.api.spec import ApiModel, parse_api_spec
 from evaluator.api.tokens import TiktokenTokenizer
 from evaluator.arms.evaluate import CHUNK_ITEMS, Unit, _finish, resolve_shots
+from evaluator.arms.rows import _cut_at_stop, pick_choice
 from evaluator.errors import UserError
 from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.run_store import RunStore
@@ -56,8 +58,9 @@ class ApiOption:
     price: dict  # the unit record's api.price: which price-table entry (or the job's prices) bills it
     key_env: str
 
+    @functools.cached_property
     def tokenizer(self) -> TiktokenTokenizer:
-        """Counts for planning prompts (tiktoken; approximate for a model tiktoken does not know)."""
+        """Counts for planning prompts (tiktoken; approximate for a model tiktoken does not know), built once."""
         return TiktokenTokenizer(self.model.model, self.model.provider)
 
 
@@ -196,11 +199,6 @@ def _text_of(opt: ApiOption, data: dict) -> str:
     return text or ""
 
 
-def _cut_at_stop(text: str, stops: list[str]) -> str:
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
-    return text[:cut]
-
-
 def _generate(opt: ApiOption, task: Task, prompt: str, asked: _Asked) -> tuple[str, str]:
     spec = task.spec
     path, body = _text_body(opt, prompt, spec.max_new_tokens, spec.stops)
@@ -282,19 +280,6 @@ def _top_logprobs(opt: ApiOption, prompt: str, words: list[str], asked: _Asked) 
     return [best.get(w.strip()) for w in words]
 
 
-def _pick(task: Task, words: list[str], loglik: list[float | None]) -> tuple[int | None, list[float] | None]:
-    """The prediction's index by the task's `scoring` rule (the first of ties), as the local choice path picks it."""
-    if task.spec.scoring == "length_normalised":
-        norm = [None if x is None else x / max(1, len(w)) for x, w in zip(loglik, words)]
-    else:
-        norm = None
-    by = norm if norm is not None else loglik
-    present = [j for j, x in enumerate(by) if x is not None]
-    if not present:
-        return None, norm
-    return max(present, key=lambda j: by[j]), norm
-
-
 def ask_item(opt: ApiOption, task: Task, tp: TokenizedPrompts, it: Item, k: int, method: str) -> dict:
     """One item's row: the answer, its score, and what its requests used and took."""
     b = tp.builder
@@ -317,7 +302,7 @@ def ask_item(opt: ApiOption, task: Task, tp: TokenizedPrompts, it: Item, k: int,
             row["is_greedy"] = [g for _, g in pairs]
         else:
             loglik = _top_logprobs(opt, prompt, words, asked)
-        best, norm = _pick(task, words, loglik)
+        best, norm = pick_choice(task.spec.scoring, words, loglik)
         pred = it.choices[best] if best is not None else None
         row |= {"prediction": pred, "score": float(pred == it.target),
                 "loglik": [None if x is None else round(x, 6) for x in loglik]}
@@ -378,7 +363,7 @@ def choose_method(opt: ApiOption, task: Task, tp: TokenizedPrompts, probe: Item 
 def api_tokenized(task: Task, seed: int, opt: ApiOption) -> TokenizedPrompts:
     """Prompt texts and their tiktoken counts. Pieces are never sent (each prompt goes as one text and the endpoint
     tokenises it), so the piecewise-vs-whole check of local models is skipped (check_items=0)."""
-    return TokenizedPrompts(PromptBuilder(task, seed), opt.tokenizer(), check_items=0)
+    return TokenizedPrompts(PromptBuilder(task, seed), opt.tokenizer, check_items=0)
 
 
 def evaluate_api_unit(unit: Unit, task: Task, items: list[Item], tp: TokenizedPrompts, opt: ApiOption,
@@ -416,7 +401,7 @@ def evaluate_api_unit(unit: Unit, task: Task, items: list[Item], tp: TokenizedPr
     wall = time.perf_counter() - t0
     rows = [store.finished_items(unit.id)[it.id] for it in items]
     summary = api_summary(opt, method, why, rows, wall)
-    tok = opt.tokenizer()
+    tok = opt.tokenizer
     extra = {**(extra or {}), "api": summary, "tokenisation": {
         "mode": "text", "encoding": tok.encoding, "exact": tok.exact,
         "note": (f"each prompt is sent as text and tokenised by the endpoint (usage counts are its own); {tok.note} — "
@@ -467,7 +452,7 @@ def api_summary(opt: ApiOption, method: str, why: str, rows: list[dict], wall_s:
         "price": opt.price, "concurrency": opt.concurrency, "wall_seconds_this_invocation": round(wall_s, 3),
         "served_models": sorted({m for r in rows for m in r.get("served_model", [])}),
         "context_window": opt.context, "context_how": opt.context_how,
-        "token_counting": {"encoding": opt.tokenizer().encoding, "exact": opt.tokenizer().exact,
+        "token_counting": {"encoding": opt.tokenizer.encoding, "exact": opt.tokenizer.exact,
                            "note": "prompt planning (shots: max, fit) only; usage is billed from the responses"},
     }
     if matched:

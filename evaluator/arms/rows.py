@@ -33,9 +33,7 @@ def choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: 
         if rule == "length_normalised" and not all(words):
             raise UserError(f"task {task.name}: item {it.id} has an empty choice — scoring: length_normalised divides "
                             "by its length; give every choice text (or use scoring: sum)")
-        norm = [x / len(w) for x, w in zip(sc.loglik, words)] if rule == "length_normalised" else None
-        by = sc.loglik if norm is None else norm
-        best = max(range(len(by)), key=lambda j: by[j])  # the first of ties, as numpy's argmax
+        best, norm = pick_choice(rule, words, list(sc.loglik))
         pred = it.choices[best]
         rows.append(
             {
@@ -58,6 +56,20 @@ def choice_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], k: 
             | ({"lmeval_target": it.lmeval_target} if getattr(it, "lmeval_target", None) is not None else {})
         )
     return rows
+
+
+def pick_choice(rule: str, words: list[str], loglik: list[float | None]) -> tuple[int | None, list | None]:
+    """(index of the predicted choice, the length-normalised scores or None) by the task's `scoring` rule: `sum` =
+    argmax of the log-likelihoods, `length_normalised` = argmax of loglik / len(word); the first of ties, as numpy's
+    argmax. A choice without a score (None: an API label outside the top log-probabilities) is never picked; no score
+    at all gives None."""
+    norm = [None if x is None else x / max(1, len(w)) for x, w in zip(loglik, words)] \
+        if rule == "length_normalised" else None
+    by = loglik if norm is None else norm
+    present = [j for j, x in enumerate(by) if x is not None]
+    if not present:
+        return None, norm
+    return max(present, key=lambda j: by[j]), norm
 
 
 def _cut_at_stop(text: str, stops: list[str]) -> str:

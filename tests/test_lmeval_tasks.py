@@ -172,13 +172,15 @@ def test_generate_until_task_runs_with_its_stop_strings(tmp_path, tiny_llama_dir
     assert unit["metric"] == "exact_match"
 
 
-def test_generate_until_with_answer_filters_is_refused(tmp_path):
+def test_generate_until_with_answer_filters_is_scored_by_lmeval(tmp_path):
+    """No longer refused: lm-eval's filters and metric score it (parity: tests/test_lmeval_filters.py)."""
     path = lmeval_yaml(
         tmp_path / "g", name="snips_filtered", output_type="generate_until", doc_to_choice=None,
         filter_list=[{"name": "strict", "filter": [{"function": "regex", "regex_pattern": "(\\w+)"}, {"function": "take_first"}]}],
+        metric_list=[{"metric": "exact_match"}],
     )
-    with pytest.raises(UserError, match="filters"):
-        load_task(f"lm-eval:{path}")
+    task = load_task(f"lm-eval:{path}")
+    assert task.spec.lmeval_filters[0]["name"] == "strict" and task.spec.lmeval_metric["metric"] == "exact_match"
 
 
 def test_cut_at_stop():

@@ -28,7 +28,7 @@ from evaluator.api.client import Answer, ApiClient, ResponseCache
 from evaluator.api.spec import ApiModel, parse_api_spec
 from evaluator.api.tokens import TiktokenTokenizer
 from evaluator.arms.evaluate import CHUNK_ITEMS, Unit, _finish, resolve_shots
-from evaluator.arms.rows import _cut_at_stop, pick_choice
+from evaluator.arms.rows import _cut_at_stop, pick_choice, scored_answer
 from evaluator.errors import UserError
 from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.store.run_store import RunStore
@@ -199,11 +199,11 @@ def _text_of(opt: ApiOption, data: dict) -> str:
     return text or ""
 
 
-def _generate(opt: ApiOption, task: Task, prompt: str, asked: _Asked) -> tuple[str, str]:
+def _generate(opt: ApiOption, task: Task, prompt: str, asked: _Asked) -> str:
+    """The model's answer text as the endpoint returned it (greedy, the task's stops and max_new_tokens)."""
     spec = task.spec
     path, body = _text_body(opt, prompt, spec.max_new_tokens, spec.stops)
-    raw = _text_of(opt, asked.add(opt.client.post(path, body)))
-    return raw, _cut_at_stop(raw, spec.stops).strip()
+    return _text_of(opt, asked.add(opt.client.post(path, body)))
 
 
 def _normal(s: str) -> str:
@@ -289,8 +289,8 @@ def ask_item(opt: ApiOption, task: Task, tp: TokenizedPrompts, it: Item, k: int,
     if task.spec.kind == "choice":
         row["choices"] = list(it.choices)
     if method == "generate":
-        raw, text = _generate(opt, task, prompt, asked)
-        row |= {"prediction": text, "score": scorer_for(task.spec)(text, it.target), "api_text": raw}
+        raw = _generate(opt, task, prompt, asked)
+        row |= scored_answer(task, scorer_for(task.spec), _cut_at_stop(raw, task.spec.stops), it) | {"api_text": raw}
     elif method == "generate_match":
         row |= _generate_match(opt, task, tp, it, prompt, asked)
         row["score"] = float(row["prediction"] == it.target and row["matched"] is not None)

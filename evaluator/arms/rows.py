@@ -1,5 +1,7 @@
 """Per-item result rows of a unit: choice tasks scored from per-choice log-likelihoods, generate tasks by greedy
-generation cut at the stop sequences, scored by the task's metric (evaluator/tasks/metrics.py: a score in [0, 1])."""
+generation cut at the stop sequences, scored by the task's metric (evaluator/tasks/metrics.py: a score in [0, 1]) —
+the stripped answer, or, for lm-eval tasks scored through lm-eval's filters (`lmeval_metric`), the unstripped response
+with the first filter's name and output (`filter`, `filtered`)."""
 
 from __future__ import annotations
 
@@ -78,6 +80,19 @@ def _cut_at_stop(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
+def scored_answer(task: Task, score, text: str, it: Item) -> dict:
+    """A generated answer (cut at the stop sequences) as a row's prediction and score, for the local and the API path.
+
+    An lm-eval task scored as lm-eval does (`lmeval_metric`): its filters see the response lm-eval's backends return —
+    cut at `until`, NOT stripped — with the doc; the row keeps that response as the prediction, the first filter's
+    name and its output. Otherwise the stripped answer is scored by the task's metric."""
+    if task.spec.lmeval_metric is not None:
+        filtered, value = score.item(text, it)
+        return {"prediction": text, "filter": score.filter_name, "filtered": filtered, "score": value}
+    text = text.strip()
+    return {"prediction": text, "score": score(text, it.target)}
+
+
 def generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
     rows = []
     stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -85,14 +100,16 @@ def generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], t
     for it in items:
         ids = tp.item_ids(it, k)
         out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop)
-        text = _cut_at_stop(tokenizer.decode(out, skip_special_tokens=True), task.spec.stops).strip()
+        scored = scored_answer(task, score, _cut_at_stop(tokenizer.decode(out, skip_special_tokens=True),
+                                                         task.spec.stops), it)
         rows.append(
             {
                 "item_id": it.id,
                 "query": tp.builder.query(it),
                 "target": it.target,
-                "prediction": text,
-                "score": score(text, it.target),
+            }
+            | scored
+            | {
                 "item_tokens": len(ids),
                 "prompt_tokens": scorer.prefix_len + len(ids),
                 "output_tokens": len(out),

@@ -13,8 +13,8 @@ choice task (lm-eval ``multiple_choice``)          generate task (lm-eval ``gene
   target  the gold as ``doc_to_target(doc)`` gives it  the same (see below)
   arguments  one (context, target_delimiter + choice) per choice    one (context, generation kwargs)
   resps   per choice [(loglik, is_greedy)]          [[prediction]]
-  filtered_resps  per choice (loglik, is_greedy)    [prediction]
-  filter  "none"                                    "none"
+  filtered_resps  per choice (loglik, is_greedy)    [prediction] (lm-eval-filtered tasks: [the first filter's output])
+  filter  "none"                                    "none" (lm-eval-filtered tasks: the first filter's name)
   metrics ["acc"], acc = the item's score           ["exact_match"], exact_match = the item's score
 
 target: lm-eval logs ``task.doc_to_target(doc)`` as is and hashes ``str()`` of it. For a native tunecheck task that is
@@ -286,8 +286,8 @@ def _generate_sample(i: int, row: dict[str, Any], context: str, query: str, info
         "target": target,
         "arguments": [(context, gen)],
         "resps": [[pred]],
-        "filtered_resps": [pred],
-        "filter": FILTER,
+        "filtered_resps": [row.get("filtered", pred)],  # lm-eval-filtered tasks: the first filter's output
+        "filter": row.get("filter", FILTER),
         "metrics": [metric],
         "doc_hash": doc_hash(doc),
         "prompt_hash": hash_string(context),

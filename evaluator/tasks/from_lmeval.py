@@ -135,7 +135,7 @@ def _jsonable(value: Any) -> Any:
     return handle_non_serializable(value)
 
 
-def _item(obj, name: str, kind: str, doc: dict, split: str, i: int, *, fewshot: bool) -> Item:
+def _item(obj, name: str, kind: str, doc: dict, split: str, i: int, *, fewshot: bool, keep_doc: bool = False) -> Item:
     fs = obj.fewshot_cfg if fewshot and obj.config.fewshot_config else None
     query = obj.doc_to_text(doc, fs.doc_to_text) if fs is not None and fs.doc_to_text else obj.doc_to_text(doc)
     if not isinstance(query, str):
@@ -147,9 +147,14 @@ def _item(obj, name: str, kind: str, doc: dict, split: str, i: int, *, fewshot: 
         if len(target) != 1:
             raise UserError(f"lm-eval task {name}: doc {rid} has {len(target)} gold answers — tasks with several golds are not supported")
         target = target[0]
-    if kind == "generate":
-        return Item(id=rid, input=query, target=str(target), lmeval_target=raw)
     choice_field = fs.doc_to_choice if fs is not None and fs.doc_to_choice else None  # as lm-eval renders demonstrations
+    if kind == "generate":
+        if obj.config.doc_to_choice is not None and isinstance(target, int):  # lm-eval's gold: choices[target]
+            options = obj.doc_to_choice(doc, choice_field) if choice_field else obj.doc_to_choice(doc)
+            if not 0 <= target < len(options):
+                raise UserError(f"lm-eval task {name}: doc {rid} target index {target} is outside its {len(options)} choices")
+            target = options[target]
+        return Item(id=rid, input=query, target=str(target), lmeval_target=raw, lmeval_doc=None if fewshot or not keep_doc else doc)
     choices = tuple(str(c) for c in (obj.doc_to_choice(doc, choice_field) if choice_field else obj.doc_to_choice(doc)))
     if isinstance(target, int) or (isinstance(target, str) and target.isdigit() and target not in choices):
         idx = int(target)
@@ -195,17 +200,15 @@ def task_from_lmeval(obj, ref: str) -> Task:
     eval_split, eval_docs, train_split, train_docs = _splits(obj, name)
     if not eval_docs:
         raise UserError(f"lm-eval task {name}: split {eval_split!r} is empty — it needs at least one doc")
-    test = tuple(_item(obj, name, kind, d, str(eval_split), i, fewshot=False) for i, d in enumerate(eval_docs))
-    train = tuple(_item(obj, name, kind, d, str(train_split), i, fewshot=True) for i, d in enumerate(train_docs))
-    order, note, pool, warn = _demonstrations(obj, name, kind, str(eval_split), eval_docs, train_split, train_docs)
     gen = dict(cfg.generation_kwargs or {})
     until = gen.get("until")
     stops = [until] if isinstance(until, str) else (list(until) if until else None)
-    if kind == "generate" and cfg.filter_list:
-        raise UserError(
-            f"lm-eval task {name} post-processes answers with filters ({_field_name(cfg.filter_list)[:60]}…) — not "
-            "supported: tunecheck scores the generated answer by exact match"
-        )
+    filters = _lmeval_filters(obj, name) if kind == "generate" else None
+    scoring = _lmeval_metric(obj, name, filters) if kind == "generate" else None
+    keep = filters is not None  # lm-eval's filters receive the doc (multi_choice_regex reads its choices)
+    test = tuple(_item(obj, name, kind, d, str(eval_split), i, fewshot=False, keep_doc=keep) for i, d in enumerate(eval_docs))
+    train = tuple(_item(obj, name, kind, d, str(train_split), i, fewshot=True) for i, d in enumerate(train_docs))
+    order, note, pool, warn = _demonstrations(obj, name, kind, str(eval_split), eval_docs, train_split, train_docs)
     spec = TaskSpec(
         name=name if SAFE_NAME.match(name) else _safe(name),
         description=f"lm-eval task {name}" + (f" (version {cfg.metadata.get('version')})" if isinstance(cfg.metadata, dict) and cfg.metadata.get("version") is not None else ""),
@@ -225,10 +228,14 @@ def task_from_lmeval(obj, ref: str) -> Task:
         demonstrations=order,  # type: ignore[arg-type]
         demonstrations_note=note,
         lmeval_task=name,
+        lmeval_filters=filters,
+        lmeval_metric=scoring,
     )
     yaml_path = getattr(cfg, "_yaml_path", None)
     task = Task(spec=spec, path=Path(yaml_path) if yaml_path else Path(ref[len(PREFIX) :]), train=train, test=test, fewshot=pool)
     _check_layout(obj, task, eval_docs[0], fewshot=order == "first_n" and not warn)
+    if scoring is not None:
+        _check_scoring(task)
     if warn:
         logging.getLogger("tunecheck").warning(f"lm-eval task {name}: demonstrations {order}: {note}")
     return task
@@ -261,3 +268,101 @@ def _check_layout(obj, task: Task, doc: dict, *, fewshot: bool = False) -> None:
                 f"lm-eval task {task.spec.lmeval_task}: its {what} differs from tunecheck's layout "
                 f"(lm-eval {theirs[:60]!r}… vs {ours[:60]!r}…) — not supported"
             )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# lm-eval's scoring of generate_until answers: filter_list and metric_list as plain JSON
+# --------------------------------------------------------------------------------------------------------------------
+
+_METRIC_KEYS = ("metric", "aggregation", "higher_is_better", "hf_evaluate")  # lm-eval's; the rest are the metric's kwargs
+
+
+def _plain(value: Any) -> bool:
+    """JSON data (what a spec can record and rebuild), not Python code or objects."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _lmeval_filters(obj, name: str) -> list[dict] | None:
+    """The task's `filter_list` as plain JSON ([{name, filter: [{function, ...kwargs}]}]), or None without one. A
+    filter tunecheck cannot rebuild from lm-eval's registry by name (a `!function`, a custom `filter_fn`) is refused."""
+    flist = obj.config.filter_list
+    if not flist:
+        return None
+    if not isinstance(flist, (list, tuple)):
+        raise UserError(f"lm-eval task {name}: its filter_list is {type(flist).__name__}, not a list of filters — not supported")
+    out = []
+    for i, f in enumerate(flist):
+        fname = f.get("name") if isinstance(f, dict) else None
+        steps = f.get("filter") if isinstance(f, dict) else None
+        label = repr(fname) if isinstance(fname, str) else f"#{i + 1}"
+        if not isinstance(fname, str) or not isinstance(steps, (list, tuple)) or not steps:
+            raise UserError(f"lm-eval task {name}: filter {label} is not {{name: ..., filter: [steps]}} — not supported")
+        clean = []
+        for step in steps:
+            if not isinstance(step, dict) or "function" not in step:
+                raise UserError(f"lm-eval task {name}: filter {label} has a step without `function` — not supported")
+            for key, value in step.items():
+                if not _plain(value):
+                    raise UserError(
+                        f"lm-eval task {name}: filter {label} runs Python code ({key}: {_field_name(value)}) — not "
+                        "supported: tunecheck rebuilds a task's filters from lm-eval's filter registry by name "
+                        "(regex, take_first, …), so a custom !function filter cannot be reproduced"
+                    )
+            clean.append(json.loads(json.dumps(step)))
+        out.append({"name": fname, "filter": clean})
+    return out
+
+
+def _lmeval_metric(obj, name: str, filters: list[dict] | None) -> dict | None:
+    """How lm-eval scores the task's answers (`TaskSpec.lmeval_metric`), or None: tunecheck's own exact match of the
+    stripped answer (a task with neither filters nor exact_match kwargs, as before lm-eval's scoring was reproduced)."""
+    cfg = obj.config
+    entries = cfg.metric_list
+    if entries is None:  # lm-eval's default for generate_until: exact_match, no kwargs
+        entry: dict = {"metric": "exact_match"}
+    else:
+        found = [e for e in entries if isinstance(e, dict) and e.get("metric") == "exact_match"]
+        if not found:
+            if filters is None:
+                return None
+            names = ", ".join(_field_name(e.get("metric")) if isinstance(e, dict) else "?" for e in entries) or "none"
+            raise UserError(f"lm-eval task {name} scores its filtered answers by {names} — not supported: tunecheck "
+                            "reproduces lm-eval's exact_match only")
+        entry = found[0]
+    kwargs = {k: v for k, v in entry.items() if k not in _METRIC_KEYS}
+    if filters is None and not kwargs:
+        return None
+    if cfg.process_results is not None:
+        raise UserError(f"lm-eval task {name} scores answers with its own process_results function — not supported")
+    if entry.get("hf_evaluate"):
+        raise UserError(f"lm-eval task {name}: its exact_match is Hugging Face evaluate's (hf_evaluate: true) — not "
+                        "supported: tunecheck uses lm-eval's own exact_match")
+    agg = entry.get("aggregation", "mean")
+    if agg != "mean":
+        raise UserError(f"lm-eval task {name}: its exact_match aggregation is {_field_name(agg)}, not mean — not supported")
+    bad = next((k for k, v in kwargs.items() if not _plain(v)), None)
+    if bad is not None:
+        raise UserError(f"lm-eval task {name}: its exact_match argument {bad} is Python code "
+                        f"({_field_name(kwargs[bad])}) — not supported")
+    gold = "choice" if cfg.doc_to_choice is not None else "targets" if getattr(obj, "multiple_target", 0) else "target"
+    return {"metric": "exact_match", "kwargs": json.loads(json.dumps(kwargs)), "aggregation": "mean", "gold": gold}
+
+
+def _check_scoring(task: Task) -> None:
+    """lm-eval's filters and metric, rebuilt from the spec, run on the first test item (an empty answer): a filter
+    lm-eval lacks, a kwarg it rejects, or a filter that does not end in one answer text fails here, on load."""
+    from evaluator.tasks.lmeval_scoring import lmeval_scorer
+
+    scorer = lmeval_scorer(task.spec)
+    result, _ = scorer.item("", task.test[0])
+    if not isinstance(result, str):
+        raise UserError(
+            f"lm-eval task {task.spec.lmeval_task}: filter {scorer.filter_name!r} gives {type(result).__name__}, not "
+            "one answer text — not supported (end the filter with take_first)"
+        )

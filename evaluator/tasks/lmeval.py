@@ -27,10 +27,24 @@ What is taken from lm-eval, and what is tunecheck's:
 * the layout is lm-eval's (description + delimiter, k × (query + target_delimiter + answer + fewshot_delimiter),
   query); on load, tunecheck checks that its zero-shot context (and a `first_n` 2-shot one) equals lm-eval's
   `fewshot_context(doc, k)` for the first test doc, so a template tunecheck cannot reproduce is refused, not silently scored differently.
-Supported: `multiple_choice` (accuracy) and `generate_until` (greedy, cut at the task's `until` strings, exact match
-of the stripped answer). Refused, with the reason: `loglikelihood*` tasks, multiple-input tasks (Winogrande-style),
-tasks with `gen_prefix`, generation tasks with answer `filter_list`s (their metric is not exact match of the
-answer), groups and tags (name one task), a description that changes per doc.
+Supported: `multiple_choice` (accuracy) and `generate_until` (greedy, cut at the task's `until` strings). A
+`generate_until` task with neither a `filter_list` nor `exact_match` kwargs is scored by tunecheck's exact match of the
+stripped answer (as before). One with a `filter_list`, or with kwargs on its `exact_match` (ignore_case,
+ignore_punctuation, regexes_to_ignore, …), is scored as lm-eval scores it (evaluator/tasks/lmeval_scoring.py): the
+response as lm-eval's HF backend returns it (decoded, cut at `until`, not stripped) goes through lm-eval's own filter
+pipeline (`build_filter_ensemble` from its filter registry: regex, take_first, multi_choice_regex, …; with the test doc, which some filters read), then
+lm-eval's registered `exact_match` with the task's kwargs against lm-eval's gold (`doc_to_target`, or
+`doc_to_choice(doc)[doc_to_target]`). lm-eval reports one score per filter; tunecheck scores the FIRST filter of the
+`filter_list` (the spec records all of them, `lmeval_filters`, and the metric, `lmeval_metric`; each result row keeps
+the response as `prediction`, the filter's name as `filter` and its output as `filtered`). The task's `metric` stays
+`exact_match` (the name lm-eval reports, `exact_match,<filter>`). The filters and metric are rebuilt and run once on
+load, so a problem shows there.
+Refused, with the reason: `loglikelihood*` tasks, multiple-input tasks (Winogrande-style), tasks with `gen_prefix`,
+filters tunecheck cannot rebuild from lm-eval's registry by name (a `!function` filter or a custom `filter_fn`; one
+line naming the task and filter), filters whose output is not one answer text (no take_first), filtered tasks whose
+metric_list has no `exact_match` (or an exact_match with hf_evaluate, a non-mean aggregation, or a `process_results`
+function), groups and tags (name one task), a description that changes per doc. (`--engine lm-eval` runs choice
+tasks only; it refuses generate tasks, filtered or not.)
 
 Code: lm-eval task files may run Python (`!function`, `process_docs`); that is lm-eval's trust model — name only
 task folders you trust.
@@ -197,6 +211,9 @@ def load_lmeval_object(ref: str, include: list[Path], search_dirs: list[Path]):
             where = f" line {mark.line + 1}" if mark else ""
             raise UserError(f"lm-eval task {target!r}: a task YAML{where} is not valid YAML "
                             f"({getattr(exc, 'problem', None) or _first_line(exc)}) — fix the file") from None
+        if isinstance(exc, KeyError) and exc.args and "filter" in str(exc.args[0]).lower():  # filter_list: a name
+            text = " ".join(str(exc.args[0]).split())  # lm-eval's filter registry does not know
+            raise UserError(f"lm-eval could not load task {target!r}: {text} — check the task's filter_list") from None
         raise UserError(
             f"lm-eval could not load task {target!r}: {_first_line(exc)} — check its dataset is reachable (hub or local files)"
         ) from None
@@ -229,3 +246,4 @@ def load_lmeval_task(ref: str, include: list[Path] | None = None, search_dirs: l
 def quiet_lmeval() -> None:
     for name in ("lm_eval", "lm-eval"):
         logging.getLogger(name).setLevel(logging.ERROR)
+

@@ -10,6 +10,8 @@
 - `json_schema`: the answer parses as JSON and validates against the task's `answer_schema` — 0 or 1.
 - `json_fields`: the share of the target JSON object's fields that the answer's JSON object reproduces exactly
   (numbers by value, `true` is not `1`); an answer that is not a JSON object → 0.
+- lm-eval tasks with `lmeval_metric` (a `filter_list` or exact_match kwargs): lm-eval's own filters and metric
+  (`evaluator.tasks.lmeval_scoring`, which imports lm_eval when a scorer is built); their `metric` stays exact_match.
 
 Pure Python (no torch): analysis pairs the scores item by item and picks the interval by their kind (0/1 → Wilson /
 Newcombe, otherwise bootstrap)."""
@@ -154,6 +156,10 @@ def json_fields(answer: str, target: str) -> float:
 def scorer_for(spec: Any) -> Scorer:
     """The scorer of a task's generated answers: `spec` is its TaskSpec (not imported: spec.py imports this module),
     read for `metric`, `answer_regex`, `answer_schema` (a schema file must have been read by load_task)."""
+    if getattr(spec, "lmeval_metric", None) is not None:  # an lm-eval task scored by lm-eval's filters and metric
+        from evaluator.tasks.lmeval_scoring import lmeval_scorer  # imports lm_eval when it builds one
+
+        return lmeval_scorer(spec)
     metric = spec.metric
     if metric in ("exact_match", "accuracy"):
         return exact_match

@@ -123,6 +123,11 @@ class TaskSpec(BaseModel):
     # Set by tunecheck for `lm-eval:<task>` references (evaluator/tasks/lmeval.py): items then carry the query text
     # lm-eval's own doc_to_text rendered, and their choices, so no prompt file or choices list is involved.
     lmeval_task: str | None = Field(None, description="Set by tunecheck for lm-eval:<task> references: items carry the query text lm-eval's doc_to_text rendered and their choices, so no prompt file or choices list is used.")
+    # Set by tunecheck for lm-eval generate_until tasks that lm-eval scores with its own answer filters and/or metric
+    # kwargs (evaluator/tasks/lmeval_scoring.py). Left out of dumps when not set, so other tasks keep the spec
+    # (and fingerprint) they had before these fields existed.
+    lmeval_filters: list[dict[str, Any]] | None = Field(None, exclude_if=lambda v: v is None, description="Set by tunecheck for lm-eval generate_until tasks with a `filter_list`: lm-eval's answer filters as plain JSON, in the task's order — [{name, filter: [{function, ...its kwargs}]}]. lm-eval reports one score per filter; tunecheck scores the FIRST filter's output (its name is stored in every result row as `filter`, the filtered answer as `filtered`).")
+    lmeval_metric: dict[str, Any] | None = Field(None, exclude_if=lambda v: v is None, description="Set by tunecheck for lm-eval generate_until tasks with a `filter_list` or `exact_match` kwargs: the task scores each answer as lm-eval does — the generation cut at `until` (not stripped), through the first of `lmeval_filters` (none: lm-eval's take_first), by lm-eval's own metric function — {metric: exact_match, kwargs: {ignore_case, ignore_punctuation, regexes_to_ignore, …}, aggregation: mean, gold: target (doc_to_target as text) | choice (doc_to_choice(doc)[doc_to_target]) | targets (a list of golds: any match scores 1)}. `metric` stays exact_match.")
     # How a `choice` task picks its prediction from the per-choice log-likelihoods: `sum` = the largest summed
     # log-likelihood of the continuation (lm-eval's `acc`; favours labels of fewer tokens); `length_normalised` = the
     # largest log-likelihood per character of the scored word (lm-eval 0.4.13's `acc_norm`: loglik / len(choice),
@@ -203,6 +208,21 @@ class TaskSpec(BaseModel):
             if given and self.metric != metric:
                 raise field_error(f"is used by metric: {metric} only; this task is `metric: {self.metric}` — remove it "
                                   f"or set metric: {metric}", name)
+        return self
+
+    @model_validator(mode="after")
+    def _lmeval_scoring(self) -> TaskSpec:
+        """lm-eval's filters and metric score the generated answers of an lm-eval generate task, by exact_match."""
+        from evaluator.config.validation import field_error
+
+        given = [f for f in ("lmeval_filters", "lmeval_metric") if getattr(self, f) is not None]
+        if not given:
+            return self
+        if self.lmeval_task is None or self.kind != "generate" or self.metric != "exact_match":
+            raise field_error("is set by tunecheck for lm-eval generate_until tasks (lmeval_task, kind: generate, "
+                              "metric: exact_match) — remove it", given[0])
+        if self.lmeval_metric is None:
+            raise field_error("lm-eval's filters need lmeval_metric (the metric that scores their output)", "lmeval_filters")
         return self
 
     @model_validator(mode="after")
@@ -289,6 +309,10 @@ class Item:
     # a one-element list…), made JSON-safe — what lm-eval logs as a sample's `target` and hashes as `target_hash`.
     # None for native tasks, whose target is the label text. Not part of equality, hashing or `Task.data_hash`.
     lmeval_target: Any = field(default=None, compare=False, hash=False)
+    # lm-eval tasks scored through lm-eval's answer filters (`TaskSpec.lmeval_filters`): the test doc as lm-eval's
+    # filters receive it (some read it, e.g. `multi_choice_regex` its `choices`). None otherwise. Not part of
+    # equality, hashing or `Task.data_hash`.
+    lmeval_doc: Any = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from evaluator import identity
+from evaluator.analysis.taskset import traffic_shares
 from evaluator.arms.evaluate import Unit, evaluate_unit
 from evaluator.config.job import Job
 from evaluator.errors import UserError
@@ -88,6 +89,13 @@ class RunPlan:
     units: list[Unit] = field(default_factory=list)
     inputs: dict = field(default_factory=dict)  # identity.run_inputs: what the run measures beyond the job file
     notes: list[str] = field(default_factory=list)  # e.g. sizes that collapsed to the same unit
+    refs: dict[str, str] = field(default_factory=dict)  # task name → the reference the job lists it by
+
+    def traffic_shares(self) -> dict[str, float]:
+        """Each task's share of the job's traffic, by task name (the job's traffic_mix is keyed as listed in tasks)."""
+        mix = self.job.traffic_mix
+        by_name = None if mix is None else {n: mix[ref] for n, ref in self.refs.items()}
+        return traffic_shares(list(self.tasks), by_name)
 
     def add(self, unit: Unit, asked: str) -> None:
         """Plan a unit once: sizes or shots that resolve to the same unit (n=all = the whole split) are noted."""
@@ -104,7 +112,7 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
     """Validate everything that can fail cheaply (tasks, data, models) before any model is loaded."""
     dirs = task_search_dirs(job_dir)
     include = [(job_dir / Path(d).expanduser()).resolve() for d in job.lm_eval_include]
-    tasks = {}
+    tasks, refs = {}, {}
     for ref in job.tasks:
         t = with_prompt_format(load_task(ref, dirs, include), job.prompt_format)  # the job's format, if it sets one
         if t.name in tasks:
@@ -113,6 +121,7 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
             raise UserError(f"task {t.name} has no training items, so the LoRA arm cannot train — set arms.lora.enabled: false")
         check_task_for_job(t, job)  # shot counts above the demonstration pool, before any model loads
         tasks[t.name] = t
+        refs[t.name] = ref
     base = resolve_source(job.base, job_dir)
     newer = [resolve_source(n, job_dir) for n in job.newer]
     slugs: dict[str, str] = {base.slug: base.spec}
@@ -126,7 +135,7 @@ def plan(job: Job, job_dir: Path) -> RunPlan:
     chat = [name for name, t in tasks.items() if t.spec.prompt_format == "chat"]  # every model must have a template
     check_chat_templates([base, *newer], chat, job.trust_remote_code,
                          Path(job.model_cache).expanduser() if job.model_cache else None)
-    p = RunPlan(job, job_dir, tasks, base, newer)
+    p = RunPlan(job, job_dir, tasks, base, newer, refs=refs)
     p.inputs = identity.run_inputs(tasks, {s.spec: (s.kind, s.ref) for s in [base, *newer]}, job.api.model_dump())
     for name in tasks:
         for k in job.arms.prompting.shots:
@@ -165,12 +174,14 @@ def run_fingerprint(job: Job, inputs: dict | None) -> str:
 
 def resolved_config(p: RunPlan, run_dir: Path) -> dict:
     job = p.job
+    shares = p.traffic_shares()
     return {
         "fingerprint": job.fingerprint(),
         "run_id": run_dir.name,
         "job": job.model_dump(mode="json"),
         "tasks": {
-            n: {"path": str(t.path), "spec": t.spec.model_dump(mode="json"), "n_train": len(t.train), "n_test": len(t.test)}
+            n: {"path": str(t.path), "ref": p.refs.get(n, n), "traffic_share": shares[n],
+                "spec": t.spec.model_dump(mode="json"), "n_train": len(t.train), "n_test": len(t.test)}
             | label_stats(t)
             for n, t in p.tasks.items()
         },

@@ -25,7 +25,7 @@ from evaluator.analysis import intervals
 from evaluator.analysis.power import items_needed
 from evaluator.fmt import ci_text
 
-__all__ = ["PairedDiff", "paired_diff", "mcnemar_exact", "judge"]
+__all__ = ["PairedDiff", "paired_diff", "mcnemar_exact", "paired_permutation_p", "judge"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,28 @@ def mcnemar_exact(b_only: int, a_only: int) -> float:
     if m == 0:
         return 1.0
     return float(min(1.0, 2.0 * _st.binom.cdf(min(b_only, a_only), m, 0.5)))
+
+
+def paired_permutation_p(d: np.ndarray | list[float], *, reps: int = 10_000, seed: int = 0) -> float:
+    """Two-sided p-value of a paired sign-flip permutation test of mean(d) = 0 (non-binary scores, where McNemar does
+    not apply): each item's difference keeps its size and gets a random sign; p = (1 + #|mean*| >= |mean|) / (1 +
+    reps), so it is never 0. Exact enumeration when 2^n <= reps. All-zero differences → 1."""
+    x = np.asarray(d, dtype=float)
+    x = x[x != 0]
+    if x.size == 0:
+        return 1.0
+    obs = abs(x.mean()) - 1e-12
+    n = x.size
+    if 2 ** n <= reps:
+        signs = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+        return float(np.mean(np.abs((signs * x).mean(axis=1)) >= obs))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, reps, 2000):
+        k = min(2000, reps - start)
+        signs = rng.integers(0, 2, size=(k, n)) * 2 - 1
+        hits += int(np.sum(np.abs((signs * x).mean(axis=1)) >= obs))
+    return float((1 + hits) / (1 + reps))
 
 
 def _is_binary(x: np.ndarray) -> bool:

@@ -81,7 +81,11 @@ def cost(
     store = RunStore.open(run_dir)
     reports = run_costs(store, overrides, only_key=not all_points, throughput=stated, must_use=set(named))
     rep = write_reports(store, cost_overrides=overrides, write=False, throughput=stated)
+    from evaluator.costs.from_run import task_shares
+
+    shares = task_shares(store.config, list(reports))
     for task, cr in reports.items():
-        sys.stdout.write(f"== {task} ==\n" + "\n".join(format_cost_report(cr)) + "\n\n")
+        share = "" if len(shares) < 2 else f" ({shares[task]:.0%} of the job's traffic)"
+        sys.stdout.write(f"== {task}{share} ==\n" + "\n".join(format_cost_report(cr)) + "\n\n")
         v = rep["tasks"][task]["verdict"]
         sys.stdout.write(f"Verdict: {v['title']} — {v['reason']}\n")

@@ -113,6 +113,8 @@ class Job(_Strict):
     arms: Arms = Field(default_factory=Arms, description="The three arms' sweeps and settings.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="How API models (api: entries of newer) are asked, scored and priced.")
     costs: CostConfig = Field(default_factory=CostConfig, description="Cost assumptions, recorded with the run; `tunecheck cost` can override each later.")
+    # Left out of dumps when null, so jobs without it keep their config; not part of the run id (it only weighs costs).
+    traffic_mix: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(None, exclude_if=lambda v: v is None, description="Each task's share of the traffic (costs.volume_tokens_per_day, or costs.requests_per_day, is the whole task set's): task (as listed in tasks) → share in (0, 1], every task listed, the shares summing to 1. Each task's costs are computed at its share; the report's task-set table adds them up per strategy. null: equal shares.")
     verdict: VerdictConfig = Field(default_factory=VerdictConfig, description="How the verdict weighs quality (README, \"The verdict\").")
     output_dir: str = Field("runs", description="Parent folder of the run folders (a relative path is relative to the current directory); not part of the run id.")
     adapters_dir: str = Field("adapters", description="Where LoRA adapters are stored and reused by key (a relative path is relative to the current directory).")
@@ -151,6 +153,25 @@ class Job(_Strict):
                 raise field_error(f"task {t!r} is listed twice in tasks — remove one", i)
         return v
 
+    @model_validator(mode="after")
+    def _traffic_mix(self) -> Job:
+        mix = self.traffic_mix
+        if mix is None:
+            return self
+        unknown = [t for t in mix if t not in self.tasks]
+        if unknown:
+            raise field_error(f"{unknown[0]!r} is not one of the job's tasks ({', '.join(self.tasks)}) — use the names "
+                              "as listed in tasks", "traffic_mix")
+        missing = [t for t in self.tasks if t not in mix]
+        if missing:
+            raise field_error(f"no share for task {missing[0]!r} — give every task its share (or drop traffic_mix "
+                              "for equal shares)", "traffic_mix")
+        total = sum(mix.values())
+        if abs(total - 1) > 1e-6:
+            raise field_error(f"the shares sum to {total:g}, not 1 — each is the task's fraction of the whole traffic",
+                              "traffic_mix")
+        return self
+
     @field_validator("newer")
     @classmethod
     def _newer(cls, v: list[str]) -> list[str]:
@@ -182,7 +203,7 @@ class Job(_Strict):
         # `device_map` / `max_memory` neither: where the layers sit does not change what they compute, so a run
         # started on one GPU resumes on two (and jobs without them keep their fingerprints)
         payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs", "verdict", "description",
-                                           "api", "device_map", "max_memory"})
+                                           "api", "device_map", "max_memory", "traffic_mix"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from evaluator.analysis.labels import unit_label
 from evaluator.analysis.selection import choose, verdict_settings
+from evaluator.analysis.taskset import traffic_shares
 from evaluator.costs.compute import CostReport, compute_costs
 from evaluator.costs.inputs import ApiPrices, ApiUsage, ArmMeasurement, CostInputs
 from evaluator.costs.pricing import ApiPriceError, api_prices, api_token_counts, prices_for_inputs
@@ -272,6 +273,7 @@ def run_costs(store: RunStore, overrides: dict[str, Any] | None = None, *, only_
     if not by_task:
         raise UserError(f"{store.root} has no finished units yet — run the job first")
     stated = dict(throughput or {})
+    shares = task_shares(cfg, list(by_task))
     reports = {}
     used: set[str] = set()
     for task, units in by_task.items():
@@ -285,13 +287,33 @@ def run_costs(store: RunStore, overrides: dict[str, Any] | None = None, *, only_
                                 "options only")
         ms = [measurement(store, u, inputs.api_model, inputs.api_provider, stated.get(unit_label(u))) for u in opts]
         req = zero_shot_request(store, units, job.get("base"), inputs.api_model, inputs.api_provider)
-        reports[task] = compute_costs(ms, inputs, prices, req)
+        reports[task] = compute_costs(ms, at_share(inputs, shares[task]), prices, req)
     unknown = sorted(set(must_use or ()) - used)
     if unknown:
         known = sorted({m.name for r in reports.values() for m in r.arms})
         raise UserError(f"--throughput names {', '.join(repr(x) for x in unknown)}, not a costed option — use one of "
                         f"{', '.join(known)} (or --all to cost every point)")
     return reports
+
+
+def task_shares(cfg: Mapping[str, Any], finished: Sequence[str]) -> dict[str, float]:
+    """Each task's share of the job's traffic, as the run recorded it (config.json's `traffic_share`); a run recorded
+    before traffic mixes: equal shares over its planned tasks."""
+    planned = cfg.get("tasks") or {}
+    names = list(planned) or list(finished)
+    out = {t: (planned.get(t) or {}).get("traffic_share") for t in names}
+    if any(not isinstance(v, (int, float)) for v in out.values()):
+        out = traffic_shares(names, None)
+    return {t: float(out.get(t, 1.0 / max(1, len(names)))) for t in finished}
+
+
+def at_share(inputs: CostInputs, share: float) -> CostInputs:
+    """The cost inputs of one task of a set: its share of the job's traffic (tokens/day, or requests/day when given)."""
+    if share == 1.0:
+        return inputs
+    rpd = inputs.requests_per_day
+    return dataclasses.replace(inputs, volume_tokens_per_day=inputs.volume_tokens_per_day * share,
+                               requests_per_day=None if rpd is None else rpd * share)
 
 
 def throughput_from_run(run_dir: Path) -> dict[str, float]:

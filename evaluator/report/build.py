@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evaluator.analysis.selection import verdict_settings
+from evaluator.analysis.taskset import TaskOutcome, summarise_task_set
+from evaluator.costs.from_run import task_shares
 from evaluator.errors import UserError
 from evaluator.report.markdown import render_markdown
 from evaluator.store.files import atomic_write_json, atomic_write_text, read_json
@@ -133,10 +136,12 @@ def _api_options(units: list[dict], costs: dict[str, Any] | None) -> list[dict[s
     return out
 
 
-def _task_section(store: RunStore, task: str, units: list[dict], cost_report, job: dict, task_cfg: dict) -> dict[str, Any]:
+def _task_section(store: RunStore, task: str, units: list[dict], cost_report, job: dict, task_cfg: dict,
+                  n_tasks: int = 1, share: float = 1.0):
+    """(the task's report section, its :class:`TaskOutcome` for the task-set summary)."""
     from evaluator.analysis.baselines import answer_spread
     from evaluator.analysis.labels import unit_label
-    from evaluator.analysis.selection import choose, verdict_settings
+    from evaluator.analysis.selection import choose
     from evaluator.analysis.verdict import decide, option_flags
 
     rows = {u["unit"]: store.items(u["unit"]) for u in units}
@@ -147,6 +152,11 @@ def _task_section(store: RunStore, task: str, units: list[dict], cost_report, jo
     monthly = {a.name: a.monthly_usd for a in cost_report.arms} if cost_report is not None else None
     verdict = decide(units, scores, choice, unit_label, cost_monthly=monthly, baselines=bl, margin=st["margin"],
                      alpha=st["alpha"], reps=st["bootstrap_reps"], seed=st["selection_seed"])
+    simultaneous = None
+    if n_tasks > 1:  # the same verdict at alpha / m, so that the set's m verdicts hold together (Bonferroni)
+        simultaneous = decide(units, scores, choice, unit_label, cost_monthly=monthly, baselines=bl,
+                              margin=st["margin"], alpha=st["alpha"] / n_tasks, reps=st["bootstrap_reps"],
+                              seed=st["selection_seed"])
     flags = option_flags(units, scores, bl, st["alpha"])
     chosen = {u["unit"]: k for k, u in choice.points.items() if ":" not in k}
     out_units = []
@@ -179,10 +189,18 @@ def _task_section(store: RunStore, task: str, units: list[dict], cost_report, jo
     if cost_report is not None:
         section["costs"] = _costs_section(cost_report)
         section["costs"]["quality_vs_cost"] = _quality_vs_cost(out_units, section["costs"])
+        section["costs"]["traffic_share"] = share
     api_opts = _api_options(out_units, section.get("costs"))
     if api_opts:
         section["api_options"] = api_opts
-    return section
+    if simultaneous is not None:
+        section["verdict_simultaneous"] = {k: simultaneous.get(k) for k in ("outcome", "title", "reason", "alpha")}
+    outcome = TaskOutcome(
+        name=task, share=share,
+        points={k: (unit_label(u), u["unit"]) for k, u in choice.points.items() if k in ("A", "B") or k.startswith("C:")},
+        scores=scores, test_items=list(choice.split.test), monthly=monthly or {}, verdict=verdict,
+        simultaneous=simultaneous)
+    return section, outcome
 
 
 def build_report(store: RunStore, cost_overrides: dict | None = None, throughput: dict | None = None) -> dict:
@@ -210,9 +228,19 @@ def build_report(store: RunStore, cost_overrides: dict | None = None, throughput
         "environment": env,
         "complete": len(units) == len(cfg.get("units", [])),
         "units_planned": len(cfg.get("units", [])),
-        "tasks": {t: _task_section(store, t, us, cost_reports.get(t), cfg.get("job", {}), (cfg.get("tasks") or {}).get(t, {}))
-                  for t, us in by_task.items()},
+        "tasks": {},
     }
+    shares = task_shares(cfg, list(by_task))
+    outcomes = []
+    for t, us in by_task.items():
+        rep["tasks"][t], outcome = _task_section(store, t, us, cost_reports.get(t), cfg.get("job", {}),
+                                                 (cfg.get("tasks") or {}).get(t, {}), len(by_task), shares[t])
+        outcomes.append(outcome)
+    if len(outcomes) > 1:
+        st = verdict_settings(cfg.get("job", {}))
+        rep["task_set"] = summarise_task_set(outcomes, alpha=st["alpha"], margin=st["margin"],
+                                             seed=st["selection_seed"])
+        rep["task_set"]["planned_tasks"] = len(cfg.get("tasks") or by_task)
     if costs_error:
         rep["costs_error"] = costs_error
     return rep

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 from evaluator.analysis.labels import point_label
 from evaluator.fmt import level_pct, num, num_text, qty_short, usd_short
 from evaluator.report.html_style import CSP, CSS, FIGURE_TITLES, OUTCOME_CLASS
-from evaluator.report.markdown import SERVED, errors_text, scoring_statement
+from evaluator.report.markdown import SERVED, errors_text, scoring_statement, task_set_cells
 
 __all__ = ["render_html", "CSP", "FIGURE_TITLES"]
 
@@ -370,6 +370,21 @@ def _task(task: str, t: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
     return "".join(out)
 
 
+def _task_set(ts: Mapping[str, Any]) -> str:
+    """The task-set opening (same cells as report.md's)."""
+    c = task_set_cells(dict(ts))
+
+    def table(header: list[str], rows: list[list[str]]) -> str:
+        return _table([(h, "") for h in header], [[(e(v), "") for v in r] for r in rows])
+
+    intro = e(c["strategy_intro"]).replace("*loses on*", "<em>loses on</em>")
+    notes = "".join(f"<p>{e(n)}</p>" for n in c["notes"])
+    return (f'<section id="task-set"><h2>Task set</h2><p class="banner"><strong>Overall answer:</strong> '
+            f'{e(c["answer"])}</p>{table(c["task_header"], c["task_rows"])}<p>{intro}</p>'
+            f'{table(c["strategy_header"], c["strategy_rows"])}{notes}'
+            f'<p><em>Multiple comparisons:</em> {e(c["multiple_comparisons"])}</p></section>')
+
+
 def _environment(env: Mapping[str, Any]) -> str:
     if not env:
         return ""
@@ -416,6 +431,8 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
                      "units finished. Run the same command again to resume.</p>")
     if report.get("costs_error"):
         parts.append(f'<p class="banner">Costs not computed: {e(report["costs_error"])}</p>')
+    if report.get("task_set"):
+        parts.append(_task_set(report["task_set"]))
     if len(tasks) > 1:
         parts.append("<p>Tasks: " + " · ".join(f'<a href="#task-{e(t)}">{e(t)}</a>' for t in tasks) + "</p>")
     for task, t in tasks.items():

@@ -26,9 +26,73 @@ def render_markdown(rep: dict) -> str:
         lines += ["", f"**Incomplete run**: {done} of {rep['units_planned']} units finished."]
     if rep.get("costs_error"):
         lines += ["", f"Costs not computed: {rep['costs_error']}"]
+    if rep.get("task_set"):
+        lines += ["", "## Task set", ""] + task_set_markdown(rep["task_set"])
     for task, t in rep["tasks"].items():
         lines += ["", f"## Task `{task}`", ""] + task_markdown(t)
     return "\n".join(lines) + "\n"
+
+
+def _money(x) -> str:
+    return "not priced" if x is None else usd_whole(x)
+
+
+def task_set_cells(ts: dict) -> dict:
+    """The task-set opening as text cells, for report.md and report.html alike: the answer, one row per task
+    (verdict, its option, quality on the test items, $/month at the task's traffic share), one row per strategy over
+    the whole mix (total $/month, traffic-weighted quality, tasks lost) and the notes."""
+    ci = ci_pct(ts["alpha"])
+    mc = ts["multiple_comparisons"]
+    task_rows = []
+    for r in ts["tasks"]:
+        lean = r.get("lean") if r.get("outcome") == "inconclusive" else None
+        verdict = r["verdict"] + (f" (leans {lean.replace('_', ' ')})" if lean else "")
+        opt = "—" if r.get("option") is None else r["option"] + (
+            " (lean, unconfirmed)" if r.get("recommended_by") != "verdict" else "")
+        has_q = r.get("quality") is not None
+        task_rows.append([r["task"], f"{r['traffic_share']:.0%}", verdict, r.get("simultaneous_verdict") or "—", opt,
+                          f"{r['quality']:.3f}" if has_q else "—",
+                          f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if has_q else "—",
+                          "—" if r.get("option") is None else _money(r.get("monthly_usd"))])
+    strategy_rows = []
+    for st in ts["strategies"]:
+        cost = _money(st["monthly_usd"]) if not st["not_run_on"] else f"not run on {', '.join(st['not_run_on'])}"
+        q = st["traffic_weighted_quality"]
+        lost, raw = st["loses_on"], st["loses_on_unadjusted"]
+        strategy_rows.append([st["words"], cost, "—" if q is None else f"{q:.3f}",
+                              f"{len(lost)} of {st['tasks_run']}" + (f": {', '.join(lost)}" if lost else ""),
+                              f"{len(raw)}" + (f": {', '.join(raw)}" if raw else "")])
+    notes = []
+    if ts.get("planned_tasks", len(ts["tasks"])) > len(ts["tasks"]):
+        notes.append(f"Only {len(ts['tasks'])} of {ts['planned_tasks']} planned tasks have finished units.")
+    if ts.get("per_task_mix_monthly_usd") is not None:
+        notes.append(f"Following each task's verdict (the options above): {usd_whole(ts['per_task_mix_monthly_usd'])}"
+                     "/month for the whole mix.")
+    return {
+        "answer": f"{ts['answer']}.",
+        "task_header": ["task", "traffic share", "verdict", f"verdict at α/{mc['tasks']}", "option",
+                        "quality (test items)", f"{ci} CI", "$/month at its share"],
+        "task_rows": task_rows,
+        "strategy_intro": ("Strategies over the whole traffic mix (each task at its share; an adapter's training is "
+                           "amortised per adapter; *loses on* = another strategy's option is better on that task's "
+                           f"test items, Holm-adjusted at α = {ts['alpha']:g} over the strategy's comparisons):"),
+        "strategy_header": ["strategy", "$/month, whole mix", "traffic-weighted quality", "loses on",
+                            "loses on (unadjusted)"],
+        "strategy_rows": strategy_rows,
+        "notes": notes,
+        "multiple_comparisons": mc["statement"],
+    }
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def task_set_markdown(ts: dict) -> list[str]:
+    c = task_set_cells(ts)
+    return ([f"**Overall answer:** {c['answer']}", ""] + _md_table(c["task_header"], c["task_rows"])
+            + ["", c["strategy_intro"], ""] + _md_table(c["strategy_header"], c["strategy_rows"])
+            + [x for n in c["notes"] + [f"_Multiple comparisons:_ {c['multiple_comparisons']}"] for x in ("", n)])
 
 
 SCORING_WORDS = {
@@ -135,7 +199,8 @@ def task_markdown(t: dict) -> list[str]:
         z = c.get("zero_shot_request") or {}
         lines += [
             "",
-            f"### Costs at {vol / 1e6:g}M tokens/day ({c['requests_per_day']:,.0f} requests/day), operating point of each arm",
+            f"### Costs at {vol / 1e6:g}M tokens/day ({c['requests_per_day']:,.0f} requests/day), operating point of each arm"
+            + (f" — this task's {c['traffic_share']:.0%} of the job's traffic" if c.get("traffic_share", 1) < 1 else ""),
             "",
         ]
         if z.get("statement"):

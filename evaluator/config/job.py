@@ -113,7 +113,9 @@ class Job(_Strict):
     arms: Arms = Field(default_factory=Arms, description="The three arms' sweeps and settings.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="How API models (api: entries of newer) are asked, scored and priced.")
     costs: CostConfig = Field(default_factory=CostConfig, description="Cost assumptions, recorded with the run; `tunecheck cost` can override each later.")
-    # Left out of dumps when null, so jobs without it keep their config; not part of the run id (it only weighs costs).
+    # Left out of dumps when empty/null, so jobs without them keep their config; not part of the run id (they weigh
+    # costs / draw the report, they change no measurement).
+    reference_curves: list[str] = Field(default_factory=list, exclude_if=lambda v: not v, description="Published learning curves the report's learning-curve figure overlays as a labelled layer, so a reader sees where the task sits: banking77, clinic150, trec (Bertsch et al. 2024, Llama-2-7b-80k ICL vs fine-tuning), or all; empty: none. `tunecheck report --reference-curves` overrides it.")
     traffic_mix: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(None, exclude_if=lambda v: v is None, description="Each task's share of the traffic (costs.volume_tokens_per_day, or costs.requests_per_day, is the whole task set's): task (as listed in tasks) → share in (0, 1], every task listed, the shares summing to 1. Each task's costs are computed at its share; the report's task-set table adds them up per strategy. null: equal shares.")
     verdict: VerdictConfig = Field(default_factory=VerdictConfig, description="How the verdict weighs quality (README, \"The verdict\").")
     output_dir: str = Field("runs", description="Parent folder of the run folders (a relative path is relative to the current directory); not part of the run id.")
@@ -152,6 +154,16 @@ class Job(_Strict):
             if t in v[:i]:
                 raise field_error(f"task {t!r} is listed twice in tasks — remove one", i)
         return v
+
+    @field_validator("reference_curves")
+    @classmethod
+    def _reference_curves(cls, v: list[str]) -> list[str]:
+        from evaluator.analysis.references import references
+
+        try:
+            return [r.name for r in references(v)]
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _traffic_mix(self) -> Job:
@@ -203,7 +215,8 @@ class Job(_Strict):
         # `device_map` / `max_memory` neither: where the layers sit does not change what they compute, so a run
         # started on one GPU resumes on two (and jobs without them keep their fingerprints)
         payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs", "verdict", "description",
-                                           "api", "device_map", "max_memory", "traffic_mix"})
+                                           "api", "device_map", "max_memory", "traffic_mix",
+                                           "reference_curves"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -203,7 +203,18 @@ def _task_section(store: RunStore, task: str, units: list[dict], cost_report, jo
     return section, outcome
 
 
-def build_report(store: RunStore, cost_overrides: dict | None = None, throughput: dict | None = None) -> dict:
+def _reference_layer(names: list[str]) -> list[dict[str, Any]]:
+    """The published reference curves the learning-curve figures overlay (job `reference_curves`), as data."""
+    from evaluator.analysis.references import references
+
+    return [{"name": r.name, "label": r.label, "dataset": r.dataset, "model": r.model, "citation": r.citation,
+             "icl": [list(p) for p in r.icl], "best_icl": r.best_icl, "ft": [list(p) for p in r.ft], "note": r.note}
+            for r in references(names)]
+
+
+def build_report(store: RunStore, cost_overrides: dict | None = None, throughput: dict | None = None,
+                 reference_curves: list[str] | None = None) -> dict:
+    """The report as data. ``reference_curves`` overrides the job's (an empty list: none)."""
     from evaluator.costs.from_run import run_costs
 
     cfg = store.config
@@ -243,6 +254,9 @@ def build_report(store: RunStore, cost_overrides: dict | None = None, throughput
         rep["task_set"]["planned_tasks"] = len(cfg.get("tasks") or by_task)
     if costs_error:
         rep["costs_error"] = costs_error
+    names = (cfg.get("job") or {}).get("reference_curves") or [] if reference_curves is None else reference_curves
+    if names:
+        rep["reference_curves"] = _reference_layer(list(names))
     return rep
 
 
@@ -251,8 +265,10 @@ def figures_for(rep: dict) -> dict[str, bytes]:
     from evaluator.report import plots
 
     figs: dict[str, bytes] = {}
+    refs = [r["name"] for r in rep.get("reference_curves") or []]
     for task, t in rep["tasks"].items():
-        figs[f"{task}/learning_curves"] = plots.learning_curves_png(t["units"], crossover=t.get("crossover"))
+        figs[f"{task}/learning_curves"] = plots.learning_curves_png(t["units"], crossover=t.get("crossover"),
+                                                                    references=refs)
         c = t.get("costs")
         if c:
             pts = c.get("quality_vs_cost") or []
@@ -264,8 +280,8 @@ def figures_for(rep: dict) -> dict[str, bytes]:
 
 
 def write_reports(store: RunStore, cost_overrides: dict | None = None, write: bool = True,
-                  throughput: dict | None = None) -> dict:
-    rep = build_report(store, cost_overrides, throughput)
+                  throughput: dict | None = None, reference_curves: list[str] | None = None) -> dict:
+    rep = build_report(store, cost_overrides, throughput, reference_curves)
     if write:
         from evaluator.report.html import render_html
 

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 from evaluator.analysis.labels import point_label
 from evaluator.fmt import level_pct, num, num_text, qty_short, usd_short
 from evaluator.report.html_style import CSP, CSS, FIGURE_TITLES, OUTCOME_CLASS
-from evaluator.report.markdown import SERVED, errors_text, scoring_statement, task_set_cells
+from evaluator.report.markdown import SERVED, errors_text, reference_curves_text, scoring_statement, task_set_cells
 
 __all__ = ["render_html", "CSP", "FIGURE_TITLES"]
 
@@ -433,6 +433,9 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
         parts.append(f'<p class="banner">Costs not computed: {e(report["costs_error"])}</p>')
     if report.get("task_set"):
         parts.append(_task_set(report["task_set"]))
+    if report.get("reference_curves"):
+        title, text = reference_curves_text(list(report["reference_curves"]))
+        parts.append(f"<p><strong>{e(title)}</strong> {e(text)}</p>")
     if len(tasks) > 1:
         parts.append("<p>Tasks: " + " · ".join(f'<a href="#task-{e(t)}">{e(t)}</a>' for t in tasks) + "</p>")
     for task, t in tasks.items():

@@ -28,9 +28,25 @@ def render_markdown(rep: dict) -> str:
         lines += ["", f"Costs not computed: {rep['costs_error']}"]
     if rep.get("task_set"):
         lines += ["", "## Task set", ""] + task_set_markdown(rep["task_set"])
+    if rep.get("reference_curves"):
+        title, text = reference_curves_text(rep["reference_curves"])
+        lines += ["", f"**{title}** {text}"]
     for task, t in rep["tasks"].items():
         lines += ["", f"## Task `{task}`", ""] + task_markdown(t)
     return "\n".join(lines) + "\n"
+
+
+def reference_curves_text(refs: list[dict]) -> tuple[str, str]:
+    """(title, text) of one paragraph: the published curves the learning-curve figures overlay, with their numbers
+    and source."""
+    parts = []
+    for r in refs:
+        icl = ", ".join(f"{q:.3f} at k={k:,}" for k, q in r["icl"])
+        ft = ", ".join(f"{q:.3f} at n={n:,}" for n, q in r["ft"])
+        parts.append(f"{r['dataset']}: ICL {icl}, best {r['best_icl']:.3f}; fine-tuning {ft}")
+    return "Reference curves", (f"(a labelled layer on the learning-curve figures, not measured here — "
+                                f"{refs[0]['citation']}): " + "; ".join(parts)
+                                + f". The best ICL has no stated k: {refs[0]['note']}.")
 
 
 def _money(x) -> str:

@@ -1,7 +1,8 @@
 """Report figures as PNG bytes (matplotlib, Agg backend): pure functions of report data, no file or network access.
 
 - :func:`learning_curves_png` — quality vs examples used: prompting vs k demonstrations (arm A, and each newer base
-  in C), LoRA vs n training examples (arm B), 95% CI bands, the best prompting level and the crossover.
+  in C), LoRA vs n training examples (arm B), 95% CI bands, the best prompting level and the crossover; optionally
+  published reference curves (:mod:`evaluator.analysis.references`) as a thin, labelled layer.
 - :func:`quality_vs_cost_png` — quality vs monthly cost per option as served (self-hosted or a hosted API at its
   measured usage), with the Pareto frontier.
 - :func:`cost_vs_volume_png` — monthly cost vs traffic for every cost line, break-even points marked.
@@ -20,10 +21,12 @@ matplotlib.use("Agg", force=False)  # headless; a no-op when a backend is alread
 import matplotlib.ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402  (Figure() needs no pyplot state: thread-safe, no leaks)
 
+from evaluator.analysis.references import ReferenceCurve, reference  # noqa: E402
 from evaluator.fmt import axis_short, num  # noqa: E402
 from evaluator.report.pareto import pareto_frontier  # noqa: E402
 
-__all__ = ["learning_curves_png", "quality_vs_cost_png", "cost_vs_volume_png", "pareto_frontier", "ARM_COLOURS"]
+__all__ = ["learning_curves_png", "quality_vs_cost_png", "cost_vs_volume_png", "pareto_frontier", "ARM_COLOURS",
+           "draw_references"]
 
 ARM_COLOURS = {"A": "#1f77b4", "B": "#d62728", "C": "#2ca02c"}
 _EXTRA = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#ff7f0e"]
@@ -118,9 +121,53 @@ def _curve_series(units: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# Reference layer: muted colours, none of them an arm's (A blue, B red, C green) or an extra series' (_EXTRA).
+_REF_COLOURS = ["#555555", "#b8860b", "#6b8e23", "#708090", "#bc8f8f"]
+_REF_ALPHA = 0.55
+
+
+def _reference_curves(references: Iterable[ReferenceCurve | str] | None) -> list[ReferenceCurve]:
+    """ReferenceCurve objects, or names looked up in :mod:`evaluator.analysis.references` (UserError if unknown)."""
+    out: list[ReferenceCurve] = []
+    for r in references or ():
+        r = r if isinstance(r, ReferenceCurve) else reference(str(r))
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def draw_references(ax, references: Iterable[ReferenceCurve | str] | None) -> list[float]:
+    """Draw published reference curves on ``ax`` as a thin, semi-transparent, labelled layer; returns their x values.
+
+    Per dataset: ICL accuracy vs k demonstrations (dashed, open circles), fine-tuning accuracy vs n training examples
+    (dotted, open squares), one legend entry ("Bertsch 2024 Banking77 ICL / FT (Llama-2-7b-80k)"), and the best
+    ICL accuracy — which has no stated k — as a marker just right of the axes at its height (an annotation, not a
+    point at an invented x). One more legend line says how to read the layer. Nothing is drawn for none.
+    """
+    refs = _reference_curves(references)
+    xs: list[float] = []
+    if not refs:
+        return xs
+    from matplotlib.transforms import blended_transform_factory
+
+    edge = blended_transform_factory(ax.transAxes, ax.transData)  # x in axes fraction, y in data
+    for i, r in enumerate(refs):
+        colour = _REF_COLOURS[i % len(_REF_COLOURS)]
+        kw = dict(color=colour, alpha=_REF_ALPHA, linewidth=1.0, markersize=4.5, markerfacecolor="none", zorder=1)
+        ax.plot([k for k, _ in r.icl], [q for _, q in r.icl], marker="o", linestyle="--", label=r.label, **kw)
+        ax.plot([n for n, _ in r.ft], [q for _, q in r.ft], marker="s", linestyle=":", **kw)
+        # just right of the axes, one column per dataset (best ICL levels often lie within a hair of each other)
+        ax.plot([1.02 + 0.03 * i], [r.best_icl], marker="<", markersize=6, color=colour, alpha=0.85,
+                linestyle="none", transform=edge, clip_on=False, zorder=3)
+        xs += [float(k) for k, _ in r.icl] + [float(n) for n, _ in r.ft]
+    ax.plot([], [], linestyle="none", marker="",
+            label="reference: ICL dashed (x = k), FT dotted (x = n);\n◂ right of the axes = best ICL (no k stated)")
+    return xs
+
+
 @_styled
 def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mapping[str, Any] | None = None,
-                        title: str | None = None) -> bytes:
+                        title: str | None = None, references: Iterable[ReferenceCurve | str] = ()) -> bytes:
     """Prompting quality vs k (A, and C per newer base) and LoRA quality vs n (B) on one log-scaled axis.
 
     ``units``: the report's unit records (``arm``, ``model``, ``point``, ``value``, ``ci_low``, ``ci_high``).
@@ -128,7 +175,12 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mappin
     crossover's ``best_prompting`` (the highest A point when the report has no crossover); the star is the report's
     crossover (``crossover``: :func:`evaluator.analysis.crossover.crossover_with_uncertainty`), where LoRA (zero-shot)
     first reaches it, with its bootstrap interval as a horizontal bar; the plot never recomputes it.
+
+    ``references``: published curves to overlay (:class:`evaluator.analysis.references.ReferenceCurve` objects or their
+    names, e.g. ``("banking77", "trec")``), drawn by :func:`draw_references` beneath the run's own curves, the x-axis
+    widened to hold them; empty (the default): the figure is exactly as without the option.
     """
+    refs = _reference_curves(references)  # an unknown name is a UserError even before any unit has finished
     fig = Figure(figsize=(_WIDTH, 5.2), layout="constrained")
     ax = fig.add_subplot()
     series = _curve_series(units)
@@ -187,6 +239,7 @@ def learning_curves_png(units: Sequence[Mapping[str, Any]], *, crossover: Mappin
         elif lora:
             ax.plot([], [], linestyle="none", marker="", label=f"no crossover up to n={max(n for n, _ in lora):.0f}")
     all_x = [p["x"] for s in series for p in s["points"]]
+    all_x += draw_references(ax, refs)  # nothing (and no change to the figure) without references
     ax.set_xscale("symlog", linthresh=1.0)  # k = 0 (zero-shot) stays on the axis
     ax.set_xlim(-0.3 if min(all_x) <= 0 else None, max(all_x) * 1.6 if max(all_x) > 0 else 1)
     ax.set_ylim(0, 1.02 if max(p["q"] for s in series for p in s["points"]) <= 1 else None)

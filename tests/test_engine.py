@@ -225,6 +225,9 @@ def test_generate_matches_full_greedy(models, data, refs, arch, mode):
         # a stop id cuts before the stop token
         if len(want) > 3:
             assert scorer.generate(r.item_ids, max_new_tokens=12, stop_ids=[want[3]]) == want[: want.index(want[3])]
+            # an end id (a token holding a stop sequence) is kept, then generation ends
+            j = want.index(want[2])
+            assert scorer.generate(r.item_ids, max_new_tokens=12, end_ids=[want[2]]) == want[: j + 1]
     assert scorer.generate(reqs[0].item_ids, max_new_tokens=0) == []
     _assert_parity(scorer.score(reqs), refs[arch])  # prefix cache restored after generation
 

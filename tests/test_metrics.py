@@ -284,3 +284,27 @@ def test_run_with_f1_has_non_binary_scores_and_a_bootstrap_interval(tmp_path, va
     assert d2.ci_method == "bootstrap" and d2.ci_low <= d2.diff <= d2.ci_high
     report = json.loads((rd / "report.json").read_text())
     assert re.search(r"bootstrap", json.dumps(report))
+
+
+def test_generation_ending_at_a_stop_token_gives_the_same_cut_answer(tmp_path):
+    """rows.end_token_ids: tokens whose text holds a stop sequence. Ending generation right after one cannot change
+    the answer, which is cut at the first stop sequence anyway — checked on real decoded text for every such token."""
+    from evaluator.arms.rows import _cut_at_stop, end_token_ids
+    from tests.tiny_models import build_tokenizer
+
+    tok_dir = build_tokenizer(tmp_path / "tok")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    ends = end_token_ids(tok, ["\n", "###"])
+    assert ends and end_token_ids(tok, ["\n", "###"]) is ends  # computed once per tokenizer and stop set
+    assert end_token_ids(tok, []) == []
+    texts = tok.batch_decode([[i] for i in range(len(tok))])
+    assert all("\n" in texts[i] or "###" in texts[i] for i in ends)
+    assert not any("\n" in t for i, t in enumerate(texts) if i not in set(ends))
+    body = tok("Intent: play_music", add_special_tokens=False)["input_ids"]
+    tail = tok(" and more text", add_special_tokens=False)["input_ids"]
+    for e in ends[:20]:
+        full = tok.decode(body + [e] + tail)
+        early = tok.decode(body + [e])
+        assert _cut_at_stop(full, ["\n", "###"]) == _cut_at_stop(early, ["\n", "###"])

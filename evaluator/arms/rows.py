@@ -5,6 +5,8 @@ with the first filter's name and output (`filter`, `filtered`)."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from evaluator.errors import UserError
 from evaluator.prompts.tokenized import TokenizedPrompts
 from evaluator.tasks.metrics import scorer_for
@@ -80,6 +82,23 @@ def _cut_at_stop(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
+_END_IDS: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+
+
+def end_token_ids(tokenizer, stops: Sequence[str]) -> list[int]:
+    """The vocabulary's tokens whose text holds a stop sequence: generation may end right after one, since the answer
+    is cut at the first stop sequence anyway (the cut text is the same; stops split across tokens are still cut
+    afterwards). Computed once per tokenizer and stop set (one batch decode of the vocabulary)."""
+    stops = tuple(s for s in stops if s)
+    if not stops:
+        return []
+    key = (id(tokenizer), stops)
+    if key not in _END_IDS:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        _END_IDS[key] = [i for i, t in enumerate(texts) if any(s in t for s in stops)]
+    return _END_IDS[key]
+
+
 def scored_answer(task: Task, score, text: str, it: Item) -> dict:
     """A generated answer (cut at the stop sequences) as a row's prediction and score, for the local and the API path.
 
@@ -96,10 +115,11 @@ def scored_answer(task: Task, score, text: str, it: Item) -> dict:
 def generate_rows(task: Task, tp: TokenizedPrompts, scorer, items: list[Item], tokenizer, k: int) -> list[dict]:
     rows = []
     stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    end = end_token_ids(tokenizer, task.spec.stops)
     score = scorer_for(task.spec)
     for it in items:
         ids = tp.item_ids(it, k)
-        out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop)
+        out = scorer.generate(ids, max_new_tokens=task.spec.max_new_tokens, stop_ids=stop, end_ids=end)
         scored = scored_answer(task, score, _cut_at_stop(tokenizer.decode(out, skip_special_tokens=True),
                                                          task.spec.stops), it)
         rows.append(

@@ -17,10 +17,13 @@ from evaluator.engine.requests import _returned_cache
 
 
 class GreedyGeneration:
-    """`generate`: greedy continuation of prefix + item, stopping at a stop id or `max_new_tokens`."""
+    """`generate`: greedy continuation of prefix + item, stopping at a stop id, after an end id, or at
+    `max_new_tokens`."""
 
-    def generate(self, item_ids: list[int], *, max_new_tokens: int, stop_ids: Sequence[int] = ()) -> list[int]:
-        """Greedy continuation of prefix + item; returns the new ids without the stop token.
+    def generate(self, item_ids: list[int], *, max_new_tokens: int, stop_ids: Sequence[int] = (),
+                 end_ids: Sequence[int] = ()) -> list[int]:
+        """Greedy continuation of prefix + item; returns the new ids without the stop token (e.g. EOS), but with an
+        end token (one whose text holds a stop sequence: the caller cuts the text there, so nothing after it counts).
 
         Packed mode extends the shared prefix cache with custom masks and crops it back afterwards; plain mode
         continues a private copy of a (lazily built) prefix cache with the model's own masks.
@@ -30,13 +33,15 @@ class GreedyGeneration:
         if max_new_tokens <= 0:
             return []
         stop = set(int(s) for s in stop_ids)
+        end = set(int(s) for s in end_ids)
         with torch.inference_mode():
             if self.mode == "packed":
-                return self._generate_packed(list(item_ids), max_new_tokens, stop)
-            return self._generate_plain(list(item_ids), max_new_tokens, stop)
+                return self._generate_packed(list(item_ids), max_new_tokens, stop, end)
+            return self._generate_plain(list(item_ids), max_new_tokens, stop, end)
 
     @staticmethod
-    def _greedy_loop(step: Callable[[list[int]], torch.Tensor], first: list[int], max_new: int, stop: set[int]):
+    def _greedy_loop(step: Callable[[list[int]], torch.Tensor], first: list[int], max_new: int, stop: set[int],
+                     end: set[int]):
         out: list[int] = []
         logits = step(first)
         while True:
@@ -44,12 +49,12 @@ class GreedyGeneration:
             if nxt in stop:
                 break
             out.append(nxt)
-            if len(out) >= max_new:
+            if len(out) >= max_new or nxt in end:
                 break
             logits = step([nxt])
         return out
 
-    def _generate_packed(self, item_ids: list[int], max_new: int, stop: set[int]) -> list[int]:
+    def _generate_packed(self, item_ids: list[int], max_new: int, stop: set[int], end: set[int]) -> list[int]:
         dev = self.device
         P = self.prefix_len
         cache = self._fresh_cache()
@@ -67,14 +72,14 @@ class GreedyGeneration:
 
         self.last_batch = (1, len(item_ids))
         try:
-            out = self._greedy_loop(step, item_ids, max_new, stop)
+            out = self._greedy_loop(step, item_ids, max_new, stop, end)
         except BaseException:
             self._restore(cache, fed, failed=True)
             raise
         self._restore(cache, fed)
         return out
 
-    def _generate_plain(self, item_ids: list[int], max_new: int, stop: set[int]) -> list[int]:
+    def _generate_plain(self, item_ids: list[int], max_new: int, stop: set[int], end: set[int]) -> list[int]:
         dev = self.device
         self.last_batch = (1, self.prefix_len + len(item_ids))
         if self.prefix_len and self._cache is None:
@@ -101,4 +106,4 @@ class GreedyGeneration:
             fed += n
             return logits[0, -1]
 
-        return self._greedy_loop(step, item_ids, max_new, stop)
+        return self._greedy_loop(step, item_ids, max_new, stop, end)

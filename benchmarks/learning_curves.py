@@ -48,14 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import offline  # noqa: E402, F401  (offline set-up and the repository on sys.path, first)
 
 DEFAULT_SHOTS = "0,1,2,4,8,16,32,64,128,256,max"
 DEFAULT_SIZES = "8,16,32,64,128,256,all"

@@ -22,19 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from offline import REPO  # noqa: E402  (offline set-up and the repository on sys.path, first)
 
 # One token each (after the target delimiter) in SmolLM2's tokenizer; the script refuses to time otherwise.
 WORDS = {"add_to_playlist": "playlist", "book_restaurant": "restaurant", "get_weather": "weather",

@@ -45,6 +45,17 @@ MFU (model FLOPs utilisation) uses ONE formula for both trainers — the useful 
 
 Last line (machine-readable):
     lora_throughput ours_tok_s=<t> default_tok_s=<t> ratio=<x> peak_mem_mb=<m>
+
+`--sweep 16,64,256,all` (the learning-curve sweep of arm B): the WHOLE sweep's wall time — one adapter per size n,
+trained on the first n SNIPS items for `--epochs` passes at `--batch-size` (each run's steps: ceil(n / batch) x
+epochs) — with `train_lora_sweep` (evaluator/training/sweep.py: all adapters in one job, every step one forward and
+backward over the rows of all runs still training) vs the plain default Trainer above run once per n, one after
+another, each for the steps that n takes. Both are timed whole, one after the other in this process: adapter set-up,
+training and saving each adapter (the Trainer's `save_pretrained` added for that), after a device synchronisation;
+no warm-up is excluded. `--sweep-loop` also times tunecheck's own `train_lora` run once per n (what arm B does
+without the sweep). No validation slice (val_fraction 0), no warm-up of the learning rate, dropout 0.05 for all.
+ratio = default_s / ours_s (above 1: the sweep is faster). Last line:
+    lora_sweep sizes=<n,...> ours_s=<s> default_s=<s> ratio=<x> [loop_s=<s>] steps=<n,...> peak_mem_mb=<m>
 """
 
 from __future__ import annotations
@@ -86,6 +97,12 @@ def parse_args(argv=None):
     p.add_argument("--max-seconds", type=float, default=0, help="stop a trainer's timed phase after this long (0: off)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (on a shared CPU, 1 is the steadiest)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
+    p.add_argument("--sweep", default=None, metavar="SIZES",
+                   help="learning-curve sweep mode, e.g. 16,64,256,all: the whole sweep with train_lora_sweep (one job) "
+                        "vs one default Trainer run per size, each for the steps its size takes")
+    p.add_argument("--epochs", type=float, default=1.0, help="(--sweep) passes over each size's items")
+    p.add_argument("--sweep-loop", action="store_true",
+                   help="(--sweep) also time tunecheck's train_lora once per size, one after another")
     return p.parse_args(argv)
 
 
@@ -204,14 +221,17 @@ def _reset_accelerate() -> None:
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def run_default(model, tok, examples, targets, args, device, out_dir):
-    """The plain default Trainer (see the module docstring). Returns (metrics, base model without LoRA)."""
+def run_default(model, tok, examples, targets, args, device, out_dir, warmup=None, steps=None, save=False):
+    """The plain default Trainer (see the module docstring): `warmup` untimed then `steps` timed steps (default
+    --warmup / --steps); `save`: save the adapter at the end (the sweep mode times whole runs). Returns (metrics,
+    base model without LoRA)."""
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
     from evaluator.training.data import IGNORE
 
-    W, N = args.warmup, args.steps
+    W = args.warmup if warmup is None else warmup
+    N = args.steps if steps is None else steps
     data = [
         {"input_ids": e.context_ids + e.answer_ids, "attention_mask": [1] * len(e),
          "labels": [IGNORE] * len(e.context_ids) + list(e.answer_ids)}
@@ -228,6 +248,11 @@ def run_default(model, tok, examples, targets, args, device, out_dir):
     marks: dict[str, float] = {}
 
     class Clock(TrainerCallback):
+        def on_train_begin(self, a, state, control, **kw):
+            if W == 0:  # nothing untimed: the clock starts with the first step
+                _sync(device)
+                marks["t0"] = time.perf_counter()
+
         def on_step_end(self, a, state, control, **kw):
             s = state.global_step
             if s == W:
@@ -254,6 +279,8 @@ def run_default(model, tok, examples, targets, args, device, out_dir):
         callbacks=[Clock()],
     )
     trainer.train()
+    if save:
+        peft_model.save_pretrained(str(out_dir / "adapter"), safe_serialization=True)
     steps = int(marks["end_step"]) - W
     real = sum(c[0] for c in counts[W : W + steps])
     padded = sum(c[1] for c in counts[W : W + steps])
@@ -300,6 +327,93 @@ def run_ours(model, examples, targets, args, device, pad_id, out_dir):
     return out, base
 
 
+def sweep_sizes(spec: str, n_items: int) -> list[int]:
+    """`16,64,256,all` → distinct item counts (sizes above the data, and `all`, are all of it), in order."""
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        n = n_items if part == "all" else min(int(part), n_items)
+        if n < 1:
+            raise SystemExit(f"--sweep: {part!r} is not a training size")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def run_sweep_mode(args, model, tok, examples, targets, device) -> int:
+    """--sweep: the whole sweep, default Trainer once per size vs train_lora_sweep (see the module docstring)."""
+    import math
+
+    import torch
+
+    from evaluator.config.arms import LoraArm
+    from evaluator.training.loop import train_lora
+    from evaluator.training.sweep import SweepRun, train_lora_sweep
+
+    sizes = sweep_sizes(args.sweep, len(examples))
+    bs = args.batch_size
+    steps = [max(1, math.ceil(math.ceil(n / bs) * args.epochs)) for n in sizes]
+    hp = LoraArm(r=args.r, alpha=2 * args.r, dropout=0.05, target_modules=targets, learning_rate=args.lr,
+                 batch_size=bs, epochs=args.epochs, warmup_ratio=0.0, val_fraction=0.0)
+    label = ",".join("all" if n == len(examples) else str(n) for n in sizes)
+    print(f"sweep: sizes {label} (first n SNIPS items), {args.epochs:g} epoch(s) at batch {bs}: steps "
+          f"{','.join(map(str, steps))} ({sum(steps)} in all)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="lora-sweep-") as tmp:
+        default_s, default_peak = 0.0, 0.0
+        for n, k in zip(sizes, steps):
+            _sync(device)
+            t = time.perf_counter()
+            res, model = run_default(model, tok, examples[:n], targets, args, device, Path(tmp) / f"default{n}",
+                                     warmup=0, steps=k, save=True)
+            _sync(device)
+            dt = time.perf_counter() - t
+            default_s += dt
+            default_peak = max(default_peak, res["peak_mb"])
+            print(f"  default Trainer n={n}: {k} steps in {dt:.1f}s ({res['tok_s']:.0f} tok/s in its steps, "
+                  f"pad {100 * res['pad']:.1f}%)", flush=True)
+        loop_s = None
+        if args.sweep_loop:
+            loop_s = 0.0
+            for n in sizes:
+                _reset_accelerate()
+                _reset_mem(device)
+                _sync(device)
+                t = time.perf_counter()
+                peft_model, res = train_lora(model, examples[:n], hp, Path(tmp) / f"loop{n}", seed=args.seed,
+                                             pad_id=tok.pad_token_id, device=device)
+                model = peft_model.unload()
+                _sync(device)
+                dt = time.perf_counter() - t
+                loop_s += dt
+                print(f"  train_lora n={n}: {res.steps} steps in {dt:.1f}s ({res.train_seconds:.1f}s training)",
+                      flush=True)
+        _reset_accelerate()
+        _reset_mem(device)
+        _sync(device)
+        t = time.perf_counter()
+        runs = [SweepRun(examples[:n], args.seed, Path(tmp) / f"sweep{n}") for n in sizes]
+        results = train_lora_sweep(model, runs, hp, pad_id=tok.pad_token_id, device=device)
+        _sync(device)
+        ours_s = time.perf_counter() - t
+        ours_peak = _peak_mb(device)
+        for n, (_, res) in zip(sizes, results):
+            print(f"  train_lora_sweep n={n}: {res.steps} steps, {res.train_seconds:.1f}s of the shared training time, "
+                  f"loss {res.final_loss:.3f}, pad {100 * res.padding_fraction:.1f}%")
+        print(f"  train_lora_sweep: all {len(sizes)} adapters in {ours_s:.1f}s "
+              f"({sum(r.train_seconds for _, r in results):.1f}s training)", flush=True)
+    assert [r.steps for _, r in results] == steps, ([r.steps for _, r in results], steps)
+    mem_note = "CUDA max allocated" if device.startswith("cuda") else "process peak RSS"
+    ratio = default_s / ours_s
+    loop = f" loop_s={loop_s:.2f}" if loop_s is not None else ""
+    print(f"sweep wall time: default Trainer x{len(sizes)} {default_s:.1f}s, train_lora_sweep {ours_s:.1f}s"
+          + (f", train_lora x{len(sizes)} {loop_s:.1f}s" if loop_s is not None else "")
+          + f"; ratio default/ours = {ratio:.2f}x; peak memory ({mem_note}) default {default_peak:.0f} MB, "
+          f"sweep {ours_peak:.0f} MB; torch {torch.__version__}")
+    print(f"lora_sweep sizes={label} ours_s={ours_s:.2f} default_s={default_s:.2f} ratio={ratio:.3f}{loop} "
+          f"steps={','.join(map(str, steps))} peak_mem_mb={ours_peak:.0f}", flush=True)
+    return 0
+
+
 def flops_per_token(model, examples) -> tuple[float, str]:
     cfg = model.config
     n_body = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and ".layers." in n)
@@ -338,9 +452,12 @@ def main(argv=None) -> int:
     print(f"model: {desc}; {n_params / 1e6:.1f}M parameters, {next(model.parameters()).dtype}, on {device} [{dev_name}]")
     print(f"data: SNIPS train, {len(examples)} examples, {'0-8 demos + ' if args.mixed_lengths else 'zero-shot '}prompt + answer; "
           f"tokens min/median/max {lens[0]}/{lens[len(lens) // 2]}/{lens[-1]}")
-    print(f"LoRA r={args.r} alpha={2 * args.r} dropout=0.05 on {targets}; batch {args.batch_size}; "
-          f"{args.warmup} untimed + {args.steps} timed steps per trainer; torch {torch.__version__}")
+    timing = "whole runs (--sweep)" if args.sweep else f"{args.warmup} untimed + {args.steps} timed steps per trainer"
+    print(f"LoRA r={args.r} alpha={2 * args.r} dropout=0.05 on {targets}; batch {args.batch_size}; {timing}; "
+          f"torch {torch.__version__}")
     print(f"setup {time.perf_counter() - t_start:.1f}s", flush=True)
+    if args.sweep:
+        return run_sweep_mode(args, model, tok, examples, targets, device)
 
     with tempfile.TemporaryDirectory(prefix="lora-bench-") as tmp:
         t = time.perf_counter()

@@ -44,6 +44,7 @@ from evaluator.training.adapter import lora_target_problem
 from evaluator.training.data import Example
 from evaluator.training.distributed import barrier, is_main_process
 from evaluator.training.loop import train_lora
+from evaluator.training.sweep import SweepRun, SweepUnsupported, sweep_problem, train_lora_sweep
 from evaluator.version import __version__
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -160,6 +161,14 @@ def train_or_reuse(
         lm.model, examples, hp, tmp, seed=seed, pad_id=lm.tokenizer.pad_token_id, device=lm.device, log=log,
         on_step=on_step,
     )
+    meta = _store_adapter(task, n, train_items, hpd, seed, identity, key, res, tmp, out, log)
+    return peft_model, meta, out
+
+
+def _store_adapter(task: Task, n: int, train_items: list[Item], hpd: dict, seed: int, identity: dict, key: str, res,
+                   tmp: Path, out: Path, log: Callable[[str], None]) -> dict:
+    """Write a trained adapter's metadata into its `.partial` folder and rename that to `out` (main process; every
+    process waits), then log one line; returns the metadata. Shared by `train_or_reuse` and `train_sweep`."""
     meta = {
         "format": FORMAT,
         "tunecheck_version": __version__,
@@ -201,7 +210,60 @@ def train_or_reuse(
         f"trained adapter n={n}{held} in {res.train_seconds:.1f}s ({res.steps} steps, {res.tokens_per_second:.0f} "
         f"tok/s, loss {res.final_loss:.3f}{val}) → {out}"
     )
-    return peft_model, meta, out
+    return meta
+
+
+def train_sweep(
+    lm,
+    task: Task,
+    sizes: list[int],
+    hp: LoraArm,
+    seed: int,
+    root: Path,
+    *,
+    log: Callable[[str], None] = print,
+    on_step: Callable[[int, Any], Any] | None = None,
+) -> dict[int, Path]:
+    """Train the learning-curve sweep's missing adapters — (base, task, first n train items, hp, seed) for each n of
+    `sizes` not stored yet — together, in one `train_lora_sweep` job, and store each exactly as `train_or_reuse`
+    does (the same key and folder, metadata written into `<folder>.partial`, then renamed), so that
+    `train_or_reuse(lm, task, n, hp, seed, root)` afterwards reuses it. Stored adapters are left as they are.
+
+    Returns {n: folder} of the adapters trained here. Trains nothing (returns {}) when fewer than two are missing
+    or the sweep cannot run here (`sweep_problem`: a distributed launch, float16 weights, layers the sweep does not
+    adapt; said through `log`): `train_or_reuse` then trains each adapter on its own, as before.
+    `on_step(n, StepInfo)` after each optimiser step of adapter n. `lm.model` is left without adapters."""
+    tp = TokenizedPrompts(PromptBuilder(task, seed), lm.tokenizer)
+    hpd = hp_dict(hp)
+    missing = []
+    for n in dict.fromkeys(int(n) for n in sizes):
+        train_items = list(task.train[:n])
+        key = adapter_key(lm.fingerprint, task, train_items, hpd, seed, prompt_signature(tp))
+        out = adapter_dir(root, task.name, lm.source.slug, n, hp.r, key)
+        if not (out / ADAPTER_META).is_file():
+            missing.append((n, train_items, key, out))
+    if len(missing) < 2:
+        return {}
+    why = sweep_problem(lm.model, hp)
+    if why:
+        log(f"training the {len(missing)} adapters of {task.name} one at a time: the sweep cannot run with {why}")
+        return {}
+    identity = base_identity(lm)
+    runs = [SweepRun(build_examples(task, tp, items, lm.tokenizer), seed, out.with_name(out.name + ".partial"))
+            for _, items, _, out in missing]
+    sizes_of = [n for n, _, _, _ in missing]
+    log(f"training {len(runs)} LoRA adapters of {task.name} together (n = {', '.join(map(str, sizes_of))})")
+    try:
+        results = train_lora_sweep(
+            lm.model, runs, hp, pad_id=lm.tokenizer.pad_token_id, device=lm.device, log=log,
+            on_step=None if on_step is None else (lambda i, info: on_step(sizes_of[i], info)),
+        )
+    except SweepUnsupported as exc:
+        log(f"training the {len(missing)} adapters of {task.name} one at a time: {exc}")
+        return {}
+    for (n, train_items, key, out), run, (_, res) in zip(missing, runs, results):
+        _store_adapter(task, n, train_items, hpd, seed, identity, key, res, run.out_dir, out, log)
+    return {n: out for n, _, _, out in missing}
 
 
 def load_adapter(lm, folder: Path, meta: dict[str, Any]):

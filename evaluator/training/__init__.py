@@ -2,7 +2,9 @@
 calls — `data` (examples, validation split, batches), `loss` (answer-only loss, validation metrics), `adapter` (LoRA
 targets, attach, save), `precision` (bf16 autocast, TF32, float16 loss scaling), `optim` (AdamW, schedule, clipping),
 `distributed` (one process or DDP), `backoff` (out-of-memory retries), `early_stop` (validation, patience, best
-weights) and `measure` (timings, tokens, peak memory, `TrainResult`).
+weights) and `measure` (timings, tokens, peak memory, `TrainResult`). `sweep.train_lora_sweep` trains the
+learning-curve sweep's adapters (one per training size) together over the one frozen base, each equal to what
+`train_lora` trains alone.
 
 Why a loop of our own and not `transformers.Trainer`: arm B needs exactly this and nothing else —
 * loss on answer tokens only, over exactly the token ids the scorer uses, and logits computed ONLY at those

@@ -41,7 +41,8 @@ def _answer_loss_module(peft_model, fast: bool):
         def answer_logits(self, ids, pos):
             """Logits at the flat positions `pos` (row * T + t) only."""
             if fast:
-                base = self.peft_model.get_base_model()
+                m = self.peft_model  # a PeftModel, or a plain model whose LoRA layers are the sweep's own
+                base = m.get_base_model() if hasattr(m, "get_base_model") else m
                 h = base.get_decoder()(input_ids=ids, attention_mask=None, use_cache=False).last_hidden_state
                 # a model dispatched by a device_map: the decoder ends on its last layer's device and the head runs
                 # on its own; the answer logits come back to the inputs' device (no-ops on one device)

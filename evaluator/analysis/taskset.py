@@ -184,7 +184,9 @@ def summarise_task_set(tasks: Sequence[TaskOutcome], *, alpha: float, margin: fl
     if unbeaten:
         best = min(unbeaten, key=lambda s: (s["monthly_usd"], -(s["traffic_weighted_quality"] or 0.0)))
         answer = (f"{best['words']} loses on none of the {m} tasks (Holm-adjusted, alpha {alpha:g}) and is the "
-                  f"cheapest such strategy at ${best['monthly_usd']:,.0f}/month for the whole mix")
+                  f"cheapest such strategy at ${best['monthly_usd']:,.0f}/month for the whole mix — losing on none "
+                  "means no rival was significantly better on these test items, not that it matches them: read each "
+                  "task's verdict and interval")
         pick = best["strategy"]
     elif priced:
         best = min(priced, key=lambda s: (len(s["loses_on"]), s["monthly_usd"]))

@@ -243,3 +243,27 @@ def test_traffic_mix_is_not_in_the_run_id(tmp_path):
     plain = load_job(p).fingerprint()
     p.write_text("name: x\ntasks: [a, b]\nbase: m\ntraffic_mix: {a: 0.25, b: 0.75}\n")
     assert load_job(p).fingerprint() == plain
+
+
+def test_edge_cases_tie_five_items_one_discordant_pair_all_at_chance():
+    five = {f"i{j}": float(j < 3) for j in range(5)}
+    one = dict(five, i4=1.0)  # B differs from A on one item only
+    zero = {f"i{j}": 0.0 for j in range(5)}
+    ts = summarise_task_set([_task("t1", 0.5, five, one, five, (1.0, 2.0, 1.0)),
+                             _task("t2", 0.5, five, five, five, (1.0, 1.0, 1.0))], alpha=0.05, margin=0.02)
+    by = {s["strategy"]: s for s in ts["strategies"]}
+    comp = next(c for c in by["A"]["comparisons"] if c["task"] == "t1" and c["rival_strategy"] == "B")
+    assert comp["p"] == pytest.approx(1.0)  # one discordant pair: 2 · P(X <= 0 | Bin(1, 1/2)) = 1
+    assert all(not s["loses_on"] for s in ts["strategies"])
+    # A and C tie at $2/month: the answer names the tie instead of hiding it
+    assert ts["answer_strategy"] == "A" and "as cheap: the newer base new everywhere" in ts["answer"]
+    # every option at chance on every task: no strategy is recommended
+    ts = summarise_task_set([_task("t1", 0.5, zero, zero, zero, outcome="no_option_works", costs=(1.0, 1.0, 1.0)),
+                             _task("t2", 0.5, zero, zero, zero, outcome="no_option_works", costs=(1.0, 1.0, 1.0))],
+                            alpha=0.05, margin=0.02)
+    assert ts["answer_strategy"] is None and ts["answer"].startswith("no option works on any of the 2 tasks")
+    assert [r["option"] for r in ts["tasks"]] == [None, None] and ts["per_task_mix_monthly_usd"] is None
+    # one task at chance: the answer still says so for that task
+    ts = summarise_task_set([_task("t1", 0.5, zero, zero, zero, outcome="no_option_works", costs=(1.0, 1.0, 1.0)),
+                             _task("t2", 0.5, five, five, five, costs=(1.0, 2.0, 3.0))], alpha=0.05, margin=0.02)
+    assert ts["answer_strategy"] == "A" and "no option works on t1" in ts["answer"]

@@ -181,24 +181,36 @@ def summarise_task_set(tasks: Sequence[TaskOutcome], *, alpha: float, margin: fl
 
     priced = [s for s in strategies if s["monthly_usd"] is not None]
     unbeaten = [s for s in priced if not s["loses_on"]]
-    if unbeaten:
+    at_chance = [t.name for t in tasks if t.verdict.get("outcome") == "no_option_works"]
+    if len(at_chance) == m:
+        answer, pick = (f"no option works on any of the {m} tasks: every option's interval stays at its task's "
+                        "baseline, so no strategy can be recommended"), None
+    elif unbeaten:
         best = min(unbeaten, key=lambda s: (s["monthly_usd"], -(s["traffic_weighted_quality"] or 0.0)))
+        same = [s["words"] for s in unbeaten if s is not best and s["monthly_usd"] == best["monthly_usd"]]
         answer = (f"{best['words']} loses on none of the {m} tasks (Holm-adjusted, alpha {alpha:g}) and is the "
-                  f"cheapest such strategy at ${best['monthly_usd']:,.0f}/month for the whole mix — losing on none "
-                  "means no rival was significantly better on these test items, not that it matches them: read each "
-                  "task's verdict and interval")
+                  f"cheapest such strategy at ${best['monthly_usd']:,.0f}/month for the whole mix"
+                  + (f" (as cheap: {', '.join(same)})" if same else "")
+                  + " — losing on none means no rival was significantly better on these test items, not that it "
+                  "matches them: read each task's verdict and interval")
         pick = best["strategy"]
     elif priced:
         best = min(priced, key=lambda s: (len(s["loses_on"]), s["monthly_usd"]))
-        tied = [s["words"] for s in priced if s is not best and len(s["loses_on"]) == len(best["loses_on"])]
+        tied = [s for s in priced if s is not best and len(s["loses_on"]) == len(best["loses_on"])]
+        same = [s["words"] for s in tied if s["monthly_usd"] == best["monthly_usd"]]
+        dearer = [s["words"] for s in tied if s["monthly_usd"] != best["monthly_usd"]]
         answer = (f"no single strategy holds on every task: {best['words']} loses on the fewest "
                   f"({len(best['loses_on'])} of {m}: {', '.join(best['loses_on'])}) and costs "
                   f"${best['monthly_usd']:,.0f}/month"
-                  + (f" (tied on losses with {', '.join(tied)}, which cost more)" if tied else "")
+                  + (f" (tied on losses and cost with {', '.join(same)})" if same else "")
+                  + (f" (tied on losses with {', '.join(dearer)}, which cost more)" if dearer else "")
                   + " — mix strategies per task (the table's per-task options)")
         pick = best["strategy"]
     else:
         answer, pick = "no strategy is priced for every task — see the cost errors of the tasks", None
+    if at_chance and pick is not None:
+        answer += (f"; no option works on {', '.join(at_chance)} (every option at its baseline), so no strategy is "
+                   "recommended there")
     mixed_cost: float | None = 0.0
     for r in rows:
         if r.get("monthly_usd") is None:

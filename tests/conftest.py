@@ -25,6 +25,17 @@ torch.set_num_threads(1)  # tiny models: threads only add overhead (and thrash o
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model training tests, restored afterwards (a test elsewhere may
+    change it; two threads fighting for a shared 2-core box are far slower). Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 from tests.tiny_models import build_tiny_model, build_tokenizer  # noqa: E402
 
 

@@ -34,12 +34,7 @@ SPLIT = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0
          "model.norm": "disk", "lm_head": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

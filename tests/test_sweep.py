@@ -27,13 +27,7 @@ TOL = 1e-5  # max |weight difference| between a sweep adapter and its twin (fp32
 SIZES, SEEDS = (8, 20, 48), (3, 5, 7)  # 48 items: a validation slice of 8 is held out (n >= 40)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

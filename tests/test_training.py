@@ -38,13 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread is ~50x faster than two fighting for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -82,8 +82,8 @@ def _sweep(model, exs, hp, out: Path, sizes=SIZES, seeds=SEEDS, val=None, **kw):
 
 def _same_record(res, twin, tol: float = TOL) -> None:
     """The sweep's TrainResult for a run says what its twin's says (steps, data, losses, validation)."""
-    assert (res.steps, res.n_train, res.n_val, res.tokens_seen, res.answer_tokens_seen) == \
-        (twin.steps, twin.n_train, twin.n_val, twin.tokens_seen, twin.answer_tokens_seen)
+    assert (res.steps, res.n_train, res.n_val, res.tokens_seen, res.answer_tokens_seen, res.shared_prefix_tokens) == \
+        (twin.steps, twin.n_train, twin.n_val, twin.tokens_seen, twin.answer_tokens_seen, twin.shared_prefix_tokens)
     assert res.epochs == pytest.approx(twin.epochs) and res.best_step == twin.best_step
     assert res.stopped_early == twin.stopped_early
     assert res.loss_curve == pytest.approx(twin.loss_curve, abs=tol)
@@ -109,6 +109,7 @@ def test_every_sweep_adapter_equals_its_separately_trained_twin(tiny_llama_dir, 
     results = _sweep(model, exs, hp, tmp_path, on_step=lambda i, info: calls.append((i, info.step)))
 
     assert [r.steps for _, r in results] == [2, 5, 10] and twins[2].n_val == 8  # the small runs left early
+    assert all(r.shared_prefix_tokens > 0 for _, r in results)  # the instruction ran once per run and batch
     assert calls == sorted(calls, key=lambda c: (c[1], c[0]))  # one combined step after another
     assert [max(s for i, s in calls if i == k) for k in range(3)] == [2, 5, 10]
     worst = 0.0
@@ -145,12 +146,15 @@ def test_dropout_masks_are_each_runs_own(tiny_llama_dir, examples, tmp_path):
     twins = _twins(tiny_llama_dir, exs, hp, tmp_path, sizes, seeds)
     together = _sweep(_model(tiny_llama_dir), exs, hp, tmp_path / "together", sizes, seeds)
     alone = _sweep(_model(tiny_llama_dir), exs, hp, tmp_path / "alone", sizes[1:], seeds[1:])
+    # gradient checkpointing runs every row whole (no shared prefix): the same masks as the sweep without one
     ckpt = hp.model_copy(update={"gradient_checkpointing": True})
     checkpointed = _sweep(_model(tiny_llama_dir), exs, ckpt, tmp_path / "ckpt", sizes, seeds)
+    whole = _sweep(_model(tiny_llama_dir), exs, hp.model_copy(update={"shared_prefix": False}), tmp_path / "whole",
+                   sizes, seeds)
     worst = 0.0
     for k in range(2):
         worst = max(worst, _max_diff(together[k][0], tmp_path / f"twin{k}"))
-        worst = max(worst, _max_diff(checkpointed[k][0], together[k][0]))
+        worst = max(worst, _max_diff(checkpointed[k][0], whole[k][0]))
         _same_record(together[k][1], twins[k])
     worst = max(worst, _max_diff(alone[0][0], together[1][0]))
     print(f"sweep vs twin (dropout 0.1): max |dweight| {worst:.2e}")

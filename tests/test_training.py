@@ -29,6 +29,7 @@ from evaluator.training.data import (
     length_grouped_batches,
     padded_tokens,
     random_batches,
+    shared_prefix_len,
 )
 from evaluator.training.loop import train_lora
 from evaluator.training.loss import _answer_loss_module, answer_loss
@@ -93,6 +94,67 @@ def test_answer_only_logits_equal_the_full_forward_loss(request, arch, examples)
         fast = _answer_loss_module(pm, True)(b.ids, b.pos, b.tgt, float(b.targets))
         full = _answer_loss_module(pm, False)(b.ids, b.pos, b.tgt, float(b.targets))
     assert torch.allclose(fast, ref, atol=1e-5) and torch.allclose(full, ref, atol=1e-5)
+
+
+def test_shared_prefix_len_edges():
+    """The common leading ids, capped so every predicting position follows them; off for one row or a short one."""
+    p = list(range(1, 21))  # 20 shared ids
+    rows = [Example(p + [30, 31], [40]), Example(p + [32], [41, 42]), Example(p + [33, 34, 35], [43])]
+    assert shared_prefix_len(rows) == 20
+    assert shared_prefix_len(rows[:1]) == 0  # one row: nothing to share
+    assert shared_prefix_len([Example(p, [40]), Example(p + [32], [41])]) == 19  # position 19 predicts a target
+    assert shared_prefix_len([Example(p[:5] + [30], [40]), Example(p[:5] + [31], [41])]) == 0  # under the minimum
+    assert shared_prefix_len([Example([9] + p, [40]), Example(p, [41])]) == 0  # differ at the first id
+    b = _make_batch(rows, pad_id=0, pin=False, share_prefix=True)
+    width = max(len(e) for e in rows) - 20  # the suffix's width: positions index its hidden states
+    assert b.prefix == 20 and b.pos.tolist() == [1, width + 0, width + 1, 2 * width + 2]
+    assert b.tgt.tolist() == [40, 41, 42, 43] and b.tokens == sum(len(e) for e in rows)
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama_dir", "tiny_qwen_dir", "tiny_gemma_dir"])
+def test_shared_prefix_gives_the_padded_batch_loss_and_gradients(request, arch, examples):
+    """The common prefix run once, its keys/values repeated to the rows: the same loss and the same LoRA gradients as
+    every row running its whole sequence (Gemma 3: rows longer than its 32-token sliding window)."""
+    from peft import LoraConfig, get_peft_model
+
+    exs, tok = examples
+    batch = exs[:6]
+    model = _model(request.getfixturevalue(arch))
+    pm = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0))
+    for n, w in pm.named_parameters():  # B = 0 at init would leave the gradients to A at zero
+        if "lora_B" in n:
+            torch.nn.init.normal_(w, std=0.05)
+    grads = {}
+    for share in (False, True):
+        b = _make_batch(batch, tok.pad_token_id, pin=False, share_prefix=share)
+        assert (b.prefix > 32) == share  # the whole instruction is shared, longer than Gemma's window
+        pm.zero_grad()
+        loss = _answer_loss_module(pm, True)(b.ids, b.pos, b.tgt, float(b.targets), b.prefix)
+        loss.backward()
+        grads[share] = (loss.detach(), {n: w.grad.clone() for n, w in pm.named_parameters() if w.requires_grad})
+    (l0, g0), (l1, g1) = grads[False], grads[True]
+    assert torch.allclose(l0, l1, atol=1e-6)
+    assert g0.keys() == g1.keys() and len(g0) > 0
+    for n in g0:
+        assert g0[n].abs().max() > 0, n
+        torch.testing.assert_close(g1[n], g0[n], atol=1e-6, rtol=1e-4, msg=n)
+
+
+def test_shared_prefix_trains_the_same_adapter(tiny_llama_dir, examples, tmp_path):
+    """train_lora with and without the shared prefix (dropout 0): the same adapter after a few steps, within 1e-5."""
+    exs, tok = examples
+    out = {}
+    for share in (False, True):
+        hp = LoraArm(r=4, max_steps=4, batch_size=8, learning_rate=1e-2, dropout=0.0, val_fraction=0, shared_prefix=share)
+        _, res = train_lora(_model(tiny_llama_dir), exs[:32], hp, tmp_path / str(share), seed=3, pad_id=tok.pad_token_id,
+                            device="cpu")
+        out[share] = _weights(tmp_path / str(share))
+        prefix = shared_prefix_len(exs[:32])  # every item's instruction; each 8-row batch skips 7 copies of it
+        assert res.shared_prefix_tokens == (4 * 7 * prefix if share else 0) and prefix > 0
+    assert out[False].keys() == out[True].keys()
+    diff = max(float((out[False][k] - out[True][k]).abs().max()) for k in out[False])
+    moved = max(float(w.abs().max()) for k, w in out[False].items() if "lora_B" in k)
+    assert diff <= 1e-5 and moved > 1e-3, (diff, moved)
 
 
 def test_length_grouping_reduces_padding(examples):

@@ -89,6 +89,7 @@ class LoraArm(_Strict):
     patience: Annotated[int, Field(ge=1)] = Field(2, description="Stop after this many validations without improvement; the best adapter weights are kept.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less activation memory for more compute (long prompts, big models).")
     group_by_length: bool = Field(True, description="Length-grouped batches (less padding); false: plain shuffled batches, padded to the longest.")
+    shared_prefix: bool = Field(True, description="Run the leading ids every row of a micro-batch shares (the instruction, fixed demonstrations) once for the batch, not once per row: the same loss and gradients for fewer tokens (LoRA dropout on those ids is then drawn once per batch, not per row); false: each row runs its whole sequence. Not used with gradient_checkpointing.")
 
     @field_validator("train_sizes")
     @classmethod

@@ -141,21 +141,42 @@ def collate(examples: list[Example], pad_id: int, device=None):
 @dataclass
 class _Batch:
     ids: object  # [b, T] long, right-padded
-    pos: object  # [m] flat index (row * T + t) of the hidden state that predicts each answer token
+    pos: object  # [m] flat index (row * (T - prefix) + t - prefix) of the hidden state that predicts each answer token
     tgt: object  # [m] the answer token predicted there
     tokens: int  # non-pad tokens
     targets: int  # m
+    prefix: int = 0  # leading ids every row shares, run once for the batch (`shared_prefix_len`); 0: none
 
     def to(self, device, non_blocking: bool) -> "_Batch":
         mv = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return _Batch(mv(self.ids), mv(self.pos), mv(self.tgt), self.tokens, self.targets)
+        return _Batch(mv(self.ids), mv(self.pos), mv(self.tgt), self.tokens, self.targets, self.prefix)
 
 
-def _make_batch(examples: list[Example], pad_id: int, pin: bool) -> _Batch:
-    """Everything the loss needs, built on the host (answer positions included) so the step needs no host sync."""
+MIN_SHARED_PREFIX = 8  # below this the second forward costs more than the rows it saves
+
+
+def shared_prefix_len(examples: list[Example]) -> int:
+    """How many leading ids every example shares and no loss reads (the instruction, a fixed demonstration block):
+    the training forward runs them once for the batch instead of once per row. At most the shortest context minus
+    one, so every predicting position lies after it; 0 for one row or a prefix under `MIN_SHARED_PREFIX` ids."""
+    if len(examples) < 2:
+        return 0
+    first = examples[0].context_ids
+    limit = min(len(e.context_ids) for e in examples) - 1
+    n = 0
+    while n < limit and all(e.context_ids[n] == first[n] for e in examples):
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def _make_batch(examples: list[Example], pad_id: int, pin: bool, share_prefix: bool = False) -> _Batch:
+    """Everything the loss needs, built on the host (answer positions included) so the step needs no host sync.
+    `share_prefix`: find the ids every row shares (`shared_prefix_len`); positions then index the hidden states
+    after them."""
     import torch
 
     width = max(len(e) for e in examples)
+    prefix = shared_prefix_len(examples) if share_prefix else 0
     rows, pos, tgt, tokens = [], [], [], 0
     for r, e in enumerate(examples):
         seq = e.context_ids + e.answer_ids
@@ -164,13 +185,13 @@ def _make_batch(examples: list[Example], pad_id: int, pin: bool) -> _Batch:
         c = len(e.context_ids)
         for j, a in enumerate(e.answer_ids):
             if c + j >= 1:
-                pos.append(r * width + c + j - 1)
+                pos.append(r * (width - prefix) + c + j - 1 - prefix)
                 tgt.append(a)
     ids = torch.tensor(rows, dtype=torch.long)
     pos_t, tgt_t = torch.tensor(pos, dtype=torch.long), torch.tensor(tgt, dtype=torch.long)
     if pin:
         ids, pos_t, tgt_t = ids.pin_memory(), pos_t.pin_memory(), tgt_t.pin_memory()
-    return _Batch(ids, pos_t, tgt_t, tokens, len(pos))
+    return _Batch(ids, pos_t, tgt_t, tokens, len(pos), prefix)
 
 
 def _make_metric_batch(examples: list[Example], pad_id: int, pin: bool):

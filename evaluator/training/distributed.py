@@ -131,6 +131,14 @@ class DataParallel:
         t = torch.tensor([value], device=self.acc.device if self.world > 1 else "cpu")
         return float(self.acc.gather(t).max()) if self.world > 1 else float(t[0])
 
+    def total(self, value: int) -> int:
+        """The sum of an integer count over processes (the count itself in one process)."""
+        import torch
+
+        if self.world == 1:
+            return int(value)
+        return int(self.acc.reduce(torch.tensor([value], dtype=torch.long, device=self.acc.device), "sum")[0])
+
     def wait_for_everyone(self) -> None:
         """A barrier across processes (nothing in one process)."""
         self.acc.wait_for_everyone()

@@ -76,7 +76,8 @@ def train_lora(
     meter = Meter(device)
     backoff = OomBackoff(hp.batch_size, dp, gradient_checkpointing=hp.gradient_checkpointing,
                          zero_grad=optimiser.zero_grad, reset_peak=meter.reset_peak, log=log)
-    forward_backward = partial(_forward_backward, module, optimiser, pad_id, device)  # (shard, weight, norm, micro)
+    share = hp.shared_prefix and not hp.gradient_checkpointing  # a checkpointed forward keeps no cache
+    forward_backward = partial(_forward_backward, module, optimiser, meter, pad_id, device, share)  # (shard, weight, norm, micro)
     val_shard = dp.share(val_ex)
     validate = partial(_validate, dp, module, peft_model, val_shard, pad_id, device)  # (micro)
     batches = endless_batches(train_ex, hp.batch_size, rng, hp.group_by_length)
@@ -125,17 +126,20 @@ def train_lora(
     return peft_model, result
 
 
-def _forward_backward(module, optimiser: Optimiser, pad_id: int, device: str, shard: list[Example], weight: float,
-                      norm: float, micro: int) -> torch.Tensor:
+def _forward_backward(module, optimiser: Optimiser, meter: Meter, pad_id: int, device: str, share: bool,
+                      shard: list[Example], weight: float, norm: float, micro: int) -> torch.Tensor:
     """Accumulate the gradient of this process's share of a global batch, `micro` items per forward; returns its loss
-    (a device scalar). `norm`: the global batch's answer tokens / processes, so DDP's average is the global mean."""
+    (a device scalar). `norm`: the global batch's answer tokens / processes, so DDP's average is the global mean.
+    `share`: each micro-batch's common leading ids run once (`data.shared_prefix_len`)."""
     on_cuda = str(device).startswith("cuda")
-    loss = 0.0
+    loss, shared = 0.0, 0
     for s in range(0, len(shard), micro):
-        b = _make_batch(shard[s : s + micro], pad_id, pin=on_cuda).to(device, non_blocking=on_cuda)
-        part = module(b.ids, b.pos, b.tgt, norm) * weight
+        b = _make_batch(shard[s : s + micro], pad_id, pin=on_cuda, share_prefix=share).to(device, non_blocking=on_cuda)
+        part = module(b.ids, b.pos, b.tgt, norm, b.prefix) * weight
         optimiser.backward(part)  # DDP's gradient all-reduce runs in this backward
         loss = loss + part.detach()
+        shared += (len(b.ids) - 1) * b.prefix  # prefix ids not run again after the first row
+    meter.shared_prefix(shared)  # counted once the whole step succeeded (an out-of-memory retry runs it again)
     return loss
 
 

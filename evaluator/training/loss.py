@@ -35,15 +35,30 @@ def _answer_loss_module(peft_model, fast: bool):
             super().__init__()
             self.peft_model = peft_model
 
-        def forward(self, ids, pos, tgt, norm: float):
-            return F.cross_entropy(self.answer_logits(ids, pos).float(), tgt, reduction="sum") / norm
+        def forward(self, ids, pos, tgt, norm: float, prefix: int = 0):
+            return F.cross_entropy(self.answer_logits(ids, pos, prefix).float(), tgt, reduction="sum") / norm
 
-        def answer_logits(self, ids, pos):
-            """Logits at the flat positions `pos` (row * T + t) only."""
+        def answer_logits(self, ids, pos, prefix: int = 0, groups=None, on_suffix=None):
+            """Logits at the flat positions `pos` (row * (T - prefix) + t - prefix) only. `prefix` > 0: the first
+            `prefix` ids are the same in every row; they run once and their keys/values are repeated to the rows
+            (differentiably: the LoRA gradient through them is the sum over rows, as when each row runs them).
+            `groups` (the sweep, whose rows belong to different adapters): (src, of), the prefix runs on rows `src`
+            and row r takes the keys/values of src[of[r]]; `on_suffix()` is called between the two forwards."""
+            m = self.peft_model  # a PeftModel, or a plain model whose LoRA layers are the sweep's own
+            base = m.get_base_model() if hasattr(m, "get_base_model") else m
+            net = base.get_decoder() if fast else m
+            kw: dict = {"attention_mask": None, "use_cache": False}
+            if prefix:
+                from evaluator.engine.masks import _cache_kwarg
+
+                cache = _shared_prefix_cache(net, ids, prefix, groups)
+                if on_suffix is not None:
+                    on_suffix()
+                kw = {"attention_mask": None, "use_cache": True, _cache_kwarg(net): cache,
+                      "position_ids": torch.arange(prefix, ids.shape[1], device=ids.device).expand(ids.shape[0], -1)}
+                ids = ids[:, prefix:]
             if fast:
-                m = self.peft_model  # a PeftModel, or a plain model whose LoRA layers are the sweep's own
-                base = m.get_base_model() if hasattr(m, "get_base_model") else m
-                h = base.get_decoder()(input_ids=ids, attention_mask=None, use_cache=False).last_hidden_state
+                h = net(input_ids=ids, **kw).last_hidden_state
                 # a model dispatched by a device_map: the decoder ends on its last layer's device and the head runs
                 # on its own; the answer logits come back to the inputs' device (no-ops on one device)
                 h = h.reshape(-1, h.shape[-1]).index_select(0, pos.to(h.device))
@@ -53,11 +68,33 @@ def _answer_loss_module(peft_model, fast: bool):
                     logits = torch.tanh(logits / cap) * cap
                 logits = logits.to(pos.device)
             else:
-                logits = self.peft_model(input_ids=ids, attention_mask=None, use_cache=False).logits
+                logits = net(input_ids=ids, **kw).logits
                 logits = logits.reshape(-1, logits.shape[-1]).index_select(0, pos)
             return logits
 
     return AnswerLoss()
+
+
+def _shared_prefix_cache(net, ids, prefix: int, groups=None):
+    """Keys/values of the first `prefix` ids of row 0 (every row's), computed with grad and repeated to every row;
+    with `groups` (src, of): of rows `src`, row r taking src[of[r]]'s.
+    Full-length layers (a cache without the config): sliding windows are then the model's masks' job, as without a
+    cache. Checked, because a model that drops the cache (gradient checkpointing in training) would be silently
+    wrong."""
+    from transformers import DynamicCache
+
+    from evaluator.engine.masks import _cache_kwarg
+
+    cache = DynamicCache()
+    head = ids[:1, :prefix] if groups is None else ids[:, :prefix].index_select(0, groups[0])
+    net(input_ids=head, attention_mask=None, use_cache=True, **{_cache_kwarg(net): cache})
+    if cache.get_seq_length() != prefix:
+        raise RuntimeError(f"the shared-prefix forward kept {cache.get_seq_length()} of {prefix} positions")
+    if groups is None:
+        cache.batch_repeat_interleave(ids.shape[0])
+    else:
+        cache.batch_select_indices(groups[1])
+    return cache
 
 
 def uses_answer_logits(model) -> bool:

@@ -47,6 +47,7 @@ class TrainResult:
     loss_scale: float | None = None  # the scaler's final scale (halved after each step whose gradients overflowed)
     loss_path: str = "answer-logits"  # or "full-logits" (architectures outside ANSWER_LOGITS_TYPES)
     padding_fraction: float = 0.0  # pad tokens / all tokens in the training batches
+    shared_prefix_tokens: int = 0  # of tokens_seen, those not run again: a micro-batch's shared prefix, after its first row
     micro_batch_size: int = 0  # at most this many items per forward (per process); < batch_size after OOM retries
     oom_retries: int = 0  # steps (or validations) taken again with a halved micro-batch after running out of memory
 
@@ -87,6 +88,7 @@ class Meter:
         self.on_cuda = str(device).startswith("cuda")
         self.tokens = self.answer_tokens = 0
         self._real = self._padded = 0
+        self.shared = 0  # this process's tokens skipped by running a micro-batch's shared prefix once
         self._losses: list = []  # device scalars: no sync per step
         self._t0 = 0.0
         self.seconds = 0.0
@@ -111,6 +113,10 @@ class Meter:
         self._padded += len(group) * max([len(e) for e in group] + [width or 0])
         self.tokens += n
         self.answer_tokens += answer_tokens
+
+    def shared_prefix(self, tokens: int) -> None:
+        """A step's micro-batches ran their common prefixes once: `tokens` not run again (see `_forward_backward`)."""
+        self.shared += tokens
 
     def loss(self, loss) -> None:
         """This step's loss (a device scalar: this process's share of the global-batch mean)."""
@@ -150,4 +156,5 @@ class Meter:
             "loss_curve": losses[:: max(1, len(losses) // 50)],
             "tokens_per_second": self.tokens / seconds if seconds > 0 else 0.0,
             "padding_fraction": (self._padded - self._real) / self._padded if self._padded else 0.0,
+            "shared_prefix_tokens": dp.total(self.shared),
         }

@@ -148,7 +148,8 @@ def train_lora_sweep(
         backoff = OomBackoff(hp.batch_size * len(runs), dp, gradient_checkpointing=hp.gradient_checkpointing,
                              zero_grad=lambda: [st.optimiser.zero_grad() for st in states if st.optimiser],
                              reset_peak=states[0].meter.reset_peak, log=log)
-        forward_backward = partial(_forward_backward, module, rows, pad_id, device, dp.autocast)  # (parts, norms, micro)
+        share = hp.shared_prefix and not hp.gradient_checkpointing  # as train_lora
+        forward_backward = partial(_forward_backward, module, rows, pad_id, device, dp.autocast, share)  # (parts, norms, micro)
         validate = partial(_validate, dp, module, model, rows, pad_id, device, hp.batch_size)  # (state, micro)
 
         # Train: one combined step after another — the next global batch of every run still training, one forward
@@ -168,12 +169,13 @@ def train_lora_sweep(
                     st.meter.count(g, norms.get(st.index, 0), width if st.index in norms else None)
                     clock.count(st.index, sum(len(e) for e in g))
                 if parts:
-                    losses = backoff.run(partial(forward_backward, parts, norms), sum(len(g) for _, g in parts),
-                                         min(st.step for st in active))
+                    losses, shared = backoff.run(partial(forward_backward, parts, norms),
+                                                 sum(len(g) for _, g in parts), min(st.step for st in active))
                 for st in active:
                     if st.index in norms:
                         st.optimiser.step()  # its own clipping (norm 1.0 over its tensors), AdamW and schedule
                         st.meter.loss(losses[st.index])
+                        st.meter.shared_prefix(shared.get(st.index, 0))
                     st.optimiser.next_step()
                     st.step += 1
                 checkpoint("train_step")
@@ -278,29 +280,42 @@ def _start_run(i: int, run: SweepRun, hp: LoraArm, layers: dict, device: str) ->
 # The combined step and a run's validation
 
 
-def _forward_backward(module, rows: _Rows, pad_id: int, device: str, autocast: Callable,
+def _forward_backward(module, rows: _Rows, pad_id: int, device: str, autocast: Callable, share: bool,
                       parts: list[tuple[int, list[Example]]], norms: dict[int, int], micro: int) -> dict:
     """Accumulate the gradient of every run's global batch in `parts` ([(run, its batch)], one block of rows each),
-    `micro` rows per forward; returns each run's loss (device scalars). The loss of a forward is the sum over its runs
-    of (sum of the run's answer-token cross-entropies) / norms[run] — `train_lora`'s loss, one term per run."""
+    `micro` rows per forward; returns each run's loss (device scalars) and its prefix ids not run again. The loss of a forward is the sum over its runs
+    of (sum of the run's answer-token cross-entropies) / norms[run] — `train_lora`'s loss, one term per run.
+    `share`: the leading ids every row of a forward shares run once per run (`data.shared_prefix_len`), as
+    `train_lora` runs them once per micro-batch."""
     import torch.nn.functional as F
 
     on_cuda = str(device).startswith("cuda")
     flat = [(i, e) for i, group in parts for e in group]
     losses: dict = {}
+    shared: dict[int, int] = {}
     for s in range(0, len(flat), micro):
         chunk = flat[s : s + micro]
         blocks, spans = _blocks(chunk)
-        b = _make_batch([e for _, e in chunk], pad_id, pin=on_cuda).to(device, non_blocking=on_cuda)
-        rows.assign(blocks, b.ids.device)
+        b = _make_batch([e for _, e in chunk], pad_id, pin=on_cuda, share_prefix=share).to(device, non_blocking=on_cuda)
         with autocast():  # bf16 on GPUs that support it, as train_lora's prepared module
-            logits = module.answer_logits(b.ids, b.pos)
+            if b.prefix:  # the shared prefix once per run (its own LoRA), then every row after it
+                p = b.prefix
+                src, of = _prefix_groups(blocks, b.ids.device)
+                rows.assign([(i, k, k + 1, p) for k, (i, *_) in enumerate(blocks)], b.ids.device)
+                suffix = [(i, lo, hi, w - p) for i, lo, hi, w in blocks]
+                logits = module.answer_logits(b.ids, b.pos, p, (src, of),
+                                              on_suffix=lambda: rows.assign(suffix, b.ids.device))
+            else:
+                rows.assign(blocks, b.ids.device)
+                logits = module.answer_logits(b.ids, b.pos)
             terms = [(i, F.cross_entropy(logits[lo:hi].float(), b.tgt[lo:hi], reduction="sum") / norms[i])
                      for i, lo, hi in spans]
         sum(t for _, t in terms).backward()
         for i, t in terms:
             losses[i] = losses.get(i, 0.0) + t.detach()
-    return losses
+        for i, lo, hi, _ in blocks:  # each run's prefix ids not run again after its first row
+            shared[i] = shared.get(i, 0) + (hi - lo - 1) * b.prefix
+    return losses, shared
 
 
 def _blocks(chunk: list[tuple[int, Example]]) -> tuple[list[tuple], list[tuple]]:
@@ -318,6 +333,16 @@ def _blocks(chunk: list[tuple[int, Example]]) -> tuple[list[tuple], list[tuple]]
         spans[-1] = (i, spans[-1][1], t + e.n_targets)
         r, t = r + 1, t + e.n_targets
     return blocks, spans
+
+
+def _prefix_groups(blocks: list[tuple], device):
+    """(src, of) for `answer_logits`: the shared prefix runs on each run's first row, every row takes its run's."""
+    import torch
+
+    src = torch.tensor([lo for _, lo, _, _ in blocks], dtype=torch.long, device=device)
+    of = torch.tensor([k for k, (_, lo, hi, _) in enumerate(blocks) for _ in range(lo, hi)], dtype=torch.long,
+                      device=device)
+    return src, of
 
 
 def _validate(dp: DataParallel, module, model, rows: _Rows, pad_id: int, device: str, batch_size: int,

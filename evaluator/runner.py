@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -381,6 +382,31 @@ class Runner:
             if bar is not None:
                 bar.close()
 
+    def _train_sweeps(self, b_units: list[Unit], lm: LoadedModel, progress: RunProgress) -> None:
+        """Per task, the learning curve's missing adapters trained together (`arms.lora.train_sweep`) where the job's
+        `lora.sweep` says so: `auto` on a CUDA device only. Each is stored as `train_or_reuse` stores it."""
+        from evaluator.arms.lora import resolve_root, train_sweep
+
+        job = self.p.job
+        mode = job.arms.lora.sweep
+        if mode == "off" or (mode == "auto" and not str(lm.device).startswith("cuda")):
+            return
+        for task in sorted({u.task for u in b_units}):
+            sizes = sorted({int(u.train_size) for u in b_units if u.task == task})
+            bars: dict[int, Any] = {}
+
+            def on_step(n: int, info) -> None:
+                if n not in bars:
+                    bars[n] = progress.training(f"LoRA n={n} (sweep) on {lm.source.spec}", info.total)
+                bars[n].step(info.step, info.loss, info.tokens_per_second, total=info.total)
+
+            try:
+                train_sweep(lm, self.p.tasks[task], sizes, job.arms.lora, job.seed, resolve_root(job.adapters_dir),
+                            log=progress.console.print, on_step=on_step)
+            finally:
+                for bar in bars.values():
+                    bar.close()
+
     def run(self) -> None:
         p = self.p
         pending = [u for u in p.units if not self.store.is_done(u.id)]
@@ -401,6 +427,7 @@ class Runner:
                 for u in [u for u in base_units if u.arm == "A"]:
                     self._eval(u, lm, lm.model, progress)
                 b_units = [u for u in base_units if u.arm == "B"]
+                self._train_sweeps(b_units, lm, progress)  # then the loop below reuses what the sweeps stored
                 for key in sorted({(u.task, u.train_size) for u in b_units}, key=lambda t: (t[0], int(t[1]))):
                     group = [u for u in b_units if (u.task, u.train_size) == key]
                     peft_model, meta, out = self._train_or_reuse(group[0], lm, progress)

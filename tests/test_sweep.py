@@ -286,3 +286,32 @@ def test_out_of_memory_halves_the_combined_batch_and_trains_the_same_adapters(ti
     with pytest.raises(UserError, match="even with one item per forward"):
         _sweep(model, exs, hp, tmp_path / "floor")
     assert not any(hasattr(m, "base_layer") for m in model.modules()) and not (tmp_path / "floor").exists()
+
+
+def test_the_runner_trains_the_learning_curve_as_one_sweep_when_asked(tmp_path, tiny_llama_dir, tiny_gemma_dir):
+    """`lora.sweep: on`: a run trains its sizes together and evaluates the same adapters (same keys, same scores) as
+    `sweep: off`; `auto` on a CPU trains one at a time; the setting does not change the run's id."""
+    from typer.testing import CliRunner
+
+    from evaluator.cli.app import app
+    from tests.test_run import write_job
+
+    scores, outputs = {}, {}
+    for mode in ("on", "off", "auto"):
+        d = tmp_path / mode
+        d.mkdir()
+        job = write_job(d, tiny_llama_dir, tiny_gemma_dir, limit=4, newer=[],
+                        arms={"prompting": {"shots": [0]}, "lora": {"train_sizes": [16, 24], "epochs": 1,
+                                                                   "batch_size": 8, "r": 4, "sweep": mode}})
+        res = CliRunner().invoke(app, ["run", str(job)])
+        assert res.exit_code == 0, res.output
+        outputs[mode] = res.output
+        (run,) = list((d / "runs").iterdir())
+        rows = {}
+        for f in sorted((run / "results").glob("*__B__*.jsonl")):
+            rows[f.stem] = [json.loads(x)["score"] for x in f.read_text().splitlines() if x.strip()]
+        scores[mode] = (run.name, rows, sorted(p.name for p in (d / "adapters").rglob("n*-r4-*")))
+    assert "training 2 LoRA adapters of snips_intents together (n = 16, 24)" in outputs["on"]
+    assert "together" not in outputs["off"] and "together" not in outputs["auto"]  # auto: not on a CPU
+    assert len(scores["on"][1]) == 2 and all(scores["on"][1].values())
+    assert scores["on"] == scores["off"] == scores["auto"]  # run id, per-item scores, adapter folders (keys)

@@ -43,7 +43,7 @@ ADAPTER_META = "tunecheck-adapter.json"
 FORMAT = "tunecheck-adapter/1"
 
 
-HP_EXCLUDE = {"enabled", "train_sizes", "eval_shots"}  # arm settings that do not change an adapter
+HP_EXCLUDE = {"enabled", "train_sizes", "eval_shots", "sweep"}  # arm settings that do not change an adapter
 
 
 def weights_probe(model, per_tensor: int = 16, n_tensors: int = 4) -> list[float]:

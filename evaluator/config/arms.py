@@ -89,6 +89,7 @@ class LoraArm(_Strict):
     patience: Annotated[int, Field(ge=1)] = Field(2, description="Stop after this many validations without improvement; the best adapter weights are kept.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less activation memory for more compute (long prompts, big models).")
     group_by_length: bool = Field(True, description="Length-grouped batches (less padding); false: plain shuffled batches, padded to the longest.")
+    sweep: Literal["auto", "on", "off"] = Field("auto", description="Train the learning curve's adapters (one per training size) together in one job over the one base: every step one forward for the rows of all sizes still training, each adapter with its own weights, optimiser, schedule and early stopping, equal to the adapter trained alone. auto: on a CUDA GPU (where a small-n adapter alone leaves the device idle), off on a CPU (measured: no faster, one batch already fills the cores; more memory); on: wherever it can (one process, no float16 weights).")
     shared_prefix: bool = Field(True, description="Run the leading ids every row of a micro-batch shares (the instruction, fixed demonstrations) once for the batch, not once per row: the same loss and gradients for fewer tokens (LoRA dropout on those ids is then drawn once per batch, not per row); false: each row runs its whole sequence. Not used with gradient_checkpointing.")
 
     @field_validator("train_sizes")

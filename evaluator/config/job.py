@@ -214,9 +214,10 @@ class Job(_Strict):
         # the run's inputs (identity.model_fingerprint), so jobs without API models keep their fingerprints
         # `device_map` / `max_memory` neither: where the layers sit does not change what they compute, so a run
         # started on one GPU resumes on two (and jobs without them keep their fingerprints)
-        payload = self.model_dump(exclude={"output_dir", "adapters_dir", "model_cache", "costs", "verdict", "description",
-                                           "api", "device_map", "max_memory", "traffic_mix",
-                                           "reference_curves"})
+        # `arms.lora.sweep` neither: an adapter of the sweep equals the one trained alone (tests/test_sweep.py)
+        top = {"output_dir", "adapters_dir", "model_cache", "costs", "verdict", "description", "api", "device_map",
+               "max_memory", "traffic_mix", "reference_curves"}
+        payload = self.model_dump(exclude={**dict.fromkeys(top, True), "arms": {"lora": {"sweep"}}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 

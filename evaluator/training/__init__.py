@@ -7,6 +7,10 @@ learning-curve sweep's adapters (one per training size) together over the one fr
 `train_lora` trains alone.
 
 Why a loop of our own and not `transformers.Trainer`: arm B needs exactly this and nothing else —
+* the instruction every training prompt starts with runs once per micro-batch, not once per row (`data.
+  shared_prefix_len`, `loss._shared_prefix_cache`): its keys/values, computed with grad, are repeated to the rows,
+  so the loss and the LoRA gradients are those of every row running it (tests/test_training.py) for about a third
+  of the tokens on SNIPS (55 of each row's ~82 tokens are the instruction; a default Trainer runs them 8 times);
 * loss on answer tokens only, over exactly the token ids the scorer uses, and logits computed ONLY at those
   positions (a default Trainer computes, up-casts to fp32 and back-propagates [tokens x vocab] logits for every
   token; on Qwen2.5-0.5B the 152k-row head is ~28% of the weights and the largest activation of the step);

@@ -4,6 +4,7 @@ included, so that a step needs no host<->device synchronisation."""
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from typing import Iterator
@@ -161,11 +162,8 @@ def shared_prefix_len(examples: list[Example]) -> int:
     one, so every predicting position lies after it; 0 for one row or a prefix under `MIN_SHARED_PREFIX` ids."""
     if len(examples) < 2:
         return 0
-    first = examples[0].context_ids
     limit = min(len(e.context_ids) for e in examples) - 1
-    n = 0
-    while n < limit and all(e.context_ids[n] == first[n] for e in examples):
-        n += 1
+    n = min(len(os.path.commonprefix([e.context_ids for e in examples])), limit)  # of the lexicographic min and max
     return n if n >= MIN_SHARED_PREFIX else 0
 
 

@@ -99,6 +99,10 @@ def parse_args(argv=None):
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
     p.add_argument("--no-shared-prefix", action="store_true",
                    help="ours without the shared-prefix forward (each row runs its whole sequence): the ablation")
+    p.add_argument("--packing", action="store_true",
+                   help="ours with padding-free packed batches (lora.packing: one row, block-diagonal mask)")
+    p.add_argument("--no-grouping", action="store_true",
+                   help="ours with plain shuffled batches (lora.group_by_length false), as the default Trainer")
     p.add_argument("--sweep", default=None, metavar="SIZES",
                    help="learning-curve sweep mode, e.g. 16,64,256,all: the whole sweep with train_lora_sweep (one job) "
                         "vs one default Trainer run per size, each for the steps its size takes")
@@ -303,7 +307,7 @@ def run_ours(model, examples, targets, args, device, pad_id, out_dir):
     W, N = args.warmup, args.steps
     hp = LoraArm(r=args.r, alpha=2 * args.r, dropout=0.05, target_modules=targets, learning_rate=args.lr,
                  batch_size=args.batch_size, max_steps=W + N, warmup_ratio=0.0, val_fraction=0.0,
-                 shared_prefix=not args.no_shared_prefix)
+                 shared_prefix=not args.no_shared_prefix, packing=args.packing, group_by_length=not args.no_grouping)
     marks: dict[str, float] = {}
 
     def on_step(info):
@@ -477,8 +481,9 @@ def main(argv=None) -> int:
     print(f"MFU formula: {how}; peak {f'{peak:.1f} TFLOP/s' if peak else 'unknown (n/a)'}")
     mem_note = "CUDA max allocated" if device.startswith("cuda") else "process peak RSS, reset before each trainer"
     print(f"ours: mixed precision {ours['precision']}, loss via {ours['loss_path']}, shared prefix "
-          f"{'off' if args.no_shared_prefix else 'on'} ({100 * ours['run']:.1f}% of its tokens not run again); loss "
-          f"column: default = mean over its run, ours = mean of its last 5 steps")
+          f"{'off' if args.no_shared_prefix else 'on'} ({100 * ours['run']:.1f}% of its tokens not run again), "
+          f"{'packed' if args.packing else 'padded'} batches, {'shuffled' if args.no_grouping else 'length-grouped'}; "
+          "loss column: default = mean over its run, ours = mean of its last 5 steps")
     print("MFU = tok/s x FLOP/token / peak, over every row's tokens (the work a trainer must account for); "
           "MFU run = over the tokens actually run (ours skips each micro-batch's shared prefix after its first row)")
     print(f"{'trainer':<16}{'steps':>6}{'tokens':>10}{'seconds':>9}{'tok/s':>11}{'pad %':>7}{'peak MB':>9}{'MFU':>8}"

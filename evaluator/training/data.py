@@ -141,16 +141,19 @@ def collate(examples: list[Example], pad_id: int, device=None):
 
 @dataclass
 class _Batch:
-    ids: object  # [b, T] long, right-padded
-    pos: object  # [m] flat index (row * (T - prefix) + t - prefix) of the hidden state that predicts each answer token
+    ids: object  # [b, T] long, right-padded; packed: [1, prefix + S], every row's tokens after the prefix in a row
+    pos: object  # [m] flat index of the hidden state (after the prefix) that predicts each answer token
     tgt: object  # [m] the answer token predicted there
     tokens: int  # non-pad tokens
     targets: int  # m
     prefix: int = 0  # leading ids every row shares, run once for the batch (`shared_prefix_len`); 0: none
+    seg: object = None  # packed: [S] the row each packed token belongs to (None: padded rows)
+    q_pos: object = None  # packed: [S] each packed token's position in its own row
 
     def to(self, device, non_blocking: bool) -> "_Batch":
         mv = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return _Batch(mv(self.ids), mv(self.pos), mv(self.tgt), self.tokens, self.targets, self.prefix)
+        return _Batch(mv(self.ids), mv(self.pos), mv(self.tgt), self.tokens, self.targets, self.prefix,
+                      mv(self.seg), mv(self.q_pos))
 
 
 MIN_SHARED_PREFIX = 8  # below this the second forward costs more than the rows it saves
@@ -167,29 +170,42 @@ def shared_prefix_len(examples: list[Example]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
-def _make_batch(examples: list[Example], pad_id: int, pin: bool, share_prefix: bool = False) -> _Batch:
+def _make_batch(examples: list[Example], pad_id: int, pin: bool, share_prefix: bool = False,
+                pack: bool = False) -> _Batch:
     """Everything the loss needs, built on the host (answer positions included) so the step needs no host sync.
     `share_prefix`: find the ids every row shares (`shared_prefix_len`); positions then index the hidden states
-    after them."""
+    after them. `pack`: no padding — the rows' tokens after the prefix side by side in one row, with each token's row
+    (`seg`) and position in it (`q_pos`) for the block-diagonal mask (`loss._packed_mask`)."""
     import torch
 
     width = max(len(e) for e in examples)
     prefix = shared_prefix_len(examples) if share_prefix else 0
-    rows, pos, tgt, tokens = [], [], [], 0
+    rows, pos, tgt, seg, q_pos, tokens, offset = [], [], [], [], [], 0, 0
     for r, e in enumerate(examples):
         seq = e.context_ids + e.answer_ids
-        rows.append(seq + [pad_id] * (width - len(seq)))
         tokens += len(seq)
+        start = offset if pack else r * (width - prefix)  # where this row's hidden states (after the prefix) begin
+        if pack:
+            rows += seq[prefix:]
+            seg += [r] * (len(seq) - prefix)
+            q_pos += range(prefix, len(seq))
+            offset += len(seq) - prefix
+        else:
+            rows.append(seq + [pad_id] * (width - len(seq)))
         c = len(e.context_ids)
         for j, a in enumerate(e.answer_ids):
             if c + j >= 1:
-                pos.append(r * (width - prefix) + c + j - 1 - prefix)
+                pos.append(start + c + j - 1 - prefix)
                 tgt.append(a)
+    if pack:
+        rows = [examples[0].context_ids[:prefix] + rows]
     ids = torch.tensor(rows, dtype=torch.long)
-    pos_t, tgt_t = torch.tensor(pos, dtype=torch.long), torch.tensor(tgt, dtype=torch.long)
+    extra = [torch.tensor(x, dtype=torch.long) for x in (pos, tgt)] + (
+        [torch.tensor(seg, dtype=torch.long), torch.tensor(q_pos, dtype=torch.long)] if pack else [])
     if pin:
-        ids, pos_t, tgt_t = ids.pin_memory(), pos_t.pin_memory(), tgt_t.pin_memory()
-    return _Batch(ids, pos_t, tgt_t, tokens, len(pos), prefix)
+        ids, extra = ids.pin_memory(), [t.pin_memory() for t in extra]
+    pos_t, tgt_t, *packed = extra
+    return _Batch(ids, pos_t, tgt_t, tokens, len(pos), prefix, *(packed or [None, None]))
 
 
 def _make_metric_batch(examples: list[Example], pad_id: int, pin: bool):

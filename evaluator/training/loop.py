@@ -6,6 +6,7 @@ best adapter saved and a `TrainResult`. The parts it calls live beside it: `data
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from functools import partial
@@ -68,7 +69,8 @@ def train_lora(
         set_checkpointing(peft_model.get_base_model(), True)
     peft_model.train()
     fast = uses_answer_logits(peft_model)
-    module = dp.prepare(_answer_loss_module(peft_model, fast))  # DDP under a distributed launch; autocast for bf16
+    plan = _packing_plan(peft_model, hp, log)
+    module = dp.prepare(_answer_loss_module(peft_model, fast, plan))  # DDP under a distributed launch; bf16 autocast
     steps_per_epoch = math.ceil(len(train_ex) / hp.batch_size)
     total = hp.max_steps or max(1, math.ceil(steps_per_epoch * hp.epochs))
     optimiser = Optimiser(peft_model, hp, total, device, scaler, backward=dp.backward)
@@ -77,7 +79,8 @@ def train_lora(
     backoff = OomBackoff(hp.batch_size, dp, gradient_checkpointing=hp.gradient_checkpointing,
                          zero_grad=optimiser.zero_grad, reset_peak=meter.reset_peak, log=log)
     share = hp.shared_prefix and not hp.gradient_checkpointing  # a checkpointed forward keeps no cache
-    forward_backward = partial(_forward_backward, module, optimiser, meter, pad_id, device, share)  # (shard, weight, norm, micro)
+    pack = plan is not None
+    forward_backward = partial(_forward_backward, module, optimiser, meter, pad_id, device, share, pack)  # (shard, weight, norm, micro)
     val_shard = dp.share(val_ex)
     validate = partial(_validate, dp, module, peft_model, val_shard, pad_id, device)  # (micro)
     batches = endless_batches(train_ex, hp.batch_size, rng, hp.group_by_length)
@@ -89,7 +92,7 @@ def train_lora(
         while step < total:
             group = next(batches)
             targets = sum(e.n_targets for e in group)  # of the whole global batch: the loss's normaliser
-            meter.count(group, targets)
+            meter.count(group, targets, packed=pack)
             shard, weight = dp.shard(group)
             if targets:
                 norm = targets / dp.world
@@ -126,19 +129,34 @@ def train_lora(
     return peft_model, result
 
 
-def _forward_backward(module, optimiser: Optimiser, meter: Meter, pad_id: int, device: str, share: bool,
+def _packing_plan(peft_model, hp: LoraArm, log: Callable[[str], None] | None):
+    """How packed batches are masked on this model (`engine.masks.packed_support`) when `hp.packing` asks for them;
+    None: padded rows (not asked, or the architecture / attention kernel takes no custom mask: said through `log`)."""
+    if not hp.packing:
+        return None
+    from evaluator.engine.masks import packed_support
+
+    plan, why = packed_support(peft_model)
+    if plan is None:
+        (log or logging.getLogger("tunecheck").warning)(f"packing off, padded batches instead: {why}")
+    return plan
+
+
+def _forward_backward(module, optimiser: Optimiser, meter: Meter, pad_id: int, device: str, share: bool, pack: bool,
                       shard: list[Example], weight: float, norm: float, micro: int) -> torch.Tensor:
     """Accumulate the gradient of this process's share of a global batch, `micro` items per forward; returns its loss
     (a device scalar). `norm`: the global batch's answer tokens / processes, so DDP's average is the global mean.
-    `share`: each micro-batch's common leading ids run once (`data.shared_prefix_len`)."""
+    `share`: each micro-batch's common leading ids run once (`data.shared_prefix_len`); `pack`: its rows packed
+    into one, without padding."""
     on_cuda = str(device).startswith("cuda")
     loss, shared = 0.0, 0
     for s in range(0, len(shard), micro):
-        b = _make_batch(shard[s : s + micro], pad_id, pin=on_cuda, share_prefix=share).to(device, non_blocking=on_cuda)
-        part = module(b.ids, b.pos, b.tgt, norm, b.prefix) * weight
+        chunk = shard[s : s + micro]
+        b = _make_batch(chunk, pad_id, pin=on_cuda, share_prefix=share, pack=pack).to(device, non_blocking=on_cuda)
+        part = module(b.ids, b.pos, b.tgt, norm, b.prefix, b.seg, b.q_pos) * weight
         optimiser.backward(part)  # DDP's gradient all-reduce runs in this backward
         loss = loss + part.detach()
-        shared += (len(b.ids) - 1) * b.prefix  # prefix ids not run again after the first row
+        shared += (len(chunk) - 1) * b.prefix  # prefix ids not run again after the first row
     meter.shared_prefix(shared)  # counted once the whole step succeeded (an out-of-memory retry runs it again)
     return loss
 

@@ -6,7 +6,10 @@ on the answers' own tokens, format tokens excluded."""
 
 from __future__ import annotations
 
+import contextlib
+
 from evaluator.training.data import Example, _make_metric_batch
+from evaluator.training.precision import weights_dtype
 
 # Architectures whose causal-LM head is exactly `lm_head(decoder(x))` (plus Gemma-2/3's final logit soft-capping,
 # applied below): for these the loss computes logits only at answer positions. Others (e.g. Granite's logit scaling,
@@ -16,49 +19,60 @@ ANSWER_LOGITS_TYPES = frozenset(
 )
 
 
-def _answer_loss_module(peft_model, fast: bool):
+def _answer_loss_module(peft_model, fast: bool, packed_plan=None):
     """The answer-only loss as a torch Module over `peft_model` (DDP wraps Modules); `fast`: logits at answer
-    positions only (see `uses_answer_logits`), else the full forward, then the same positions picked out."""
+    positions only (see `uses_answer_logits`), else the full forward, then the same positions picked out.
+    `packed_plan`: how this architecture takes a custom mask (`engine.masks.packed_support`), for packed batches."""
     import torch
     import torch.nn.functional as F
 
     class AnswerLoss(torch.nn.Module):
         """Sum of answer-token cross-entropies / norm; a Module so DDP can wrap it (its forward runs the reducer).
 
-        No attention mask: rows are RIGHT-padded and attention is causal, so a real token only ever attends to
-        earlier real tokens of its own row and pad tokens cannot change any position the loss reads. Exact, and it
-        lets SDPA take its mask-free causal (flash) kernel; with a padding mask transformers builds a 4D mask and
-        checks it on the host (a device sync) every step.
+        Padded rows take no attention mask: rows are RIGHT-padded and attention is causal, so a real token only ever
+        attends to earlier real tokens of its own row and pad tokens cannot change any position the loss reads.
+        Exact, and it lets SDPA take its mask-free causal (flash) kernel; with a padding mask transformers builds a
+        4D mask and checks it on the host (a device sync) every step. A packed batch (one row, no padding) takes
+        the block-diagonal mask `_packed_mask`, built on the device.
         """
 
         def __init__(self) -> None:
             super().__init__()
             self.peft_model = peft_model
 
-        def forward(self, ids, pos, tgt, norm: float, prefix: int = 0):
-            return F.cross_entropy(self.answer_logits(ids, pos, prefix).float(), tgt, reduction="sum") / norm
+        def forward(self, ids, pos, tgt, norm: float, prefix: int = 0, seg=None, q_pos=None):
+            logits = self.answer_logits(ids, pos, prefix, seg=seg, q_pos=q_pos)
+            return F.cross_entropy(logits.float(), tgt, reduction="sum") / norm
 
-        def answer_logits(self, ids, pos, prefix: int = 0, groups=None, on_suffix=None):
-            """Logits at the flat positions `pos` (row * (T - prefix) + t - prefix) only. `prefix` > 0: the first
-            `prefix` ids are the same in every row; they run once and their keys/values are repeated to the rows
-            (differentiably: the LoRA gradient through them is the sum over rows, as when each row runs them).
+        def answer_logits(self, ids, pos, prefix: int = 0, groups=None, on_suffix=None, seg=None, q_pos=None):
+            """Logits at the flat positions `pos` (of the hidden states after the prefix) only. `prefix` > 0: the
+            first `prefix` ids are the same in every row; they run once and their keys/values are repeated to the
+            rows (differentiably: the LoRA gradient through them is the sum over rows, as when each row runs them).
             `groups` (the sweep, whose rows belong to different adapters): (src, of), the prefix runs on rows `src`
-            and row r takes the keys/values of src[of[r]]; `on_suffix()` is called between the two forwards."""
+            and row r takes the keys/values of src[of[r]]; `on_suffix()` is called between the two forwards.
+            `seg`/`q_pos` (a packed batch, `data._make_batch(pack=True)`): each token's row and position in it."""
+            from evaluator.engine.masks import _cache_kwarg, attention_kernels
+
             m = self.peft_model  # a PeftModel, or a plain model whose LoRA layers are the sweep's own
             base = m.get_base_model() if hasattr(m, "get_base_model") else m
             net = base.get_decoder() if fast else m
             kw: dict = {"attention_mask": None, "use_cache": False}
             if prefix:
-                from evaluator.engine.masks import _cache_kwarg
-
-                cache = _shared_prefix_cache(net, ids, prefix, groups)
+                kw = {"use_cache": True, _cache_kwarg(net): _shared_prefix_cache(net, ids, prefix, groups),
+                      "attention_mask": None,
+                      "position_ids": torch.arange(prefix, ids.shape[1], device=ids.device).expand(ids.shape[0], -1)}
                 if on_suffix is not None:
                     on_suffix()
-                kw = {"attention_mask": None, "use_cache": True, _cache_kwarg(net): cache,
-                      "position_ids": torch.arange(prefix, ids.shape[1], device=ids.device).expand(ids.shape[0], -1)}
-                ids = ids[:, prefix:]
+            if seg is not None:
+                kw |= {"position_ids": q_pos[None],
+                       "attention_mask": _packed_mask(packed_plan, seg, q_pos, prefix, weights_dtype(base))}
+            ids = ids[:, prefix:]
+            # masked attention (after a prefix, or packed): flash / memory-efficient / math, not cuDNN, which plans
+            # every new shape anew (engine.masks.attention_kernels)
+            with attention_kernels() if prefix or seg is not None else contextlib.nullcontext():
+                out = net(input_ids=ids, **kw)
             if fast:
-                h = net(input_ids=ids, **kw).last_hidden_state
+                h = out.last_hidden_state
                 # a model dispatched by a device_map: the decoder ends on its last layer's device and the head runs
                 # on its own; the answer logits come back to the inputs' device (no-ops on one device)
                 h = h.reshape(-1, h.shape[-1]).index_select(0, pos.to(h.device))
@@ -68,11 +82,25 @@ def _answer_loss_module(peft_model, fast: bool):
                     logits = torch.tanh(logits / cap) * cap
                 logits = logits.to(pos.device)
             else:
-                logits = net(input_ids=ids, **kw).logits
+                logits = out.logits
                 logits = logits.reshape(-1, logits.shape[-1]).index_select(0, pos)
             return logits
 
     return AnswerLoss()
+
+
+def _packed_mask(plan, seg, q_pos, prefix: int, dtype):
+    """The mask of a packed batch over `prefix` cached ids: a token sees the prefix and the earlier tokens of its own
+    row, nothing else — the block-diagonal causal mask, so the packed forward computes what padded rows compute.
+    Sliding windows and the kernel's format come from `plan` (as the scorer renders its masks)."""
+    import torch
+
+    from evaluator.engine.masks import _render_mask
+
+    kv_seg = torch.cat([seg.new_full((prefix,), -1), seg])
+    kv_pos = torch.cat([torch.arange(prefix, device=seg.device), q_pos])
+    allowed = ((kv_seg[None, :] == seg[:, None]) & (kv_pos[None, :] <= q_pos[:, None])) | (kv_seg[None, :] < 0)
+    return _render_mask(plan, allowed, q_pos, kv_pos, dtype)
 
 
 def _shared_prefix_cache(net, ids, prefix: int, groups=None):

@@ -105,12 +105,13 @@ class Meter:
         self.reset_peak()
         self._t0 = time.perf_counter()
 
-    def count(self, group: list[Example], answer_tokens: int, width: int | None = None) -> None:
+    def count(self, group: list[Example], answer_tokens: int, width: int | None = None, packed: bool = False) -> None:
         """A global batch about to be trained on: its tokens, padding and answer tokens. `width`: the length its rows
-        are padded to when that is more than its longest item (the sweep pads to the longest row of all its runs)."""
+        are padded to when that is more than its longest item (the sweep pads to the longest row of all its runs);
+        `packed`: no padding at all."""
         n = sum(len(e) for e in group)
         self._real += n
-        self._padded += len(group) * max([len(e) for e in group] + [width or 0])
+        self._padded += n if packed else len(group) * max([len(e) for e in group] + [width or 0])
         self.tokens += n
         self.answer_tokens += answer_tokens
 

@@ -95,6 +95,8 @@ def sweep_problem(model, hp: LoraArm) -> str | None:
         return "float16 weights (their loss scaling is per run)"
     if any(hasattr(m, "base_layer") for m in model.modules()):
         return "a model that already carries a LoRA adapter"
+    if hp.packing:
+        return "packed batches (the sweep's rows stay padded: one run's LoRA per row)"
     return None
 
 

@@ -47,6 +47,8 @@ def train(
     eval_every: Optional[int] = typer.Option(None, help="Validate every N steps (default: once per epoch)."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many validations without improvement (default 2)."),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward (less memory)."),
+    shared_prefix: Optional[bool] = typer.Option(None, "--shared-prefix/--no-shared-prefix", help="Run the prompt prefix every row of a batch shares once per batch (default on; same gradients)."),
+    packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="Padding-free packed batches (default off; pays where batches carry padding)."),
 ) -> None:
     """Train one LoRA adapter (peft format + tunecheck-adapter.json); runs unchanged under `accelerate launch`."""
     from evaluator.arms.lora import lora_hp, resolve_root
@@ -62,7 +64,7 @@ def train(
     hp = lora_hp(base_hp, {
         "r": r, "alpha": alpha, "dropout": dropout, "learning_rate": lr, "epochs": epochs, "max_steps": max_steps,
         "batch_size": batch_size, "val_fraction": val_fraction, "eval_every": eval_every, "patience": patience,
-        "gradient_checkpointing": gradient_checkpointing,
+        "gradient_checkpointing": gradient_checkpointing, "shared_prefix": shared_prefix, "packing": packing,
         "target_modules": [m.strip() for m in target_modules.split(",") if m.strip()] if target_modules else None,
     })
     res = train_command(model=model, task=task, n=n, hp=hp, seed=base_seed if seed is None else seed,

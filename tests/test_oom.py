@@ -35,18 +35,20 @@ SHOTS = 3
 
 
 class SimulatedOOM:
-    """Wraps a decoder layer's forward: out of memory above `limit` tokens per forward, or on the (1-based) forward
-    calls in `fail_calls`, once `armed`. `raised` counts the errors."""
+    """Wraps a decoder layer's forward: out of memory above `limit` tokens (`rows`: rows) per forward, or on the
+    (1-based) forward calls in `fail_calls`, once `armed`. `raised` counts the errors."""
 
-    def __init__(self, layer, limit: int | None = None, fail_calls=(), armed: bool = True, error=torch.cuda.OutOfMemoryError):
+    def __init__(self, layer, limit: int | None = None, fail_calls=(), armed: bool = True, error=torch.cuda.OutOfMemoryError,
+                 rows: bool = False):
         self.limit, self.fail_calls, self.armed, self.error = limit, set(fail_calls), armed, error
+        self.rows = rows
         self.calls = self.raised = 0
         orig = layer.forward
 
         @functools.wraps(orig)
         def forward(*args, **kwargs):
             h = args[0] if args else kwargs["hidden_states"]
-            n = h.shape[0] * h.shape[1]
+            n = h.shape[0] * (1 if self.rows else h.shape[1])
             if self.armed:
                 self.calls += 1
                 if (self.limit is not None and n > self.limit) or self.calls in self.fail_calls:
@@ -247,17 +249,24 @@ def _weights(folder) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
-def test_training_oom_halves_the_micro_batch_and_trains_the_same_adapter(tiny_llama_dir, examples, tmp_path):
+@pytest.mark.parametrize("shared", [False, True], ids=["whole-rows", "shared-prefix"])
+def test_training_oom_halves_the_micro_batch_and_trains_the_same_adapter(tiny_llama_dir, examples, tmp_path, shared):
+    from evaluator.training.data import shared_prefix_len
+
     exs, tok = examples
-    _, ref = train_lora(_model(tiny_llama_dir), exs, HP, tmp_path / "clean", seed=5, pad_id=tok.pad_token_id, device="cpu")
+    hp = HP.model_copy(update={"shared_prefix": shared})
+    _, ref = train_lora(_model(tiny_llama_dir), exs, hp, tmp_path / "clean", seed=5, pad_id=tok.pad_token_id, device="cpu")
     assert ref.oom_retries == 0 and ref.micro_batch_size == 8 and ref.n_val == 8
 
     model = _model(tiny_llama_dir)
-    # 8 items per forward never fit, 4 do; call 5 (the second half of step 2, after the first half's backward)
-    # fails too: its partial gradients must not leak into the retried step.
-    sim = SimulatedOOM(model.model.layers[-1], limit=4 * max(len(e) for e in exs), fail_calls={5})
+    # 8 items per forward never fit, 4 do; the second half of step 2 (after the first half's backward) fails too:
+    # its partial gradients must not leak into the retried step. With the shared prefix every micro-batch is two
+    # forwards (its prefix on one row, then its rows after it): call 10 is step 2's second half's rows.
+    assert (shared_prefix_len(exs) > 0) and ref.shared_prefix_tokens > 0 if shared else ref.shared_prefix_tokens == 0
+    limit = 4 if shared else 4 * max(len(e) for e in exs)
+    sim = SimulatedOOM(model.model.layers[-1], limit=limit, fail_calls={10 if shared else 5}, rows=shared)
     logs: list[str] = []
-    _, res = train_lora(model, exs, HP, tmp_path / "oom", seed=5, pad_id=tok.pad_token_id, device="cpu", log=logs.append)
+    _, res = train_lora(model, exs, hp, tmp_path / "oom", seed=5, pad_id=tok.pad_token_id, device="cpu", log=logs.append)
     assert sim.raised == 2 and res.oom_retries == 2 and res.micro_batch_size == 2
     assert len(logs) == 2 and "step 1: retrying with 4 items per forward" in logs[0] and "step 2: retrying with 2" in logs[1]
     assert res.as_dict()["oom_retries"] == 2  # recorded with the adapter's metadata

@@ -156,7 +156,7 @@ class _Batch:
                       mv(self.seg), mv(self.q_pos))
 
 
-MIN_SHARED_PREFIX = 8  # below this the second forward costs more than the rows it saves
+MIN_SHARED_PREFIX = 8  # a shorter common prefix saves little and still costs a second forward
 
 
 def shared_prefix_len(examples: list[Example]) -> int:

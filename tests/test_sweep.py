@@ -208,6 +208,17 @@ def test_the_sweep_refuses_a_distributed_launch(tiny_llama_dir, examples, tmp_pa
     assert not any(hasattr(m, "base_layer") for m in model.modules())
 
 
+def test_the_sweep_declines_a_dispatched_base_and_packed_batches(tiny_llama_dir):
+    """One line each, so the caller trains one adapter at a time: a base spread over devices, packed batches."""
+    model = _model(tiny_llama_dir)
+    assert sweep_problem(model, LoraArm()) is None
+    assert "packed batches" in sweep_problem(model, LoraArm(packing=True))
+    model.hf_device_map = {"model.layers.0": 0, "model.layers.1": 1}
+    assert "several devices" in sweep_problem(model, LoraArm())
+    model.hf_device_map = {"": 0}  # on one device: fine
+    assert sweep_problem(model, LoraArm()) is None
+
+
 def test_train_sweep_stores_adapters_that_train_or_reuse_reuses(tiny_llama_dir, snips, tmp_path, monkeypatch):
     """arms.lora.train_sweep trains the missing adapters of a sweep in one job and stores each under the key and
     folder train_or_reuse would use (metadata as train_or_reuse writes it); train_or_reuse then reuses them."""

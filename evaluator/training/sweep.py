@@ -38,7 +38,8 @@ exact) and each phase's time is shared among the runs in it by their non-pad tok
 run's alone. The runs' train_seconds add up to the sweep's training time. peak_mem_mb is the sweep's (shared) peak.
 padding_fraction counts a run's rows padded to the combined batch's width (the padding it really cost).
 
-Limits (`sweep_problem`; the caller then trains with `train_lora` one adapter at a time): one process only (under
+Limits (`sweep_problem`; the caller then trains with `train_lora` one adapter at a time): one device and one
+process only (a base dispatched over several devices by a device_map is refused; under
 `accelerate launch` DDP would wrap one module whose runs come and go: refused), no float16 weights (loss scaling is
 per run: one GradScaler per optimiser over one shared backward would couple the runs' skipped steps), LoRA on
 Linear-like layers only (peft's `lora.Linear`: Linear, GPT-2's Conv1D; not embeddings, convolutions or quantised
@@ -95,6 +96,8 @@ def sweep_problem(model, hp: LoraArm) -> str | None:
         return "float16 weights (their loss scaling is per run)"
     if any(hasattr(m, "base_layer") for m in model.modules()):
         return "a model that already carries a LoRA adapter"
+    if len(set(map(str, (getattr(model, "hf_device_map", None) or {}).values()))) > 1:
+        return "a base dispatched over several devices by a device_map (the row masks live on one device)"
     if hp.packing:
         return "packed batches (the sweep's rows stay padded: one run's LoRA per row)"
     return None

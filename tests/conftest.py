@@ -62,3 +62,25 @@ def tiny_gemma_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("qwen"), "qwen2", tiny_tokenizer_dir, seed=2)
+
+
+@pytest.fixture(scope="module")
+def snips():
+    from evaluator.tasks.load import load_task
+
+    return load_task("snips_intents")
+
+
+@pytest.fixture(scope="module")
+def examples(snips, tiny_tokenizer_dir):
+    """The first 64 SNIPS training items as arm B trains them, on the tiny tokenizer: (examples, tokenizer)."""
+    from transformers import AutoTokenizer
+
+    from evaluator.arms.lora import build_examples
+    from evaluator.prompts.tokenized import TokenizedPrompts
+    from evaluator.tasks.layout import PromptBuilder
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tp = TokenizedPrompts(PromptBuilder(snips, 0), tok)
+    assert tok.pad_token_id == 0  # tests that build batches by hand pad with 0
+    return build_examples(snips, tp, list(snips.train[:64]), tok), tok

@@ -29,6 +29,7 @@ from evaluator.store.run_store import RunStore
 from evaluator.tasks.layout import PromptBuilder
 from evaluator.tasks.load import load_task
 from evaluator.training.loop import train_lora
+from tests.tiny_models import adapter_weights
 
 N_ITEMS = 40  # three chunks of evaluate_unit (16, 16, 8)
 SHOTS = 3
@@ -243,12 +244,6 @@ def examples(tiny_tokenizer_dir):
 HP = LoraArm(r=4, max_steps=6, batch_size=8, learning_rate=1e-2, dropout=0, eval_every=3)
 
 
-def _weights(folder) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "adapter_model.safetensors"))
-
-
 @pytest.mark.parametrize("shared", [False, True], ids=["whole-rows", "shared-prefix"])
 def test_training_oom_halves_the_micro_batch_and_trains_the_same_adapter(tiny_llama_dir, examples, tmp_path, shared):
     from evaluator.training.data import shared_prefix_len
@@ -273,7 +268,7 @@ def test_training_oom_halves_the_micro_batch_and_trains_the_same_adapter(tiny_ll
     assert res.steps == ref.steps == 6 and res.tokens_seen == ref.tokens_seen
     assert res.loss_curve == pytest.approx(ref.loss_curve, rel=1e-5)
     assert [v for _, v in res.val_curve] == pytest.approx([v for _, v in ref.val_curve], rel=1e-5)
-    wa, wb = _weights(tmp_path / "clean"), _weights(tmp_path / "oom")
+    wa, wb = adapter_weights(tmp_path / "clean"), adapter_weights(tmp_path / "oom")
     assert wa.keys() == wb.keys()
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
     assert any(float(w.abs().max()) > 0 for k, w in wb.items() if "lora_B" in k)  # it did train

@@ -12,16 +12,14 @@ import pytest
 import torch
 
 from evaluator.arms.adapters import ADAPTER_META
-from evaluator.arms.lora import build_examples, train_or_reuse, train_sweep
+from evaluator.arms.lora import train_or_reuse, train_sweep
 from evaluator.config.arms import LoraArm
 from evaluator.models.load import load_model, resolve_source
-from evaluator.prompts.tokenized import TokenizedPrompts
-from evaluator.tasks.layout import PromptBuilder
-from evaluator.tasks.load import load_task
 from evaluator.training.data import Example, _make_batch
 from evaluator.training.loop import train_lora
 from evaluator.training.loss import _answer_loss_module
 from evaluator.training.sweep import SweepRun, SweepUnsupported, sweep_problem, train_lora_sweep
+from tests.tiny_models import adapter_weights, sdpa_model
 
 TOL = 1e-5  # max |weight difference| between a sweep adapter and its twin (fp32, CPU)
 SIZES, SEEDS = (8, 20, 48), (3, 5, 7)  # 48 items: a validation slice of 8 is held out (n >= 40)
@@ -30,35 +28,8 @@ SIZES, SEEDS = (8, 20, 48), (3, 5, 7)  # 48 items: a validation slice of 8 is he
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def snips():
-    return load_task("snips_intents")
-
-
-@pytest.fixture(scope="module")
-def examples(snips, tiny_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tp = TokenizedPrompts(PromptBuilder(snips, 0), tok)
-    assert tok.pad_token_id == 0  # the helpers below pad with 0
-    return build_examples(snips, tp, list(snips.train[:64]), tok), tok
-
-
-def _model(path):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa")
-
-
-def _weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "adapter_model.safetensors"))
-
-
 def _max_diff(a: Path, b: Path) -> float:
-    wa, wb = _weights(a), _weights(b)
+    wa, wb = adapter_weights(a), adapter_weights(b)
     assert wa.keys() == wb.keys() and wa
     return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
 
@@ -68,7 +39,7 @@ def _twins(model_dir, exs, hp, out: Path, sizes=SIZES, seeds=SEEDS, val=None):
     res = []
     for k, (n, seed) in enumerate(zip(sizes, seeds)):
         v = val[k] if val else None
-        _, r = train_lora(_model(model_dir), exs[:n], hp, out / f"twin{k}", seed=seed, pad_id=0, device="cpu",
+        _, r = train_lora(sdpa_model(model_dir), exs[:n], hp, out / f"twin{k}", seed=seed, pad_id=0, device="cpu",
                           val_examples=v)
         res.append(r)
     return res
@@ -103,7 +74,7 @@ def test_every_sweep_adapter_equals_its_separately_trained_twin(tiny_llama_dir, 
     exs, tok = examples
     hp = LoraArm(r=4, epochs=1, batch_size=4, learning_rate=1e-2, dropout=0.0)
     twins = _twins(tiny_llama_dir, exs, hp, tmp_path)
-    model = _model(tiny_llama_dir)
+    model = sdpa_model(tiny_llama_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     calls: list[tuple[int, int]] = []
     results = _sweep(model, exs, hp, tmp_path, on_step=lambda i, info: calls.append((i, info.step)))
@@ -128,7 +99,7 @@ def test_every_sweep_adapter_equals_its_separately_trained_twin(tiny_llama_dir, 
     for k in range(3):
         logits = []
         for folder in (tmp_path / f"sweep{k}", tmp_path / f"twin{k}"):
-            pm = PeftModel.from_pretrained(_model(tiny_llama_dir), str(folder))
+            pm = PeftModel.from_pretrained(sdpa_model(tiny_llama_dir), str(folder))
             with torch.no_grad():
                 logits.append(_answer_loss_module(pm, True).answer_logits(b.ids, b.pos))
         assert torch.allclose(logits[0], logits[1], atol=1e-4), float((logits[0] - logits[1]).abs().max())
@@ -144,12 +115,12 @@ def test_dropout_masks_are_each_runs_own(tiny_llama_dir, examples, tmp_path):
     hp = LoraArm(r=4, epochs=1, batch_size=4, learning_rate=1e-2, dropout=0.1)
     sizes, seeds = SIZES[:2], SEEDS[:2]
     twins = _twins(tiny_llama_dir, exs, hp, tmp_path, sizes, seeds)
-    together = _sweep(_model(tiny_llama_dir), exs, hp, tmp_path / "together", sizes, seeds)
-    alone = _sweep(_model(tiny_llama_dir), exs, hp, tmp_path / "alone", sizes[1:], seeds[1:])
+    together = _sweep(sdpa_model(tiny_llama_dir), exs, hp, tmp_path / "together", sizes, seeds)
+    alone = _sweep(sdpa_model(tiny_llama_dir), exs, hp, tmp_path / "alone", sizes[1:], seeds[1:])
     # gradient checkpointing runs every row whole (no shared prefix): the same masks as the sweep without one
     ckpt = hp.model_copy(update={"gradient_checkpointing": True})
-    checkpointed = _sweep(_model(tiny_llama_dir), exs, ckpt, tmp_path / "ckpt", sizes, seeds)
-    whole = _sweep(_model(tiny_llama_dir), exs, hp.model_copy(update={"shared_prefix": False}), tmp_path / "whole",
+    checkpointed = _sweep(sdpa_model(tiny_llama_dir), exs, ckpt, tmp_path / "ckpt", sizes, seeds)
+    whole = _sweep(sdpa_model(tiny_llama_dir), exs, hp.model_copy(update={"shared_prefix": False}), tmp_path / "whole",
                    sizes, seeds)
     worst = 0.0
     for k in range(2):
@@ -179,11 +150,11 @@ def test_a_run_stops_early_on_its_own_validation(tiny_llama_dir, examples, tmp_p
     data = [bad_train, exs[:24]]
     twins = []
     for k, (d, v) in enumerate(zip(data, [bad_val, good_val])):
-        _, r = train_lora(_model(tiny_llama_dir), d, hp, tmp_path / f"twin{k}", seed=11 + k, pad_id=0, device="cpu",
+        _, r = train_lora(sdpa_model(tiny_llama_dir), d, hp, tmp_path / f"twin{k}", seed=11 + k, pad_id=0, device="cpu",
                           val_examples=v)
         twins.append(r)
     runs = [SweepRun(d, 11 + k, tmp_path / f"sweep{k}", v) for k, (d, v) in enumerate(zip(data, [bad_val, good_val]))]
-    results = train_lora_sweep(_model(tiny_llama_dir), runs, hp, pad_id=0, device="cpu")
+    results = train_lora_sweep(sdpa_model(tiny_llama_dir), runs, hp, pad_id=0, device="cpu")
     stopped, full = results[0][1], results[1][1]
     assert stopped.stopped_early and stopped.steps < 16 and stopped.best_step == stopped.steps - 2 * hp.eval_every
     assert not full.stopped_early and full.steps == 16 and len(full.val_curve) == 8
@@ -198,7 +169,7 @@ def test_a_run_stops_early_on_its_own_validation(tiny_llama_dir, examples, tmp_p
 
 def test_the_sweep_refuses_a_distributed_launch(tiny_llama_dir, examples, tmp_path, monkeypatch):
     exs, _ = examples
-    model = _model(tiny_llama_dir)
+    model = sdpa_model(tiny_llama_dir)
     hp = LoraArm(r=4, max_steps=1, batch_size=4)
     assert sweep_problem(model, hp) is None
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -210,7 +181,7 @@ def test_the_sweep_refuses_a_distributed_launch(tiny_llama_dir, examples, tmp_pa
 
 def test_the_sweep_declines_a_dispatched_base_and_packed_batches(tiny_llama_dir):
     """One line each, so the caller trains one adapter at a time: a base spread over devices, packed batches."""
-    model = _model(tiny_llama_dir)
+    model = sdpa_model(tiny_llama_dir)
     assert sweep_problem(model, LoraArm()) is None
     assert "packed batches" in sweep_problem(model, LoraArm(packing=True))
     model.hf_device_map = {"model.layers.0": 0, "model.layers.1": 1}
@@ -282,7 +253,7 @@ def test_out_of_memory_halves_the_combined_batch_and_trains_the_same_adapters(ti
     exs, _ = examples
     hp = LoraArm(r=4, epochs=1, batch_size=4, learning_rate=1e-2, dropout=0.0)
     _twins(tiny_llama_dir, exs, hp, tmp_path)
-    model = _model(tiny_llama_dir)
+    model = sdpa_model(tiny_llama_dir)
     failed = _simulate_oom(model, max_rows=3)
     logs: list[str] = []
     results = _sweep(model, exs, hp, tmp_path, log=logs.append)
@@ -292,7 +263,7 @@ def test_out_of_memory_halves_the_combined_batch_and_trains_the_same_adapters(ti
     print(f"sweep vs twin (out of memory, micro-batches of 3 rows): max |dweight| {worst:.2e}")
     assert worst <= TOL, worst
 
-    model = _model(tiny_llama_dir)
+    model = sdpa_model(tiny_llama_dir)
     _simulate_oom(model, max_rows=0)
     with pytest.raises(UserError, match="even with one item per forward"):
         _sweep(model, exs, hp, tmp_path / "floor")

@@ -14,13 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from evaluator.arms.adapters import ADAPTER_META
-from evaluator.arms.lora import build_examples, train_or_reuse
+from evaluator.arms.lora import train_or_reuse
 from evaluator.cli.app import app
 from evaluator.config.arms import LoraArm
 from evaluator.models.load import load_model, resolve_source
-from evaluator.prompts.tokenized import TokenizedPrompts
-from evaluator.tasks.layout import PromptBuilder
-from evaluator.tasks.load import load_task
 from evaluator.training.data import (
     IGNORE,
     Example,
@@ -33,33 +30,13 @@ from evaluator.training.data import (
 )
 from evaluator.training.loop import _packing_plan, train_lora
 from evaluator.training.loss import _answer_loss_module, answer_loss
-from tests.tiny_models import build_tiny_model
+from tests.tiny_models import adapter_weights, build_tiny_model, sdpa_model
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def snips():
-    return load_task("snips_intents")
-
-
-@pytest.fixture(scope="module")
-def examples(snips, tiny_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tp = TokenizedPrompts(PromptBuilder(snips, 0), tok)
-    return build_examples(snips, tp, list(snips.train[:64]), tok), tok
-
-
-def _model(path):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa")
 
 
 def test_collate_puts_loss_on_answer_tokens_only():
@@ -83,7 +60,7 @@ def test_answer_only_logits_equal_the_full_forward_loss(request, arch, examples)
     exs, tok = examples
     batch = exs[:6]
     assert max(len(e) for e in batch) > 32  # longer than the Gemma fixture's sliding window
-    model = _model(request.getfixturevalue(arch))
+    model = sdpa_model(request.getfixturevalue(arch))
     if model.config.model_type == "gemma3_text":
         model.config.final_logit_softcapping = 5.0
     pm = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
@@ -123,7 +100,7 @@ def test_shared_prefix_and_packing_give_the_padded_batch_loss_and_gradients(requ
     exs, tok = examples
     rng = random.Random(5)  # rows of different lengths: a padded batch of them has real padding to drop
     batch = [Example(e.context_ids + e.context_ids[-rng.randint(0, 12):], e.answer_ids) for e in exs[:6]]
-    model = _model(request.getfixturevalue(arch))
+    model = sdpa_model(request.getfixturevalue(arch))
     pm = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0))
     for n, w in pm.named_parameters():  # B = 0 at init would leave the gradients to A at zero
         if "lora_B" in n:
@@ -170,14 +147,14 @@ def test_packing_trains_the_same_adapter_and_falls_back_where_unsupported(tiny_l
     for pack in (False, True):
         hp = LoraArm(r=4, max_steps=4, batch_size=8, learning_rate=1e-2, dropout=0.0, val_fraction=0, packing=pack,
                      group_by_length=False)
-        _, res = train_lora(_model(tiny_llama_dir), exs[:32], hp, tmp_path / str(pack), seed=3, pad_id=tok.pad_token_id,
+        _, res = train_lora(sdpa_model(tiny_llama_dir), exs[:32], hp, tmp_path / str(pack), seed=3, pad_id=tok.pad_token_id,
                             device="cpu", log=logs.append)
-        out[pack] = _weights(tmp_path / str(pack))
+        out[pack] = adapter_weights(tmp_path / str(pack))
         assert (res.padding_fraction == 0.0) == pack
     diff = max(float((out[False][k] - out[True][k]).abs().max()) for k in out[False])
     assert diff <= 1e-5, diff
     assert not logs
-    model = _model(tiny_llama_dir)
+    model = sdpa_model(tiny_llama_dir)
     model.config._attn_implementation = "flash_attention_2"  # only the plan is asked: no forward runs with it
     assert _packing_plan(model, LoraArm(packing=True), logs.append) is None
     assert logs and logs[-1].startswith("packing off, padded batches instead: attn_implementation")
@@ -189,9 +166,9 @@ def test_shared_prefix_trains_the_same_adapter(tiny_llama_dir, examples, tmp_pat
     out = {}
     for share in (False, True):
         hp = LoraArm(r=4, max_steps=4, batch_size=8, learning_rate=1e-2, dropout=0.0, val_fraction=0, shared_prefix=share)
-        _, res = train_lora(_model(tiny_llama_dir), exs[:32], hp, tmp_path / str(share), seed=3, pad_id=tok.pad_token_id,
+        _, res = train_lora(sdpa_model(tiny_llama_dir), exs[:32], hp, tmp_path / str(share), seed=3, pad_id=tok.pad_token_id,
                             device="cpu")
-        out[share] = _weights(tmp_path / str(share))
+        out[share] = adapter_weights(tmp_path / str(share))
         prefix = shared_prefix_len(exs[:32])  # every item's instruction; each 8-row batch skips 7 copies of it
         assert res.shared_prefix_tokens == (4 * 7 * prefix if share else 0) and prefix > 0
     assert out[False].keys() == out[True].keys()
@@ -220,7 +197,7 @@ def test_early_stopping_stops_and_restores_best(tiny_llama_dir, examples, tmp_pa
     train = [Example(e.context_ids, [a]) for e in exs[:32]]
     val = [Example(e.context_ids, [b]) for e in exs[32:48]]
     hp = LoraArm(r=4, learning_rate=5e-2, max_steps=40, batch_size=8, eval_every=2, patience=2, warmup_ratio=0, dropout=0)
-    pm, res = train_lora(_model(tiny_llama_dir), train, hp, tmp_path / "ad", seed=0, pad_id=tok.pad_token_id, device="cpu", val_examples=val)
+    pm, res = train_lora(sdpa_model(tiny_llama_dir), train, hp, tmp_path / "ad", seed=0, pad_id=tok.pad_token_id, device="cpu", val_examples=val)
     assert res.stopped_early and res.steps < 40 and res.n_val == 16
     curve = dict((int(s), v) for s, v in res.val_curve)
     assert res.best_step == min(curve, key=curve.get) and res.steps - res.best_step == 2 * hp.eval_every
@@ -229,19 +206,13 @@ def test_early_stopping_stops_and_restores_best(tiny_llama_dir, examples, tmp_pa
     assert res.loss_curve[-1] < res.loss_curve[0]  # the training loss itself went down
 
 
-def _weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "adapter_model.safetensors"))
-
-
 def test_same_seed_same_adapter_weights(tiny_llama_dir, examples, tmp_path):
     exs, tok = examples
     hp = LoraArm(r=4, max_steps=4, batch_size=8, learning_rate=1e-2)  # dropout on: its RNG is seeded too
     runs = {}
     for name, seed in [("a", 3), ("b", 3), ("c", 4)]:
-        _, res = train_lora(_model(tiny_llama_dir), exs[:32], hp, tmp_path / name, seed=seed, pad_id=tok.pad_token_id, device="cpu")
-        runs[name] = _weights(tmp_path / name)
+        _, res = train_lora(sdpa_model(tiny_llama_dir), exs[:32], hp, tmp_path / name, seed=seed, pad_id=tok.pad_token_id, device="cpu")
+        runs[name] = adapter_weights(tmp_path / name)
         assert res.steps == 4 and res.tokens_seen > 0 and res.adapter_bytes > 0 and res.peak_mem_mb > 0
     assert runs["a"].keys() == runs["b"].keys()
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
@@ -329,7 +300,7 @@ def test_gradient_checkpointing_changes_memory_not_math(tiny_llama_dir, examples
     curves = []
     for gc in (False, True):
         hp = LoraArm(r=4, max_steps=3, batch_size=8, learning_rate=1e-2, dropout=0, gradient_checkpointing=gc)
-        _, res = train_lora(_model(tiny_llama_dir), exs[:24], hp, tmp_path / str(gc), seed=1, pad_id=tok.pad_token_id, device="cpu")
+        _, res = train_lora(sdpa_model(tiny_llama_dir), exs[:24], hp, tmp_path / str(gc), seed=1, pad_id=tok.pad_token_id, device="cpu")
         curves.append(res.loss_curve)
     assert curves[0] == pytest.approx(curves[1], rel=1e-5)
 

@@ -87,3 +87,17 @@ def build_tiny_model(out: Path, arch: str, tokenizer_dir: Path, seed: int = 0, i
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+def sdpa_model(path):
+    """A tiny model folder loaded as the training tests use it (sdpa attention, its saved dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa")
+
+
+def adapter_weights(folder: Path) -> dict:
+    """The tensors of a saved peft adapter folder."""
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))

@@ -170,6 +170,12 @@ def shared_prefix_len(examples: list[Example]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
+def shares_prefix(hp: LoraArm) -> bool:
+    """Whether training runs each micro-batch's shared prefix once (`lora.shared_prefix`): not under gradient
+    checkpointing, whose recomputed forward keeps no cache."""
+    return hp.shared_prefix and not hp.gradient_checkpointing
+
+
 def _make_batch(examples: list[Example], pad_id: int, pin: bool, share_prefix: bool = False,
                 pack: bool = False) -> _Batch:
     """Everything the loss needs, built on the host (answer positions included) so the step needs no host sync.

@@ -18,7 +18,7 @@ from evaluator.errors import UserError
 from evaluator.faults import checkpoint
 from evaluator.training.adapter import attach_lora, lora_target_problem, save_adapter, set_checkpointing
 from evaluator.training.backoff import OomBackoff
-from evaluator.training.data import Example, _make_batch, endless_batches, train_and_validation
+from evaluator.training.data import Example, _make_batch, endless_batches, shares_prefix, train_and_validation
 from evaluator.training.distributed import DataParallel
 from evaluator.training.early_stop import EarlyStopping
 from evaluator.training.loss import _answer_loss_module, loss_and_accuracy, metric_sums, uses_answer_logits
@@ -78,9 +78,8 @@ def train_lora(
     meter = Meter(device)
     backoff = OomBackoff(hp.batch_size, dp, gradient_checkpointing=hp.gradient_checkpointing,
                          zero_grad=optimiser.zero_grad, reset_peak=meter.reset_peak, log=log)
-    share = hp.shared_prefix and not hp.gradient_checkpointing  # a checkpointed forward keeps no cache
-    pack = plan is not None
-    forward_backward = partial(_forward_backward, module, optimiser, meter, pad_id, device, share, pack)  # (shard, weight, norm, micro)
+    forward_backward = partial(_forward_backward, module, optimiser, meter, pad_id, device, shares_prefix(hp),
+                               plan is not None)  # (shard, weight, norm, micro)
     val_shard = dp.share(val_ex)
     validate = partial(_validate, dp, module, peft_model, val_shard, pad_id, device)  # (micro)
     batches = endless_batches(train_ex, hp.batch_size, rng, hp.group_by_length)
@@ -92,7 +91,7 @@ def train_lora(
         while step < total:
             group = next(batches)
             targets = sum(e.n_targets for e in group)  # of the whole global batch: the loss's normaliser
-            meter.count(group, targets, packed=pack)
+            meter.count(group, targets, packed=plan is not None)
             shard, weight = dp.shard(group)
             if targets:
                 norm = targets / dp.world

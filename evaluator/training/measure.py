@@ -47,7 +47,7 @@ class TrainResult:
     loss_scale: float | None = None  # the scaler's final scale (halved after each step whose gradients overflowed)
     loss_path: str = "answer-logits"  # or "full-logits" (architectures outside ANSWER_LOGITS_TYPES)
     padding_fraction: float = 0.0  # pad tokens / all tokens in the training batches
-    shared_prefix_tokens: int = 0  # of tokens_seen, those not run again: a micro-batch's shared prefix, after its first row
+    shared_prefix_tokens: int = 0  # of tokens_seen, not run again: a micro-batch's shared prefix after its first row
     micro_batch_size: int = 0  # at most this many items per forward (per process); < batch_size after OOM retries
     oom_retries: int = 0  # steps (or validations) taken again with a halved micro-batch after running out of memory
 

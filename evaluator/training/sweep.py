@@ -64,7 +64,7 @@ from evaluator.errors import UserError
 from evaluator.faults import checkpoint
 from evaluator.training.adapter import attach_lora, lora_target_problem, save_adapter, set_checkpointing
 from evaluator.training.backoff import OomBackoff
-from evaluator.training.data import Example, _make_batch, endless_batches, train_and_validation
+from evaluator.training.data import Example, _make_batch, endless_batches, shares_prefix, train_and_validation
 from evaluator.training.distributed import DataParallel, world_size
 from evaluator.training.early_stop import EarlyStopping
 from evaluator.training.loss import _answer_loss_module, loss_and_accuracy, metric_sums, uses_answer_logits
@@ -153,8 +153,8 @@ def train_lora_sweep(
         backoff = OomBackoff(hp.batch_size * len(runs), dp, gradient_checkpointing=hp.gradient_checkpointing,
                              zero_grad=lambda: [st.optimiser.zero_grad() for st in states if st.optimiser],
                              reset_peak=states[0].meter.reset_peak, log=log)
-        share = hp.shared_prefix and not hp.gradient_checkpointing  # as train_lora
-        forward_backward = partial(_forward_backward, module, rows, pad_id, device, dp.autocast, share)  # (parts, norms, micro)
+        forward_backward = partial(_forward_backward, module, rows, pad_id, device, dp.autocast,
+                                   shares_prefix(hp))  # (parts, norms, micro)
         validate = partial(_validate, dp, module, model, rows, pad_id, device, hp.batch_size)  # (state, micro)
 
         # Train: one combined step after another — the next global batch of every run still training, one forward
@@ -288,8 +288,9 @@ def _start_run(i: int, run: SweepRun, hp: LoraArm, layers: dict, device: str) ->
 def _forward_backward(module, rows: _Rows, pad_id: int, device: str, autocast: Callable, share: bool,
                       parts: list[tuple[int, list[Example]]], norms: dict[int, int], micro: int) -> dict:
     """Accumulate the gradient of every run's global batch in `parts` ([(run, its batch)], one block of rows each),
-    `micro` rows per forward; returns each run's loss (device scalars) and its prefix ids not run again. The loss of a forward is the sum over its runs
-    of (sum of the run's answer-token cross-entropies) / norms[run] — `train_lora`'s loss, one term per run.
+    `micro` rows per forward; returns each run's loss (device scalars) and its prefix ids not run again. The loss of
+    a forward is the sum over its runs of (sum of the run's answer-token cross-entropies) / norms[run] —
+    `train_lora`'s loss, one term per run.
     `share`: the leading ids every row of a forward shares run once per run (`data.shared_prefix_len`), as
     `train_lora` runs them once per micro-batch."""
     import torch.nn.functional as F
